@@ -1,0 +1,107 @@
+"""One frozen settings object, read from ``FACESEARCH_*`` environment variables at an entry point."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+EMBEDDERS = ("auto", "facenet", "dlib")
+
+
+def _default_data_dir() -> Path:
+    from platformdirs import user_data_path
+
+    return user_data_path("facesearch", appauthor=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Build it once with :meth:`from_env` and pass it down.
+
+    Attributes:
+        embedder: ``"facenet"`` (InceptionResnetV1/VGGFace2, 512-d), ``"dlib"`` (dlib ResNet, 128-d), or
+            ``"auto"``: FaceNet when its weights load, else dlib with a notice.
+        data_dir: where the embedded LanceDB store and thumbnails live.
+        es_url: Elasticsearch URL; when set, the Elasticsearch backend is used instead of LanceDB.
+        es_api_key / es_user / es_password / es_ca_cert: Elasticsearch credentials and CA bundle.
+        es_index_prefix: prefix of Elasticsearch index and alias names.
+        facenet_weights: local path of the VGGFace2 state dict, used instead of downloading.
+        min_face_size: smallest face MTCNN looks for, in source pixels.
+        min_probability: detections below this MTCNN probability are dropped.
+        max_image_pixels: larger images are refused as decompression bombs.
+        batch_size: images per detection/embedding batch.
+        torch_threads: intra-op threads for torch (0 = torch's default).
+    """
+
+    embedder: str = "auto"
+    data_dir: Path = dataclasses.field(default_factory=_default_data_dir)
+    es_url: str | None = None
+    es_api_key: str | None = None
+    es_user: str | None = None
+    es_password: str | None = None
+    es_ca_cert: Path | None = None
+    es_index_prefix: str = "facesearch"
+    facenet_weights: Path | None = None
+    min_face_size: int = 20
+    min_probability: float = 0.9
+    max_image_pixels: int = 90_000_000
+    batch_size: int = 32
+    torch_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.embedder not in EMBEDDERS:
+            raise ConfigError(f"FACESEARCH_EMBEDDER must be one of {', '.join(EMBEDDERS)}, got {self.embedder!r}")
+        if not 0.0 <= self.min_probability <= 1.0:
+            raise ConfigError(f"FACESEARCH_MIN_PROBABILITY must be within [0, 1], got {self.min_probability}")
+        if self.min_face_size < 1 or self.batch_size < 1:
+            raise ConfigError("FACESEARCH_MIN_FACE_SIZE and FACESEARCH_BATCH_SIZE must be positive")
+
+    @property
+    def backend(self) -> str:
+        """``"elasticsearch"`` when an ES URL is configured, else ``"embedded"``."""
+        return "elasticsearch" if self.es_url else "embedded"
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed (CLI flags override the environment this way)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``FACESEARCH_*`` variables; unset or empty ones keep their defaults."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(f"FACESEARCH_{name}", "").strip()
+            return value or None
+
+        def number(name: str, kind: type):
+            raw = get(name)
+            if raw is None:
+                return None
+            try:
+                return kind(raw)
+            except ValueError:
+                raise ConfigError(f"FACESEARCH_{name} must be a {kind.__name__}, got {raw!r}") from None
+
+        values: dict[str, object] = {
+            "embedder": get("EMBEDDER"),
+            "data_dir": Path(get("DATA_DIR")).expanduser() if get("DATA_DIR") else None,
+            "es_url": get("ES_URL"),
+            "es_api_key": get("ES_API_KEY"),
+            "es_user": get("ES_USER"),
+            "es_password": get("ES_PASSWORD"),
+            "es_ca_cert": Path(get("ES_CA_CERT")).expanduser() if get("ES_CA_CERT") else None,
+            "es_index_prefix": get("ES_INDEX_PREFIX"),
+            "facenet_weights": Path(get("FACENET_WEIGHTS")).expanduser() if get("FACENET_WEIGHTS") else None,
+            "min_face_size": number("MIN_FACE_SIZE", int),
+            "min_probability": number("MIN_PROBABILITY", float),
+            "max_image_pixels": number("MAX_IMAGE_PIXELS", int),
+            "batch_size": number("BATCH_SIZE", int),
+            "torch_threads": number("TORCH_THREADS", int),
+        }
+        return cls(**{key: value for key, value in values.items() if value is not None})

@@ -1,0 +1,88 @@
+"""Reading photos into RGB arrays, with one clear :class:`ImageError` per unusable file."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+
+
+def is_image_path(path: Path) -> bool:
+    """Whether the file name has one of the photo extensions facesearch reads."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def content_hash(data: bytes) -> str:
+    """Hex SHA-256 of a file's bytes: the identity of its content."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """Decode image bytes to an (H, W, 3) uint8 RGB array, EXIF orientation applied.
+
+    Args:
+        data: the encoded file (JPEG, PNG, WebP, BMP, ...).
+        name: how the file is named in errors (a path or an upload's file name).
+        max_pixels: images with more pixels than this are refused before they are decoded.
+
+    Raises:
+        ImageError: empty, not an image, truncated, corrupt or too large.
+    """
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Our own size check below replaces Pillow's bomb warning; its hard limit still applies.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageError(
+                        name, f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels:,}"
+                    )
+                img.load()
+                oriented = ImageOps.exif_transpose(img)
+                rgb = oriented.convert("RGB")
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(name, f"image too large (decompression bomb): {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageError(name, "not an image file (format not recognised)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(name, f"corrupt or truncated image: {exc}") from None
+    array = np.asarray(rgb, dtype=np.uint8)
+    if array.ndim != 3 or array.shape[0] < 8 or array.shape[1] < 8:
+        raise ImageError(name, f"image too small to hold a face: {array.shape[1]}x{array.shape[0]} pixels")
+    return np.ascontiguousarray(array)
+
+
+def read_file(path: Path) -> bytes:
+    """A file's bytes, or an :class:`ImageError` saying why it can't be read."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(str(path), "file not found") from None
+    except IsADirectoryError:
+        raise ImageError(str(path), "is a directory, not a file") from None
+    except PermissionError:
+        raise ImageError(str(path), "permission denied") from None
+    except OSError as exc:
+        raise ImageError(str(path), f"unreadable: {exc.strerror or exc}") from None
+
+
+def load_image(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
+    """Read and decode one photo; returns the RGB array and the SHA-256 of the file's bytes."""
+    data = read_file(path)
+    return decode_image(data, str(path), max_pixels), content_hash(data)

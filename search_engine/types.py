@@ -1,0 +1,179 @@
+"""Typed values that cross module boundaries.
+
+Conventions used everywhere:
+- Images are ``numpy.ndarray`` of shape (H, W, 3), dtype uint8, **RGB** order.
+- Boxes are ``(x1, y1, x2, y2)`` floats in source-image pixels, x to the right, y down.
+- Landmarks are 5 ``(x, y)`` points in source pixels: left eye, right eye, nose, left and right
+  mouth corner (image left/right, as MTCNN reports them).
+- Embeddings are float32 vectors of unit L2 norm; similarity is their dot product (cosine), in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+PHOTO = "photo"
+VIDEO = "video"
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in source pixels."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.x1 + self.x2) / 2.0, (self.y1 + self.y2) / 2.0)
+
+    def as_list(self) -> list[float]:
+        return [round(self.x1, 1), round(self.y1, 1), round(self.x2, 1), round(self.y2, 1)]
+
+    @classmethod
+    def from_list(cls, values) -> Box:
+        x1, y1, x2, y2 = (float(v) for v in values)
+        return cls(x1, y1, x2, y2)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face found by the detector: box, MTCNN probability in [0, 1], 5 landmarks."""
+
+    box: Box
+    probability: float
+    landmarks: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    """Identity of an embedding model: vectors of different ``key``s are never mixed in one index."""
+
+    name: str
+    version: str
+    dim: int
+
+    @property
+    def key(self) -> str:
+        """Index-name-safe identity, e.g. ``dlib-r1``."""
+        return f"{self.name}-{self.version}"
+
+
+@dataclass
+class FaceRecord:
+    """One face as stored in the index.
+
+    ``face_id`` is deterministic (source, model, face number), so re-indexing overwrites rather than
+    duplicates. ``person`` is set only for a face known to be that person (the subject of a labelled
+    photo); other faces in the same photo are stored unlabelled.
+    """
+
+    face_id: str
+    source: str
+    face_no: int
+    box: Box
+    probability: float
+    embedding: np.ndarray
+    model: str
+    person: str | None = None
+    media_type: str = PHOTO
+    video: str | None = None
+    frame: int | None = None
+    timestamp: float | None = None
+    image_width: int | None = None
+    image_height: int | None = None
+    content_hash: str | None = None
+    indexed_at: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """What the index knows of one ingested file, so a re-run can skip it or report it."""
+
+    source: str
+    content_hash: str
+    model: str
+    faces: int
+    status: str = "ok"
+    error: str | None = None
+    media_type: str = PHOTO
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Restrictions applied *before* nearest-neighbour ranking.
+
+    ``min_score`` is a cosine similarity floor in [-1, 1]; ``exclude_sources`` drops hits from those files.
+    """
+
+    person: str | None = None
+    video: str | None = None
+    media_type: str | None = None
+    min_score: float | None = None
+    exclude_sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A stored face returned by a search, ``score`` being its cosine similarity to the query."""
+
+    face_id: str
+    score: float
+    source: str
+    box: Box
+    probability: float
+    model: str
+    person: str | None = None
+    media_type: str = PHOTO
+    video: str | None = None
+    frame: int | None = None
+    timestamp: float | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "face_id": self.face_id,
+            "score": round(self.score, 4),
+            "person": self.person,
+            "source": self.source,
+            "box": self.box.as_list(),
+            "probability": round(self.probability, 4),
+            "media_type": self.media_type,
+            "video": self.video,
+            "frame": self.frame,
+            "timestamp": self.timestamp,
+            "model": self.model,
+        }
+
+
+@dataclass(frozen=True)
+class Facet:
+    """One value of a keyword field with how many faces carry it."""
+
+    value: str
+    count: int
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """Outcome of a bulk upsert: how many faces landed and which failed, with reasons."""
+
+    indexed: int
+    failed: tuple[tuple[str, str], ...] = field(default_factory=tuple)
