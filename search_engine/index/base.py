@@ -1,0 +1,75 @@
+"""The face index contract that the embedded (LanceDB) and Elasticsearch stores both fulfil.
+
+Every index holds the faces of **one** embedding model (``EmbedderInfo.key``): its name is derived
+from that key, and opening it with vectors of another dimension raises :class:`DimensionMismatchError`.
+Scores are cosine similarities in [-1, 1] between unit-length vectors, whatever the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..types import BulkResult, EmbedderInfo, Facet, FaceRecord, Hit, SearchFilters, SourceRecord
+
+#: Fields that :meth:`FaceIndex.facets` and ``collapse`` accept.
+FACET_FIELDS = ("person", "video", "media_type", "source")
+
+
+@runtime_checkable
+class FaceIndex(Protocol):
+    """A store of face embeddings with metadata, searchable by nearest neighbour."""
+
+    model: EmbedderInfo
+
+    def ensure(self) -> None:
+        """Create the index if it does not exist; check its dimension if it does. Idempotent."""
+
+    def upsert(self, faces: Sequence[FaceRecord]) -> BulkResult:
+        """Insert or overwrite faces by ``face_id``; per-face failures are reported, not raised."""
+
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int = 20,
+        filters: SearchFilters | None = None,
+        collapse: str | None = None,
+    ) -> list[Hit]:
+        """The ``k`` faces most similar to ``vector`` (unit length, shape (dim,)), best first.
+
+        Filters are applied before ranking, so a filtered search still returns up to ``k`` hits.
+        With ``collapse`` (a field of :data:`FACET_FIELDS`), only the best hit per value of that
+        field is returned.
+        """
+
+    def get(self, face_id: str) -> FaceRecord | None:
+        """One stored face with its embedding, or None."""
+
+    def faces_of_source(self, source: str) -> list[FaceRecord]:
+        """Every stored face of one file, ordered by ``face_no``."""
+
+    def delete_source(self, source: str) -> int:
+        """Remove every face of one file and its source record; returns how many faces went."""
+
+    def count(self, filters: SearchFilters | None = None) -> int:
+        """How many faces match the filters (``min_score`` and ``exclude_sources`` ignored)."""
+
+    def facets(self, field: str, size: int = 100, filters: SearchFilters | None = None) -> list[Facet]:
+        """The most frequent values of ``field`` with their face counts, most frequent first."""
+
+    def record_sources(self, sources: Sequence[SourceRecord]) -> None:
+        """Remember files as ingested (or failed), overwriting earlier records of the same file."""
+
+    def get_sources(self, sources: Sequence[str]) -> dict[str, SourceRecord]:
+        """The stored records of those files that have one."""
+
+    def refresh(self) -> None:
+        """Make every write so far visible to searches."""
+
+    def drop(self) -> None:
+        """Delete the whole index and its source records (tests and ``--reset``)."""
+
+    def close(self) -> None:
+        """Release the client or handles."""

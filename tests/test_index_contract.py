@@ -1,0 +1,216 @@
+"""One contract, two engines: every test runs against LanceDB, and against Elasticsearch when
+``FACESEARCH_ES_URL`` names a real cluster (skipped otherwise; nothing imitates Elasticsearch)."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+from search_engine.config import Settings
+from search_engine.errors import DimensionMismatchError
+from search_engine.ids import face_id
+from search_engine.types import Box, EmbedderInfo, FaceRecord, SearchFilters, SourceRecord
+
+from .conftest import ES_URL
+
+MODEL = EmbedderInfo("contract", "r1", 8)
+PEOPLE = ("Ada_Lovelace", "Grace_Hopper", None)
+
+
+def make_index(kind: str, tmp_path, model: EmbedderInfo = MODEL, prefix: str | None = None):
+    if kind == "embedded":
+        from search_engine.index.embedded import EmbeddedFaceIndex
+
+        return EmbeddedFaceIndex(tmp_path / "lancedb", model)
+    if not ES_URL:
+        pytest.skip("FACESEARCH_ES_URL is not set: no Elasticsearch cluster to run the contract against")
+    import os
+
+    from search_engine.index.elastic import ElasticFaceIndex
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("FACESEARCH_")} | {"FACESEARCH_ES_URL": ES_URL}
+    settings = Settings.from_env(env).replace(es_index_prefix=prefix or f"facesearch-test-{uuid.uuid4().hex[:8]}")
+    return ElasticFaceIndex.from_settings(settings, model)
+
+
+@pytest.fixture(params=["embedded", "elasticsearch"])
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def index(kind, tmp_path):
+    store = make_index(kind, tmp_path)
+    store.ensure()
+    yield store
+    store.drop()
+    store.close()
+
+
+def unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def make_faces(n: int = 30, seed: int = 0) -> list[FaceRecord]:
+    rng = np.random.default_rng(seed)
+    faces = []
+    for i in range(n):
+        source = f"/photos/img_{i // 3:03d}.jpg" if i % 5 else f"/videos/clip_{i % 2}.mp4"
+        is_video = source.endswith(".mp4")
+        faces.append(
+            FaceRecord(
+                face_id=face_id(MODEL.key, source, i % 3, frame=i if is_video else None),
+                source=source,
+                face_no=i % 3,
+                box=Box(10.0 * i, 5.0, 10.0 * i + 40, 45.0),
+                probability=0.99,
+                embedding=unit(rng.normal(size=MODEL.dim)),
+                model=MODEL.key,
+                person=PEOPLE[i % 3],
+                media_type="video" if is_video else "photo",
+                video=source.rsplit("/", 1)[1] if is_video else None,
+                frame=i if is_video else None,
+                timestamp=i * 0.5 if is_video else None,
+            )
+        )
+    return faces
+
+
+@pytest.fixture
+def filled(index):
+    faces = make_faces()
+    result = index.upsert(faces)
+    assert result.indexed == len(faces) and not result.failed
+    index.refresh()
+    return faces
+
+
+def test_ensure_is_idempotent_and_starts_empty(index):
+    index.ensure()
+    assert index.count() == 0
+    assert index.search(unit(np.ones(MODEL.dim)), k=5) == []
+
+
+def test_exact_match_ranks_first_with_cosine_score(index, filled):
+    target = filled[7]
+    hits = index.search(target.embedding, k=10)
+    assert hits[0].face_id == target.face_id
+    assert hits[0].score == pytest.approx(1.0, abs=0.02)
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert all(-1.0 <= s <= 1.0 for s in scores)
+    expected = sorted((float(f.embedding @ target.embedding) for f in filled), reverse=True)[:10]
+    assert scores == pytest.approx(expected, abs=0.02)
+    assert hits[0].box == target.box and hits[0].person == target.person and hits[0].source == target.source
+
+
+def test_upsert_is_idempotent(index, filled):
+    again = index.upsert(filled)
+    index.refresh()
+    assert again.indexed == len(filled)
+    assert index.count() == len(filled)
+
+
+def test_person_filter_applies_before_ranking(index, filled):
+    target = next(f for f in filled if f.person is None)
+    hits = index.search(target.embedding, k=5, filters=SearchFilters(person="Grace_Hopper"))
+    assert len(hits) == 5
+    assert {h.person for h in hits} == {"Grace_Hopper"}
+
+
+def test_video_and_media_type_filters(index, filled):
+    hits = index.search(filled[0].embedding, k=50, filters=SearchFilters(video="clip_0.mp4"))
+    assert hits and all(h.video == "clip_0.mp4" and h.media_type == "video" for h in hits)
+    assert len(hits) == sum(f.video == "clip_0.mp4" for f in filled)
+    photos = index.search(filled[0].embedding, k=50, filters=SearchFilters(media_type="photo"))
+    assert len(photos) == sum(f.media_type == "photo" for f in filled)
+    assert all(h.timestamp is None for h in photos)
+    video_hit = hits[0]
+    stored = next(f for f in filled if f.face_id == video_hit.face_id)
+    assert video_hit.frame == stored.frame and video_hit.timestamp == pytest.approx(stored.timestamp)
+
+
+def test_min_score_is_a_floor(index, filled):
+    target = filled[3]
+    hits = index.search(target.embedding, k=30, filters=SearchFilters(min_score=0.3))
+    assert hits[0].face_id == target.face_id
+    assert all(h.score >= 0.3 - 1e-3 for h in hits)
+    assert len(hits) == sum(float(f.embedding @ target.embedding) >= 0.3 for f in filled)
+
+
+def test_exclude_sources(index, filled):
+    target = filled[4]
+    hits = index.search(target.embedding, k=30, filters=SearchFilters(exclude_sources=(target.source,)))
+    assert hits and all(h.source != target.source for h in hits)
+
+
+def test_collapse_keeps_best_hit_per_person(index, filled):
+    target = filled[1]
+    hits = index.search(target.embedding, k=3, collapse="person")
+    people = [h.person for h in hits]
+    assert len(people) == len(set(people))
+    assert hits[0].face_id == target.face_id
+    for hit in hits:
+        best = max((f for f in filled if f.person == hit.person), key=lambda f: float(f.embedding @ target.embedding))
+        assert hit.face_id == best.face_id
+
+
+def test_get_faces_of_source_and_delete_source(index, filled):
+    target = filled[2]
+    stored = index.get(target.face_id)
+    assert stored is not None and stored.source == target.source and stored.person == target.person
+    assert np.allclose(stored.embedding, target.embedding, atol=1e-6)
+    assert index.get("no-such-face") is None
+    same_source = [f for f in filled if f.source == target.source]
+    listed = index.faces_of_source(target.source)
+    assert sorted(f.face_id for f in listed) == sorted(f.face_id for f in same_source)
+    assert index.delete_source(target.source) == len(same_source)
+    index.refresh()
+    assert index.count() == len(filled) - len(same_source)
+    assert index.faces_of_source(target.source) == []
+
+
+def test_counts_and_facets(index, filled):
+    assert index.count() == len(filled)
+    assert index.count(SearchFilters(person="Ada_Lovelace")) == sum(f.person == "Ada_Lovelace" for f in filled)
+    people = index.facets("person")
+    assert {f.value: f.count for f in people} == {
+        p: sum(f.person == p for f in filled) for p in PEOPLE if p is not None
+    }
+    counts = [f.count for f in people]
+    assert counts == sorted(counts, reverse=True)
+    videos = index.facets("video")
+    assert {f.value for f in videos} == {"clip_0.mp4", "clip_1.mp4"}
+    assert len(index.facets("source", size=2)) == 2
+
+
+def test_source_records_overwrite(index):
+    index.record_sources([SourceRecord("/a.jpg", "h1", MODEL.key, 2), SourceRecord("/b.jpg", "", MODEL.key, 0, "failed", "corrupt")])
+    index.record_sources([SourceRecord("/a.jpg", "h2", MODEL.key, 3)])
+    index.refresh()
+    found = index.get_sources(["/a.jpg", "/b.jpg", "/c.jpg"])
+    assert set(found) == {"/a.jpg", "/b.jpg"}
+    assert found["/a.jpg"].content_hash == "h2" and found["/a.jpg"].faces == 3
+    assert found["/b.jpg"].status == "failed" and found["/b.jpg"].error == "corrupt"
+
+
+def test_bad_vectors_are_reported_not_stored(index):
+    good, bad = make_faces(2)
+    bad.embedding = np.ones(MODEL.dim + 1, np.float32)
+    result = index.upsert([good, bad])
+    index.refresh()
+    assert result.indexed == 1
+    assert [face for face, _ in result.failed] == [bad.face_id]
+    assert index.count() == 1
+
+
+def test_other_dimension_is_refused(kind, tmp_path, index):
+    with pytest.raises(DimensionMismatchError):
+        index.search(np.ones(MODEL.dim * 2, np.float32), k=1)
+    prefix = getattr(index, "prefix", None)
+    other = make_index(kind, tmp_path, EmbedderInfo(MODEL.name, MODEL.version, MODEL.dim * 2), prefix=prefix)
+    with pytest.raises(DimensionMismatchError):
+        other.ensure()
