@@ -54,7 +54,7 @@ class FaceIndex(Protocol):
         """Remove every face of one file and its source record; returns how many faces went."""
 
     def count(self, filters: SearchFilters | None = None) -> int:
-        """How many faces match the filters (``min_score`` and ``exclude_sources`` ignored)."""
+        """How many faces match the filters (``min_score`` ignored: there is no query vector)."""
 
     def facets(self, field: str, size: int = 100, filters: SearchFilters | None = None) -> list[Facet]:
         """The most frequent values of ``field`` with their face counts, most frequent first."""

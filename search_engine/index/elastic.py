@@ -1,0 +1,486 @@
+"""The scalable face index: Elasticsearch 8.12+ (self-managed or Elastic Cloud Hosted, 8.x or 9.x).
+
+Faces live in an int8-quantised HNSW ``dense_vector`` index behind a per-model alias (names and
+mappings in :mod:`.mapping`, request bodies in :mod:`.queries`). Use an elasticsearch-py of the
+server's major version: a 9.x client cannot talk to an 8.x server, and the reverse.
+
+Writes become visible to searches at the next refresh (about a second), or at once after
+:meth:`ElasticFaceIndex.refresh`, or on every write with ``refresh_on_write=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from elasticsearch import (
+    ApiError,
+    AuthenticationException,
+    AuthorizationException,
+    BadRequestError,
+    ConnectionError,
+    ConnectionTimeout,
+    Elasticsearch,
+    NotFoundError,
+    SSLError,
+    TransportError,
+    UnsupportedProductError,
+    helpers,
+)
+
+from ..config import Settings
+from ..errors import ConfigError, DimensionMismatchError, IndexUnavailableError
+from ..ids import source_id
+from ..types import BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
+from .base import FACET_FIELDS
+from .mapping import (
+    DEFAULT_VECTOR_INDEX,
+    embedding_dims,
+    face_document,
+    faces_mapping,
+    hit_from_document,
+    index_names,
+    index_settings,
+    index_template,
+    knows_exclude_source_vectors,
+    record_from_document,
+    source_document,
+    source_record_from_document,
+    sources_mapping,
+)
+from .queries import MAX_KNN, cosine_from_score, count_body, facets_body, knn_search_body, source_faces_body
+
+log = logging.getLogger(__name__)
+
+#: Seconds one HTTP request may take; bulk chunks of 500 faces and cold kNN searches fit well inside.
+REQUEST_TIMEOUT_S = 30.0
+
+#: Bulk chunks refused with 429 (cluster busy) are retried this often, waiting 1, 2, 4, 8, 16 s.
+BULK_MAX_RETRIES = 5
+BULK_INITIAL_BACKOFF_S = 1.0
+BULK_MAX_BACKOFF_S = 30.0
+
+#: Faces per page when listing one file's faces; file ids per mget request.
+PAGE_SIZE = 1000
+
+
+def create_client(settings: Settings, request_timeout: float = REQUEST_TIMEOUT_S) -> Elasticsearch:
+    """A client for ``settings.es_url`` with its credentials and CA bundle; constructing it does not connect.
+
+    Authentication is an API key (``es_api_key``) or basic auth (``es_user`` + ``es_password``),
+    not both. Timed-out requests are retried on the next node, as are 429/502/503/504 answers.
+
+    Raises:
+        ConfigError: no URL, a URL without scheme and port, conflicting or half-set credentials,
+            a missing CA file, or a CA file with a plain-http URL.
+    """
+    if not settings.es_url:
+        raise ConfigError("FACESEARCH_ES_URL is not set")
+    options: dict[str, Any] = {"request_timeout": request_timeout, "retry_on_timeout": True}
+    if settings.es_api_key and (settings.es_user or settings.es_password):
+        raise ConfigError("set FACESEARCH_ES_API_KEY or FACESEARCH_ES_USER/FACESEARCH_ES_PASSWORD, not both")
+    if settings.es_api_key:
+        options["api_key"] = settings.es_api_key
+    elif settings.es_user or settings.es_password:
+        if not (settings.es_user and settings.es_password):
+            raise ConfigError("FACESEARCH_ES_USER and FACESEARCH_ES_PASSWORD must be set together")
+        options["basic_auth"] = (settings.es_user, settings.es_password)
+    if settings.es_ca_cert is not None:
+        if not settings.es_ca_cert.is_file():
+            raise ConfigError(f"FACESEARCH_ES_CA_CERT {settings.es_ca_cert} is not a file")
+        options["ca_certs"] = str(settings.es_ca_cert)
+    try:
+        return Elasticsearch(settings.es_url, **options)
+    except ValueError as exc:
+        raise ConfigError(f"FACESEARCH_ES_URL {settings.es_url!r} cannot be used: {exc}") from exc
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error under a transport error (``[Errno 111] Connection refused``...), for one short message."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, TransportError) and exc.errors:
+            inner: BaseException | None = exc.errors[0]
+        else:
+            inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
+    return str(exc) or type(exc).__name__
+
+
+def _error_type(exc: ApiError) -> str:
+    """Elasticsearch's error type (``resource_already_exists_exception``...) of an API error."""
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("type", ""))
+    return ""
+
+
+def _error_reason(exc: ApiError) -> str:
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("reason") or _error_type(exc))
+    return str(exc)
+
+
+def _bulk_reason(info: dict[str, Any]) -> str:
+    """One line for a failed bulk item: ``error`` is a dict for a refused document, a string for a failed request."""
+    error = info.get("error")
+    if isinstance(error, dict):
+        reason = f"{error.get('type', 'error')}: {error.get('reason', '')}"
+        caused_by = error.get("caused_by")
+        if isinstance(caused_by, dict) and caused_by.get("reason"):
+            reason += f" ({caused_by['reason']})"
+        return reason
+    return f"HTTP {info.get('status')}: {error}"
+
+
+class ElasticFaceIndex:
+    """Elasticsearch implementation of :class:`~search_engine.index.base.FaceIndex`.
+
+    Args:
+        client: an ``Elasticsearch`` client (see :func:`create_client`); this index closes it.
+        model: the embedding model whose faces this index holds.
+        prefix: first part of every index, alias and template name (``FACESEARCH_ES_INDEX_PREFIX``).
+        refresh_on_write: refresh after every write so it is searchable at once; costly under
+            heavy ingest, meant for tests and small interactive use.
+        shards / replicas: of a newly created faces index, see :func:`.mapping.index_settings`.
+        vector_index: dense_vector ``index_options.type`` of a newly created faces index.
+
+    Nothing is sent to the cluster until the first call that needs it.
+    """
+
+    def __init__(
+        self,
+        client: Elasticsearch,
+        model: EmbedderInfo,
+        prefix: str = "facesearch",
+        refresh_on_write: bool = False,
+        shards: int = 1,
+        replicas: int | None = None,
+        vector_index: str = DEFAULT_VECTOR_INDEX,
+    ) -> None:
+        self.model = model
+        self.prefix = prefix
+        self.names = index_names(prefix, model)
+        self.refresh_on_write = refresh_on_write
+        self._client = client
+        self._shards = shards
+        self._replicas = replicas
+        self._vector_index = vector_index
+        self._ready = False
+        self.url = ", ".join(node.base_url for node in client.transport.node_pool.all())
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model: EmbedderInfo) -> ElasticFaceIndex:
+        """The index for ``model`` on the cluster at ``settings.es_url``, under ``settings.es_index_prefix``."""
+        return cls(create_client(settings), model, prefix=settings.es_index_prefix)
+
+    @contextmanager
+    def _talking(self, doing: str) -> Iterator[None]:
+        """Turn an unreachable or refusing cluster into one :class:`IndexUnavailableError` saying why."""
+        try:
+            yield
+        except ConnectionTimeout as exc:
+            raise IndexUnavailableError(
+                f"Elasticsearch at {self.url} did not answer in time while {doing}: {_root_cause(exc)}"
+            ) from exc
+        except SSLError as exc:
+            raise IndexUnavailableError(
+                f"TLS with Elasticsearch at {self.url} failed while {doing}: {_root_cause(exc)} "
+                "(is FACESEARCH_ES_CA_CERT the cluster's CA?)"
+            ) from exc
+        except ConnectionError as exc:
+            raise IndexUnavailableError(
+                f"cannot reach Elasticsearch at {self.url} while {doing}: {_root_cause(exc)}"
+            ) from exc
+        except AuthenticationException as exc:
+            raise IndexUnavailableError(
+                f"Elasticsearch at {self.url} rejected the credentials while {doing}: {_error_reason(exc)} "
+                "(check FACESEARCH_ES_API_KEY or FACESEARCH_ES_USER/FACESEARCH_ES_PASSWORD)"
+            ) from exc
+        except AuthorizationException as exc:
+            raise IndexUnavailableError(
+                f"the Elasticsearch credentials lack a privilege for {doing} at {self.url}: {_error_reason(exc)}"
+            ) from exc
+        except UnsupportedProductError as exc:
+            raise IndexUnavailableError(f"{self.url} is not a supported Elasticsearch server: {exc}") from exc
+        except BadRequestError as exc:
+            if _error_type(exc) != "media_type_header_exception":
+                raise
+            raise IndexUnavailableError(
+                f"Elasticsearch at {self.url} refused this client's API version while {doing}: "
+                f"{_error_reason(exc)} (install the elasticsearch-py major version that matches the server)"
+            ) from exc
+
+    def ensure(self) -> None:
+        """Create the templates, versioned indices and aliases that are missing; check the vector size.
+
+        Raises:
+            DimensionMismatchError: the faces index holds vectors of another size than the model's.
+            IndexUnavailableError: the cluster cannot be reached or refuses these credentials.
+        """
+        if self._ready:
+            return
+        names = self.names
+        with self._talking(f"preparing the index {names.faces_alias}"):
+            missing = [
+                alias
+                for alias in (names.faces_alias, names.sources_alias)
+                if not self._client.indices.exists_alias(name=alias)
+            ]
+            if missing:
+                version = self._client.info()["version"]["number"]
+                faces_settings = index_settings(
+                    self._shards, self._replicas, keep_source_vectors=knows_exclude_source_vectors(version)
+                )
+                plans = {
+                    names.faces_alias: (
+                        names.faces_template,
+                        names.faces_index,
+                        faces_mapping(self.model.dim, self._vector_index),
+                        faces_settings,
+                    ),
+                    names.sources_alias: (
+                        names.sources_template,
+                        names.sources_index,
+                        sources_mapping(),
+                        index_settings(),
+                    ),
+                }
+                for alias in missing:
+                    self._create(alias, *plans[alias])
+            self._check_dims()
+        self._ready = True
+
+    def _create(self, alias: str, template: str, index: str, mappings: dict, settings: dict) -> None:
+        indices = self._client.indices
+        indices.put_index_template(name=template, body=index_template(alias, mappings, settings))
+        try:
+            indices.create(index=index, settings=settings, mappings=mappings, aliases={alias: {}})
+            log.info("created Elasticsearch index %s behind alias %s", index, alias)
+        except BadRequestError as exc:
+            # Another worker created it first, or the alias was removed from a surviving index.
+            if _error_type(exc) != "resource_already_exists_exception":
+                raise
+            indices.put_alias(index=index, name=alias)
+
+    def _check_dims(self) -> None:
+        alias = self.names.faces_alias
+        for index, body in self._client.indices.get_mapping(index=alias).body.items():
+            dims = embedding_dims(body.get("mappings", {}))
+            if dims != self.model.dim:
+                held = f"{dims}-d vectors" if dims is not None else "no dense_vector 'embedding' field"
+                raise DimensionMismatchError(
+                    f"the Elasticsearch index {index} (alias {alias}) holds {held} but the {self.model.key} "
+                    f"embedder makes {self.model.dim}-d ones; drop it (facesearch --reset) or use another "
+                    "FACESEARCH_ES_INDEX_PREFIX"
+                )
+
+    def upsert(self, faces: Sequence[FaceRecord]) -> BulkResult:
+        if not faces:
+            return BulkResult(indexed=0)
+        self.ensure()
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        failed: list[tuple[str, str]] = []
+        actions: list[dict[str, Any]] = []
+        for face in faces:
+            vector = np.asarray(face.embedding, dtype=np.float32).reshape(-1)
+            if vector.shape[0] != self.model.dim or not np.all(np.isfinite(vector)):
+                failed.append((face.face_id, f"embedding must be {self.model.dim} finite floats"))
+                continue
+            if face.indexed_at is None:
+                face = dataclasses.replace(face, indexed_at=now)
+            actions.append({"_index": self.names.faces_alias, "_id": face.face_id, "_source": face_document(face)})
+        indexed = 0
+        with self._talking(f"indexing faces into {self.names.faces_alias}"):
+            for ok, item in helpers.streaming_bulk(
+                self._client,
+                actions,
+                raise_on_error=False,
+                # A whole chunk refused (a 5xx, say) is reported per face; 401/403 are raised below.
+                raise_on_exception=False,
+                max_retries=BULK_MAX_RETRIES,
+                initial_backoff=BULK_INITIAL_BACKOFF_S,
+                max_backoff=BULK_MAX_BACKOFF_S,
+                # Never let a write auto-create a dynamically mapped index where the alias should be.
+                require_alias=True,
+                refresh=self.refresh_on_write,
+            ):
+                info = next(iter(item.values()))
+                if ok:
+                    indexed += 1
+                    continue
+                if isinstance(info.get("exception"), (AuthenticationException, AuthorizationException)):
+                    raise info["exception"]
+                failed.append((str(info.get("_id")), _bulk_reason(info)))
+        if failed:
+            log.warning(
+                "%d of %d faces not indexed into %s; first: %s",
+                len(failed),
+                len(faces),
+                self.names.faces_alias,
+                failed[0][1],
+            )
+        return BulkResult(indexed=indexed, failed=tuple(failed))
+
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int = 20,
+        filters: SearchFilters | None = None,
+        collapse: str | None = None,
+    ) -> list[Hit]:
+        """See :meth:`FaceIndex.search`; scores are cosine similarities in [-1, 1].
+
+        With ``collapse``, the kNN clause gathers ``8 * k`` faces and collapses among them; while
+        that yields fewer than ``k`` groups and more faces may exist, it asks again for four times
+        as many (at most 10,000).
+        """
+        if collapse is not None and collapse not in FACET_FIELDS:
+            raise ValueError(f"cannot collapse on {collapse!r}; choose one of {', '.join(FACET_FIELDS)}")
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if query.shape[0] != self.model.dim:
+            raise DimensionMismatchError(
+                f"query vector has {query.shape[0]} dimensions, the {self.model.key} index holds {self.model.dim}"
+            )
+        self.ensure()
+        knn_k = None
+        while True:
+            body = knn_search_body(query, k, filters, collapse=collapse, knn_k=knn_k)
+            with self._talking(f"searching {self.names.faces_alias}"):
+                response = self._client.search(index=self.names.faces_alias, body=body)
+            hits = [
+                hit_from_document(hit["_source"], cosine_from_score(hit["_score"])) for hit in response["hits"]["hits"]
+            ]
+            gathered = body["knn"]["k"]
+            if collapse is None or len(hits) >= k or gathered >= MAX_KNN:
+                return hits
+            if response["hits"]["total"]["value"] < gathered:
+                # Fewer faces matched than were asked for: every matching face was among them.
+                return hits
+            knn_k = gathered * 4
+
+    def get(self, face_id: str) -> FaceRecord | None:
+        self.ensure()
+        with self._talking(f"reading face {face_id} from {self.names.faces_alias}"):
+            try:
+                response = self._client.get(index=self.names.faces_alias, id=face_id)
+            except NotFoundError:
+                return None
+        return record_from_document(response["_source"])
+
+    def faces_of_source(self, source: str) -> list[FaceRecord]:
+        self.ensure()
+        records: list[FaceRecord] = []
+        search_after = None
+        with self._talking(f"listing the faces of {source} in {self.names.faces_alias}"):
+            while True:
+                body = source_faces_body(source, PAGE_SIZE, search_after)
+                hits = self._client.search(index=self.names.faces_alias, body=body)["hits"]["hits"]
+                records.extend(record_from_document(hit["_source"]) for hit in hits)
+                if len(hits) < PAGE_SIZE:
+                    return records
+                search_after = hits[-1]["sort"]
+
+    def delete_source(self, source: str) -> int:
+        self.ensure()
+        with self._talking(f"deleting the faces of {source} from {self.names.faces_alias}"):
+            # delete_by_query only sees refreshed documents; faces written a moment ago must go too.
+            self._client.indices.refresh(index=self.names.faces_alias)
+            response = self._client.delete_by_query(
+                index=self.names.faces_alias,
+                query={"term": {"source": source}},
+                conflicts="proceed",
+                refresh=True,
+            )
+            self._client.options(ignore_status=404).delete(
+                index=self.names.sources_alias, id=source_id(source), refresh=self.refresh_on_write
+            )
+        return int(response["deleted"])
+
+    def count(self, filters: SearchFilters | None = None) -> int:
+        self.ensure()
+        with self._talking(f"counting faces in {self.names.faces_alias}"):
+            return int(self._client.count(index=self.names.faces_alias, body=count_body(filters))["count"])
+
+    def facets(self, field: str, size: int = 100, filters: SearchFilters | None = None) -> list[Facet]:
+        if field not in FACET_FIELDS:
+            raise ValueError(f"no facets on {field!r}; choose one of {', '.join(FACET_FIELDS)}")
+        if size < 1:
+            return []
+        self.ensure()
+        with self._talking(f"counting {field} values in {self.names.faces_alias}"):
+            response = self._client.search(index=self.names.faces_alias, body=facets_body(field, size, filters))
+        buckets = response["aggregations"]["values"]["buckets"]
+        return [Facet(str(bucket["key"]), int(bucket["doc_count"])) for bucket in buckets]
+
+    def record_sources(self, sources: Sequence[SourceRecord]) -> None:
+        """See :meth:`FaceIndex.record_sources`; a record Elasticsearch refuses raises ``BulkIndexError``."""
+        if not sources:
+            return
+        self.ensure()
+        actions = [
+            {"_index": self.names.sources_alias, "_id": source_id(record.source), "_source": source_document(record)}
+            for record in sources
+        ]
+        with self._talking(f"recording files in {self.names.sources_alias}"):
+            helpers.bulk(
+                self._client,
+                actions,
+                max_retries=BULK_MAX_RETRIES,
+                initial_backoff=BULK_INITIAL_BACKOFF_S,
+                max_backoff=BULK_MAX_BACKOFF_S,
+                require_alias=True,
+                refresh=self.refresh_on_write,
+            )
+
+    def get_sources(self, sources: Sequence[str]) -> dict[str, SourceRecord]:
+        if not sources:
+            return {}
+        self.ensure()
+        wanted = set(sources)
+        found: dict[str, SourceRecord] = {}
+        unique = list(dict.fromkeys(sources))
+        with self._talking(f"reading file records from {self.names.sources_alias}"):
+            for start in range(0, len(unique), PAGE_SIZE):
+                ids = [source_id(source) for source in unique[start : start + PAGE_SIZE]]
+                for doc in self._client.mget(index=self.names.sources_alias, ids=ids)["docs"]:
+                    if doc.get("found"):
+                        record = source_record_from_document(doc["_source"])
+                        if record.source in wanted:
+                            found[record.source] = record
+        return found
+
+    def refresh(self) -> None:
+        with self._talking(f"refreshing {self.names.faces_alias}"):
+            self._client.indices.refresh(
+                index=[self.names.faces_alias, self.names.sources_alias], ignore_unavailable=True
+            )
+
+    def drop(self) -> None:
+        """Delete the faces and sources indices (every version behind the aliases) and their templates."""
+        names = self.names
+        quiet = self._client.options(ignore_status=404)
+        with self._talking(f"dropping {names.faces_alias}"):
+            indices = {names.faces_index, names.sources_index}
+            for alias in (names.faces_alias, names.sources_alias):
+                response = quiet.indices.get_alias(name=alias)
+                if response.meta.status == 200:
+                    indices.update(response.body)
+            # Named one by one: wildcard deletes are refused under action.destructive_requires_name.
+            quiet.indices.delete(index=sorted(indices), ignore_unavailable=True)
+            for template in (names.faces_template, names.sources_template):
+                quiet.indices.delete_index_template(name=template)
+        self._ready = False
+        log.info("dropped Elasticsearch indices %s", ", ".join(sorted(indices)))
+
+    def close(self) -> None:
+        self._client.close()

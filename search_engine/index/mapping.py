@@ -1,0 +1,306 @@
+"""Elasticsearch names, mappings, settings and document conversions: plain data, no client.
+
+Layout, per embedding model (``EmbedderInfo.key``) and prefix ``p``:
+
+- faces: alias ``p-faces-<key>`` over the concrete index ``p-faces-<key>-v<MAPPING_VERSION>``;
+- ingested files: alias ``p-sources-<key>`` over ``p-sources-<key>-v<MAPPING_VERSION>``.
+
+Everything reads and writes through the aliases, so a mapping change is a new versioned index, a
+reindex and an alias flip, never an in-place rewrite. An index template per alias (same name as the
+alias, pattern ``<alias>-v*``) gives any later versioned index the current settings and mapping.
+
+A face document stores its box as an object of four floats ``{"x1", "y1", "x2", "y2"}`` in source
+pixels (x right, y down), so each edge is a queryable number rather than a position in an array,
+and its embedding as an indexed ``dense_vector`` with ``dot_product`` similarity: embeddings are
+unit length, so the dot product is their cosine similarity.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..types import PHOTO, Box, EmbedderInfo, FaceRecord, Hit, SourceRecord
+
+#: Bumped whenever a mapping below changes incompatibly; it names the concrete indices.
+MAPPING_VERSION = 1
+
+#: The dense_vector field of a face document.
+EMBEDDING_FIELD = "embedding"
+
+#: ``int8_hnsw`` keeps an int8-quantised HNSW graph (about a quarter of the float memory) and the
+#: float vectors on disk; scores it reports are close to, not exactly, the float dot product.
+DEFAULT_VECTOR_INDEX = "int8_hnsw"
+
+#: Above Elasticsearch's built-in templates (priority 100 and below), so ours wins for our names.
+TEMPLATE_PRIORITY = 200
+
+# Index names are lowercase and may not hold \ / * ? " < > | , # : or spaces; start with a letter or digit.
+_UNSAFE = re.compile(r"[^a-z0-9._-]")
+_PREFIX = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class IndexNames:
+    """The aliases, concrete indices and templates of one embedding model's store."""
+
+    faces_alias: str
+    sources_alias: str
+
+    @property
+    def faces_index(self) -> str:
+        return f"{self.faces_alias}-v{MAPPING_VERSION}"
+
+    @property
+    def sources_index(self) -> str:
+        return f"{self.sources_alias}-v{MAPPING_VERSION}"
+
+    @property
+    def faces_template(self) -> str:
+        return self.faces_alias
+
+    @property
+    def sources_template(self) -> str:
+        return self.sources_alias
+
+
+def index_names(prefix: str, model: EmbedderInfo) -> IndexNames:
+    """Names for ``model``'s faces and sources under ``prefix`` (lowercased; see the module doc).
+
+    Raises:
+        ConfigError: the prefix cannot start an Elasticsearch index name.
+    """
+    clean = prefix.strip().lower()
+    if not _PREFIX.match(clean) or len(clean) > 100:
+        raise ConfigError(
+            "FACESEARCH_ES_INDEX_PREFIX must be 1-100 characters of a-z, 0-9, '.', '_' or '-' "
+            f"starting with a letter or digit, got {prefix!r}"
+        )
+    key = _UNSAFE.sub("_", model.key.lower())
+    return IndexNames(faces_alias=f"{clean}-faces-{key}", sources_alias=f"{clean}-sources-{key}")
+
+
+def faces_mapping(dim: int, vector_index: str = DEFAULT_VECTOR_INDEX) -> dict[str, Any]:
+    """Mapping of the faces index for ``dim``-dimensional unit embeddings.
+
+    ``vector_index`` is the dense_vector ``index_options.type``: ``int8_hnsw`` (default) or
+    ``hnsw`` for exact float scores at four times the graph memory.
+    """
+    keyword = {"type": "keyword"}
+    return {
+        "dynamic": "strict",
+        "_meta": {"mapping_version": MAPPING_VERSION},
+        "properties": {
+            "face_id": keyword,
+            "source": keyword,
+            "face_no": {"type": "integer"},
+            "box": {
+                "properties": {edge: {"type": "float"} for edge in ("x1", "y1", "x2", "y2")},
+            },
+            "probability": {"type": "float"},
+            EMBEDDING_FIELD: {
+                "type": "dense_vector",
+                "dims": dim,
+                "index": True,
+                "similarity": "dot_product",
+                "index_options": {"type": vector_index},
+            },
+            "model": keyword,
+            "person": keyword,
+            "media_type": keyword,
+            "video": keyword,
+            "frame": {"type": "integer"},
+            # Seconds into a video: a double keeps millisecond precision past the first hours.
+            "timestamp": {"type": "double"},
+            "image_width": {"type": "integer"},
+            "image_height": {"type": "integer"},
+            "content_hash": keyword,
+            "indexed_at": {"type": "date"},
+        },
+    }
+
+
+def sources_mapping() -> dict[str, Any]:
+    """Mapping of the index of ingested files: one document per file, ``_id`` = :func:`~search_engine.ids.source_id`."""
+    keyword = {"type": "keyword"}
+    return {
+        "dynamic": "strict",
+        "_meta": {"mapping_version": MAPPING_VERSION},
+        "properties": {
+            "source": keyword,
+            "content_hash": keyword,
+            "model": keyword,
+            "faces": {"type": "integer"},
+            "status": keyword,
+            # Kept for display only: error messages are never searched.
+            "error": {"type": "text", "index": False},
+            "media_type": keyword,
+        },
+    }
+
+
+def index_settings(shards: int = 1, replicas: int | None = None, keep_source_vectors: bool = False) -> dict[str, Any]:
+    """Settings of a new index.
+
+    Args:
+        shards: primary shards; one holds millions of faces, more only spread a very large index.
+        replicas: fixed replica count, or None for ``auto_expand_replicas: 0-1`` (no replica on a
+            single node, so it stays green; one replica as soon as a second node joins).
+        keep_source_vectors: set ``index.mapping.exclude_source_vectors: false``. Elasticsearch 9.2+
+            otherwise leaves vectors out of ``_source`` and so out of get/mget answers; only pass
+            True to servers that know the setting (see :func:`knows_exclude_source_vectors`).
+    """
+    if shards < 1 or (replicas is not None and replicas < 0):
+        raise ValueError(f"need shards >= 1 and replicas >= 0, got {shards} and {replicas}")
+    settings: dict[str, Any] = {"index.number_of_shards": shards}
+    if replicas is None:
+        settings["index.auto_expand_replicas"] = "0-1"
+    else:
+        settings["index.number_of_replicas"] = replicas
+    if keep_source_vectors:
+        settings["index.mapping.exclude_source_vectors"] = False
+    return settings
+
+
+def knows_exclude_source_vectors(version_number: str) -> bool:
+    """Whether a server of this version (``info()["version"]["number"]``) has ``exclude_source_vectors``.
+
+    The setting exists, defaulting to true for new indices, from Elasticsearch 9.2; older servers
+    refuse it as unknown.
+    """
+    found = re.match(r"^(\d+)\.(\d+)", version_number)
+    if not found:
+        return False
+    return (int(found.group(1)), int(found.group(2))) >= (9, 2)
+
+
+def index_template(alias: str, mappings: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Body of ``indices.put_index_template`` giving every ``<alias>-v*`` index these mappings and settings."""
+    return {
+        "index_patterns": [f"{alias}-v*"],
+        "priority": TEMPLATE_PRIORITY,
+        "template": {"settings": dict(settings), "mappings": dict(mappings)},
+        "_meta": {"managed_by": "facesearch", "mapping_version": MAPPING_VERSION},
+    }
+
+
+def embedding_dims(mappings: Mapping[str, Any]) -> int | None:
+    """The ``dims`` of the embedding field in one index's ``mappings`` (None when it has none)."""
+    field = mappings.get("properties", {}).get(EMBEDDING_FIELD, {})
+    if field.get("type") != "dense_vector":
+        return None
+    dims = field.get("dims")
+    return int(dims) if dims is not None else None
+
+
+def face_document(record: FaceRecord) -> dict[str, Any]:
+    """The JSON document stored for one face (None fields left out); its ``_id`` is ``face_id``."""
+    doc: dict[str, Any] = {
+        "face_id": record.face_id,
+        "source": record.source,
+        "face_no": int(record.face_no),
+        "box": {
+            "x1": float(record.box.x1),
+            "y1": float(record.box.y1),
+            "x2": float(record.box.x2),
+            "y2": float(record.box.y2),
+        },
+        "probability": float(record.probability),
+        EMBEDDING_FIELD: np.asarray(record.embedding, dtype=np.float32).reshape(-1).tolist(),
+        "model": record.model,
+        "media_type": record.media_type,
+    }
+    optional = {
+        "person": record.person,
+        "video": record.video,
+        "frame": None if record.frame is None else int(record.frame),
+        "timestamp": None if record.timestamp is None else float(record.timestamp),
+        "image_width": None if record.image_width is None else int(record.image_width),
+        "image_height": None if record.image_height is None else int(record.image_height),
+        "content_hash": record.content_hash,
+        "indexed_at": record.indexed_at,
+    }
+    doc.update((name, value) for name, value in optional.items() if value is not None)
+    return doc
+
+
+def _box(doc: Mapping[str, Any]) -> Box:
+    box = doc["box"]
+    return Box(float(box["x1"]), float(box["y1"]), float(box["x2"]), float(box["y2"]))
+
+
+def record_from_document(doc: Mapping[str, Any]) -> FaceRecord:
+    """A :class:`FaceRecord` from a stored face's ``_source``, embedding included (float32)."""
+    if EMBEDDING_FIELD not in doc:
+        raise ValueError(
+            f"face {doc.get('face_id')!r} came back without its {EMBEDDING_FIELD!r}: the index leaves "
+            "vectors out of _source (index.mapping.exclude_source_vectors)"
+        )
+    return FaceRecord(
+        face_id=doc["face_id"],
+        source=doc["source"],
+        face_no=int(doc["face_no"]),
+        box=_box(doc),
+        probability=float(doc["probability"]),
+        embedding=np.asarray(doc[EMBEDDING_FIELD], dtype=np.float32),
+        model=doc["model"],
+        person=doc.get("person"),
+        media_type=doc.get("media_type") or PHOTO,
+        video=doc.get("video"),
+        frame=doc.get("frame"),
+        timestamp=doc.get("timestamp"),
+        image_width=doc.get("image_width"),
+        image_height=doc.get("image_height"),
+        content_hash=doc.get("content_hash"),
+        indexed_at=doc.get("indexed_at"),
+    )
+
+
+def hit_from_document(doc: Mapping[str, Any], score: float) -> Hit:
+    """A :class:`Hit` from a face's ``_source`` (embedding not needed) and its cosine ``score`` in [-1, 1]."""
+    return Hit(
+        face_id=doc["face_id"],
+        score=float(score),
+        source=doc["source"],
+        box=_box(doc),
+        probability=float(doc["probability"]),
+        model=doc["model"],
+        person=doc.get("person"),
+        media_type=doc.get("media_type") or PHOTO,
+        video=doc.get("video"),
+        frame=doc.get("frame"),
+        timestamp=doc.get("timestamp"),
+    )
+
+
+def source_document(record: SourceRecord) -> dict[str, Any]:
+    """The JSON document stored for one ingested file; its ``_id`` is :func:`~search_engine.ids.source_id`."""
+    doc: dict[str, Any] = {
+        "source": record.source,
+        "content_hash": record.content_hash,
+        "model": record.model,
+        "faces": int(record.faces),
+        "status": record.status,
+        "media_type": record.media_type,
+    }
+    if record.error is not None:
+        doc["error"] = record.error
+    return doc
+
+
+def source_record_from_document(doc: Mapping[str, Any]) -> SourceRecord:
+    """A :class:`SourceRecord` from a stored file document's ``_source``."""
+    return SourceRecord(
+        source=doc["source"],
+        content_hash=doc["content_hash"],
+        model=doc["model"],
+        faces=int(doc["faces"]),
+        status=doc.get("status", "ok"),
+        error=doc.get("error"),
+        media_type=doc.get("media_type") or PHOTO,
+    )

@@ -1,0 +1,167 @@
+"""Elasticsearch request bodies for face search, counts and facets: plain dicts, no client.
+
+Scores: with ``dot_product`` similarity on float vectors Elasticsearch reports
+``_score = (1 + dot) / 2`` in [0, 1]; :func:`cosine_from_score` maps it back to the cosine
+similarity in [-1, 1] that :class:`~search_engine.types.Hit` carries. The kNN ``similarity`` floor,
+by contrast, is compared with the raw similarity (the dot product itself), so a cosine
+``min_score`` goes there unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..types import SearchFilters
+from .base import FACET_FIELDS
+from .mapping import EMBEDDING_FIELD
+
+#: Elasticsearch's ceiling for both ``k`` and ``num_candidates`` of a kNN search.
+MAX_KNN = 10_000
+
+#: Floor of the default ``num_candidates``: below it, HNSW recall drops for little time saved.
+MIN_CANDIDATES = 100
+
+#: With ``collapse``, the kNN clause first gathers this many faces per requested hit, so that
+#: enough distinct groups are among them (callers widen it when they are not).
+COLLAPSE_OVERSAMPLE = 8
+
+#: Returned hits leave out the embedding: it is large and a hit does not carry it.
+HIT_SOURCE = {"excludes": [EMBEDDING_FIELD]}
+
+_TERM_FIELDS = ("person", "video", "media_type")
+
+
+def query_vector(vector: np.ndarray | Sequence[float]) -> list[float]:
+    """``vector`` as a unit-length list of floats.
+
+    Elasticsearch refuses ``dot_product`` query vectors that are not unit length, and scaling the
+    query changes no ranking, so the cosine meaning of the scores is kept whatever the input norm.
+
+    Raises:
+        ValueError: the vector is empty, zero or not finite.
+    """
+    values = np.asarray(vector, dtype=np.float64).reshape(-1)
+    norm = float(np.linalg.norm(values)) if values.size else 0.0
+    if not np.isfinite(norm) or norm == 0.0:
+        raise ValueError("the query vector must be finite and non-zero")
+    return (values / norm).astype(np.float32).tolist()
+
+
+def filter_clauses(filters: SearchFilters | None) -> list[dict[str, Any]]:
+    """Filter-context clauses for the equality and exclusion parts of ``filters`` (``min_score`` aside).
+
+    ``person``, ``video`` and ``media_type`` become ``term`` filters; ``exclude_sources`` becomes a
+    ``bool.must_not`` over a ``terms`` query on ``source``.
+    """
+    if filters is None:
+        return []
+    clauses: list[dict[str, Any]] = [
+        {"term": {field: getattr(filters, field)}} for field in _TERM_FIELDS if getattr(filters, field) is not None
+    ]
+    if filters.exclude_sources:
+        clauses.append({"bool": {"must_not": [{"terms": {"source": list(filters.exclude_sources)}}]}})
+    return clauses
+
+
+def _filtered_query(clauses: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"bool": {"filter": clauses}} if clauses else {"match_all": {}}
+
+
+def knn_search_body(
+    vector: np.ndarray | Sequence[float],
+    k: int,
+    filters: SearchFilters | None = None,
+    num_candidates: int | None = None,
+    collapse: str | None = None,
+    knn_k: int | None = None,
+) -> dict[str, Any]:
+    """A search body for the ``k`` faces nearest ``vector``, best first.
+
+    Args:
+        vector: the query embedding (normalised here, see :func:`query_vector`).
+        k: hits wanted, 1 to :data:`MAX_KNN`; the body's ``size``.
+        filters: applied inside the ``knn`` clause, so they restrict the candidates *before*
+            ranking and a filtered search still finds up to ``k`` faces; ``min_score`` (cosine)
+            becomes the clause's ``similarity`` floor.
+        num_candidates: per-shard HNSW candidates; default ``max(100, 2 * knn_k)``. Always raised
+            to at least ``knn_k`` and capped at 10,000.
+        collapse: a field of :data:`~search_engine.index.base.FACET_FIELDS`; only the best face per
+            value comes back (faces lacking the field form one group).
+        knn_k: nearest faces the ``knn`` clause gathers; default ``k``, or with ``collapse``
+            ``k * COLLAPSE_OVERSAMPLE`` (capped at 10,000), since collapsing happens among them.
+    """
+    if not 1 <= k <= MAX_KNN:
+        raise ValueError(f"k must be within [1, {MAX_KNN}], got {k}")
+    if collapse is not None and collapse not in FACET_FIELDS:
+        raise ValueError(f"cannot collapse on {collapse!r}; choose one of {', '.join(FACET_FIELDS)}")
+    if knn_k is None:
+        knn_k = k if collapse is None else k * COLLAPSE_OVERSAMPLE
+    knn_k = min(max(knn_k, k), MAX_KNN)
+    if num_candidates is None:
+        num_candidates = max(MIN_CANDIDATES, 2 * knn_k)
+    knn: dict[str, Any] = {
+        "field": EMBEDDING_FIELD,
+        "query_vector": query_vector(vector),
+        "k": knn_k,
+        "num_candidates": min(max(num_candidates, knn_k), MAX_KNN),
+    }
+    clauses = filter_clauses(filters)
+    if clauses:
+        knn["filter"] = clauses
+    if filters is not None and filters.min_score is not None:
+        knn["similarity"] = float(filters.min_score)
+    body: dict[str, Any] = {"knn": knn, "size": k, "_source": HIT_SOURCE}
+    if collapse is not None:
+        body["collapse"] = {"field": collapse}
+    return body
+
+
+def cosine_from_score(score: float) -> float:
+    """The cosine similarity in [-1, 1] behind a ``dot_product`` kNN ``_score`` of ``(1 + cos) / 2``."""
+    return min(1.0, max(-1.0, 2.0 * float(score) - 1.0))
+
+
+def count_body(filters: SearchFilters | None = None) -> dict[str, Any]:
+    """A ``count`` body for the faces matching the filters (``min_score`` ignored: no query vector)."""
+    return {"query": _filtered_query(filter_clauses(filters))}
+
+
+def facets_body(field: str, size: int = 100, filters: SearchFilters | None = None) -> dict[str, Any]:
+    """A search body counting the ``size`` most frequent values of ``field`` among the filtered faces.
+
+    No hits, only a ``terms`` aggregation named ``values``: most frequent first, ties by value,
+    faces lacking the field not counted. ``min_score`` is ignored (there is no query vector).
+    """
+    if field not in FACET_FIELDS:
+        raise ValueError(f"no facets on {field!r}; choose one of {', '.join(FACET_FIELDS)}")
+    if size < 1:
+        raise ValueError(f"facet size must be at least 1, got {size}")
+    return {
+        "size": 0,
+        "track_total_hits": False,
+        "query": _filtered_query(filter_clauses(filters)),
+        "aggs": {"values": {"terms": {"field": field, "size": size}}},
+    }
+
+
+def source_faces_body(source: str, size: int, search_after: list[Any] | None = None) -> dict[str, Any]:
+    """One page of the faces of ``source`` in (frame, face_no) order, embeddings included.
+
+    ``face_id`` ends the sort so every face has a distinct sort key for ``search_after`` paging;
+    pass the last hit's ``sort`` values to get the next page.
+    """
+    body: dict[str, Any] = {
+        "size": size,
+        "query": {"bool": {"filter": [{"term": {"source": source}}]}},
+        "sort": [
+            {"frame": {"order": "asc", "missing": "_first"}},
+            {"face_no": {"order": "asc"}},
+            {"face_id": {"order": "asc"}},
+        ],
+    }
+    if search_after is not None:
+        body["search_after"] = search_after
+    return body

@@ -1,0 +1,422 @@
+"""The Elasticsearch backend's pure parts: names, mappings, documents, request bodies, client factory.
+
+None of this needs a cluster; the behaviour against a real one is tests/test_index_contract.py's job.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search_engine.config import Settings
+from search_engine.errors import ConfigError, IndexUnavailableError
+from search_engine.index.base import FACET_FIELDS, FaceIndex
+from search_engine.index.elastic import ElasticFaceIndex, create_client
+from search_engine.index.mapping import (
+    EMBEDDING_FIELD,
+    MAPPING_VERSION,
+    TEMPLATE_PRIORITY,
+    embedding_dims,
+    face_document,
+    faces_mapping,
+    hit_from_document,
+    index_names,
+    index_settings,
+    index_template,
+    knows_exclude_source_vectors,
+    record_from_document,
+    source_document,
+    source_record_from_document,
+    sources_mapping,
+)
+from search_engine.index.queries import (
+    COLLAPSE_OVERSAMPLE,
+    MAX_KNN,
+    MIN_CANDIDATES,
+    cosine_from_score,
+    count_body,
+    facets_body,
+    filter_clauses,
+    knn_search_body,
+    query_vector,
+    source_faces_body,
+)
+from search_engine.types import Box, EmbedderInfo, FaceRecord, SearchFilters, SourceRecord
+
+MODEL = EmbedderInfo("facenet", "vggface2", 512)
+
+
+def unit(dim: int = 512, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def video_face() -> FaceRecord:
+    return FaceRecord(
+        face_id="f" * 32,
+        source="/videos/talk.mp4",
+        face_no=2,
+        box=Box(10.5, 20.25, 110.5, 140.0),
+        probability=0.987,
+        embedding=unit(),
+        model=MODEL.key,
+        person="Ada_Lovelace",
+        media_type="video",
+        video="talk.mp4",
+        frame=1250,
+        timestamp=50.04,
+        image_width=1920,
+        image_height=1080,
+        content_hash="abc123",
+        indexed_at="2024-05-01T12:00:00+00:00",
+    )
+
+
+# --- names and mappings -------------------------------------------------------------------------
+
+
+def test_names_are_a_versioned_index_behind_a_per_model_alias():
+    names = index_names("facesearch", MODEL)
+    assert names.faces_alias == "facesearch-faces-facenet-vggface2"
+    assert names.faces_index == f"facesearch-faces-facenet-vggface2-v{MAPPING_VERSION}"
+    assert names.sources_alias == "facesearch-sources-facenet-vggface2"
+    assert names.sources_index == f"facesearch-sources-facenet-vggface2-v{MAPPING_VERSION}"
+    assert {names.faces_template, names.sources_template} == {names.faces_alias, names.sources_alias}
+
+
+def test_names_are_lowercase_and_safe():
+    names = index_names("My.Prefix", EmbedderInfo("Net/X", "R 1", 128))
+    assert names.faces_alias == "my.prefix-faces-net_x-r_1"
+
+
+@pytest.mark.parametrize("prefix", ["", "_hidden", "-dash", "has space", "a*b", "x" * 101])
+def test_unusable_prefix_is_a_config_error(prefix):
+    with pytest.raises(ConfigError, match="FACESEARCH_ES_INDEX_PREFIX"):
+        index_names(prefix, MODEL)
+
+
+def test_faces_mapping_vector_field():
+    mapping = faces_mapping(512)
+    vector = mapping["properties"][EMBEDDING_FIELD]
+    assert vector == {
+        "type": "dense_vector",
+        "dims": 512,
+        "index": True,
+        "similarity": "dot_product",
+        "index_options": {"type": "int8_hnsw"},
+    }
+    assert faces_mapping(128, vector_index="hnsw")["properties"][EMBEDDING_FIELD]["index_options"] == {"type": "hnsw"}
+    assert embedding_dims(mapping) == 512
+
+
+def test_faces_mapping_fields_and_strictness():
+    mapping = faces_mapping(128)
+    props = mapping["properties"]
+    assert mapping["dynamic"] == "strict"
+    for name in ("face_id", "person", "source", "media_type", "video", "model", "content_hash"):
+        assert props[name] == {"type": "keyword"}, name
+    for name in ("face_no", "frame", "image_width", "image_height"):
+        assert props[name]["type"] == "integer", name
+    assert props["probability"]["type"] == "float"
+    assert props["timestamp"]["type"] == "double"
+    assert props["indexed_at"]["type"] == "date"
+    assert props["box"]["properties"] == {edge: {"type": "float"} for edge in ("x1", "y1", "x2", "y2")}
+    # Every collapse and facet field must be a single-valued keyword with doc values.
+    for name in FACET_FIELDS:
+        assert props[name] == {"type": "keyword"}
+
+
+def test_sources_mapping_is_strict_and_keeps_errors_unindexed():
+    mapping = sources_mapping()
+    assert mapping["dynamic"] == "strict"
+    assert set(mapping["properties"]) == {"source", "content_hash", "model", "faces", "status", "error", "media_type"}
+    assert mapping["properties"]["error"] == {"type": "text", "index": False}
+
+
+def test_embedding_dims_of_a_foreign_mapping():
+    assert embedding_dims({}) is None
+    assert embedding_dims({"properties": {EMBEDDING_FIELD: {"type": "float"}}}) is None
+
+
+def test_index_settings():
+    assert index_settings() == {"index.number_of_shards": 1, "index.auto_expand_replicas": "0-1"}
+    fixed = index_settings(shards=3, replicas=2, keep_source_vectors=True)
+    assert fixed == {
+        "index.number_of_shards": 3,
+        "index.number_of_replicas": 2,
+        "index.mapping.exclude_source_vectors": False,
+    }
+    with pytest.raises(ValueError):
+        index_settings(shards=0)
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("8.15.3", False),
+        ("8.19.4", False),
+        ("9.1.7", False),
+        ("9.2.0", True),
+        ("9.3.0-SNAPSHOT", True),
+        ("10.0.1", True),
+        ("serverless", False),
+    ],
+)
+def test_exclude_source_vectors_is_known_from_9_2(version, expected):
+    assert knows_exclude_source_vectors(version) is expected
+
+
+def test_index_template_covers_later_versions():
+    body = index_template("facesearch-faces-x", faces_mapping(8), index_settings())
+    assert body["index_patterns"] == ["facesearch-faces-x-v*"]
+    assert body["priority"] == TEMPLATE_PRIORITY
+    assert body["template"]["mappings"] == faces_mapping(8)
+    assert body["template"]["settings"] == index_settings()
+    assert body["_meta"]["mapping_version"] == MAPPING_VERSION
+
+
+# --- documents ----------------------------------------------------------------------------------
+
+
+def test_face_document_round_trip():
+    face = video_face()
+    doc = face_document(face)
+    json.dumps(doc)  # plain JSON types only, no numpy scalars
+    assert doc["box"] == {"x1": 10.5, "y1": 20.25, "x2": 110.5, "y2": 140.0}
+    assert len(doc[EMBEDDING_FIELD]) == 512
+    back = record_from_document(json.loads(json.dumps(doc)))
+    assert back.embedding.dtype == np.float32
+    np.testing.assert_array_equal(back.embedding, face.embedding)
+    for name in FaceRecord.__dataclass_fields__:
+        if name != "embedding":
+            assert getattr(back, name) == getattr(face, name), name
+
+
+def test_face_document_leaves_out_unset_fields():
+    photo = FaceRecord("p" * 32, "/p.jpg", np.int64(0), Box(0, 0, 1, 1), np.float32(0.9), unit(), MODEL.key)
+    doc = face_document(photo)
+    json.dumps(doc)
+    for name in ("person", "video", "frame", "timestamp", "image_width", "content_hash", "indexed_at"):
+        assert name not in doc
+    assert doc["media_type"] == "photo"
+    back = record_from_document(doc)
+    assert back.person is None and back.frame is None and back.media_type == "photo"
+
+
+def test_record_without_its_vector_says_why():
+    doc = face_document(video_face())
+    del doc[EMBEDDING_FIELD]
+    with pytest.raises(ValueError, match="exclude_source_vectors"):
+        record_from_document(doc)
+
+
+def test_hit_from_document():
+    face = video_face()
+    doc = face_document(face)
+    del doc[EMBEDDING_FIELD]  # searches leave it out
+    hit = hit_from_document(doc, 0.8)
+    assert (hit.face_id, hit.score, hit.source, hit.box) == (face.face_id, 0.8, face.source, face.box)
+    assert (hit.person, hit.video, hit.frame, hit.timestamp) == ("Ada_Lovelace", "talk.mp4", 1250, 50.04)
+
+
+def test_source_document_round_trip():
+    for record in (
+        SourceRecord("/a.jpg", "h", MODEL.key, 3),
+        SourceRecord("/b.mp4", "", MODEL.key, 0, "failed", "bad", "video"),
+    ):
+        doc = source_document(record)
+        assert ("error" in doc) == (record.error is not None)
+        assert source_record_from_document(doc) == record
+
+
+# --- queries ------------------------------------------------------------------------------------
+
+
+def test_filter_clauses():
+    assert filter_clauses(None) == []
+    assert filter_clauses(SearchFilters(min_score=0.5)) == []
+    clauses = filter_clauses(
+        SearchFilters(person="Ada", video="v.mp4", media_type="video", exclude_sources=("/a", "/b"))
+    )
+    assert clauses == [
+        {"term": {"person": "Ada"}},
+        {"term": {"video": "v.mp4"}},
+        {"term": {"media_type": "video"}},
+        {"bool": {"must_not": [{"terms": {"source": ["/a", "/b"]}}]}},
+    ]
+
+
+def test_knn_body_puts_filters_inside_knn():
+    body = knn_search_body(unit(), 20, SearchFilters(person="Ada", exclude_sources=("/x.jpg",)))
+    knn = body["knn"]
+    assert knn["field"] == EMBEDDING_FIELD
+    assert knn["filter"] == filter_clauses(SearchFilters(person="Ada", exclude_sources=("/x.jpg",)))
+    # Pre-filtering only: a top-level query or post_filter would filter after the k were chosen.
+    assert "query" not in body and "post_filter" not in body
+    assert body["size"] == 20 and knn["k"] == 20
+    assert body["_source"] == {"excludes": [EMBEDDING_FIELD]}
+    assert "collapse" not in body
+
+
+def test_knn_body_without_filters_has_no_filter_or_floor():
+    knn = knn_search_body(unit(), 5)["knn"]
+    assert "filter" not in knn and "similarity" not in knn
+
+
+def test_similarity_floor_only_with_min_score():
+    assert knn_search_body(unit(), 5, SearchFilters(min_score=0.42))["knn"]["similarity"] == 0.42
+    assert knn_search_body(unit(), 5, SearchFilters(min_score=-0.5))["knn"]["similarity"] == -0.5
+    assert "similarity" not in knn_search_body(unit(), 5, SearchFilters(person="Ada"))["knn"]
+
+
+def test_num_candidates_default_and_caps():
+    assert knn_search_body(unit(), 10)["knn"]["num_candidates"] == MIN_CANDIDATES
+    assert knn_search_body(unit(), 300)["knn"]["num_candidates"] == 600
+    assert knn_search_body(unit(), 8000)["knn"]["num_candidates"] == MAX_KNN
+    assert knn_search_body(unit(), 50, num_candidates=20)["knn"]["num_candidates"] == 50
+    assert knn_search_body(unit(), 50, num_candidates=50_000)["knn"]["num_candidates"] == MAX_KNN
+    for k in (0, MAX_KNN + 1):
+        with pytest.raises(ValueError):
+            knn_search_body(unit(), k)
+
+
+def test_query_vector_is_sent_unit_length():
+    sent = np.asarray(knn_search_body(3.0 * unit(128), 5)["knn"]["query_vector"])
+    assert sent.shape == (128,)
+    assert np.linalg.norm(sent) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(sent, unit(128), atol=1e-6)
+    for bad in (np.zeros(4), np.array([np.nan, 1.0]), np.array([])):
+        with pytest.raises(ValueError):
+            query_vector(bad)
+
+
+def test_collapse_body_gathers_more_faces_than_it_returns():
+    body = knn_search_body(unit(), 10, collapse="person")
+    assert body["collapse"] == {"field": "person"}
+    assert body["size"] == 10
+    assert body["knn"]["k"] == 10 * COLLAPSE_OVERSAMPLE
+    assert body["knn"]["num_candidates"] >= body["knn"]["k"]
+    wider = knn_search_body(unit(), 10, collapse="person", knn_k=320)
+    assert wider["knn"]["k"] == 320 and wider["knn"]["num_candidates"] == 640
+    assert knn_search_body(unit(), 5000, collapse="video")["knn"]["k"] == MAX_KNN
+    with pytest.raises(ValueError, match="collapse"):
+        knn_search_body(unit(), 10, collapse="embedding")
+
+
+def test_cosine_from_score():
+    assert cosine_from_score(1.0) == 1.0
+    assert cosine_from_score(0.5) == 0.0
+    assert cosine_from_score(0.0) == -1.0
+    assert cosine_from_score(0.85) == pytest.approx(0.7)
+    assert cosine_from_score(1.0000001) == 1.0
+
+
+def test_count_body_ignores_only_the_floor():
+    assert count_body() == {"query": {"match_all": {}}}
+    assert count_body(SearchFilters(min_score=0.9)) == {"query": {"match_all": {}}}
+    assert count_body(SearchFilters(person="Ada", exclude_sources=("/a",))) == {
+        "query": {
+            "bool": {
+                "filter": [{"term": {"person": "Ada"}}, {"bool": {"must_not": [{"terms": {"source": ["/a"]}}]}}]
+            }
+        }
+    }
+
+
+def test_facets_body():
+    body = facets_body("video", 25, SearchFilters(media_type="video"))
+    assert body["size"] == 0
+    assert body["aggs"] == {"values": {"terms": {"field": "video", "size": 25}}}
+    assert body["query"] == {"bool": {"filter": [{"term": {"media_type": "video"}}]}}
+    with pytest.raises(ValueError):
+        facets_body("embedding")
+    with pytest.raises(ValueError):
+        facets_body("person", 0)
+
+
+def test_source_faces_body_pages_in_frame_then_face_order():
+    first = source_faces_body("/v.mp4", 1000)
+    assert first["query"] == {"bool": {"filter": [{"term": {"source": "/v.mp4"}}]}}
+    assert [next(iter(s)) for s in first["sort"]] == ["frame", "face_no", "face_id"]
+    assert "search_after" not in first and "_source" not in first
+    assert source_faces_body("/v.mp4", 1000, [12, 0, "abc"])["search_after"] == [12, 0, "abc"]
+
+
+# --- client factory and construction --------------------------------------------------------------
+
+
+def settings(**changes) -> Settings:
+    return Settings(**({"es_url": "https://es.example:9200"} | changes))
+
+
+def test_create_client_with_api_key():
+    client = create_client(settings(es_api_key="a2V5OnNlY3JldA=="))
+    assert client._headers["authorization"].startswith("ApiKey ")
+    assert [node.base_url for node in client.transport.node_pool.all()] == ["https://es.example:9200"]
+    client.close()
+
+
+def test_create_client_with_basic_auth_and_ca(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("placeholder; read only when a TLS connection is made\n")
+    client = create_client(settings(es_user="elastic", es_password="changeme", es_ca_cert=ca))
+    assert client._headers["authorization"].startswith("Basic ")
+    assert client.transport.node_pool.all()[0].config.ca_certs == str(ca)
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"es_url": None}, "FACESEARCH_ES_URL is not set"),
+        ({"es_url": "es.example:9200"}, "FACESEARCH_ES_URL"),
+        ({"es_api_key": "k", "es_user": "u", "es_password": "p"}, "not both"),
+        ({"es_user": "u"}, "set together"),
+        ({"es_ca_cert": Path("/no/such/ca.pem")}, "FACESEARCH_ES_CA_CERT"),
+    ],
+)
+def test_create_client_refuses_unusable_settings(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        create_client(settings(**changes))
+
+
+def test_ca_with_plain_http_is_a_config_error(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    with pytest.raises(ConfigError, match="https"):
+        create_client(Settings(es_url="http://es.example:9200", es_ca_cert=ca))
+
+
+def test_index_fits_the_contract_without_connecting():
+    index = ElasticFaceIndex(create_client(settings()), MODEL, prefix="unit")
+    assert isinstance(index, FaceIndex)
+    assert index.names.faces_alias == "unit-faces-facenet-vggface2"
+    for name, method in inspect.getmembers(FaceIndex, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        ours = inspect.signature(getattr(ElasticFaceIndex, name)).parameters
+        theirs = inspect.signature(method).parameters
+        assert [(p.name, p.default) for p in ours.values()] == [(p.name, p.default) for p in theirs.values()], name
+    index.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_cluster_is_index_unavailable():
+    url = f"http://127.0.0.1:{closed_port()}"
+    index = ElasticFaceIndex.from_settings(Settings(es_url=url), MODEL)
+    started = time.monotonic()
+    with pytest.raises(IndexUnavailableError, match=f"cannot reach Elasticsearch at {url}"):
+        index.count()
+    assert time.monotonic() - started < 30
+    index.close()
