@@ -1,0 +1,70 @@
+"""Face embedders: one wrapper per model, one instance per process (see :func:`create_embedder`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from ..config import Settings
+from ..errors import ModelUnavailableError
+from ..types import Detection, EmbedderInfo
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    """Aligns and embeds faces. ``embed`` returns unit-length float32 vectors of ``info.dim``."""
+
+    info: EmbedderInfo
+
+    def load(self) -> Embedder:
+        """Load weights once; later calls return at once."""
+
+    def embed(self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]]) -> list[np.ndarray]:
+        """Embed every detected face of every image.
+
+        Args:
+            batch: pairs of an (H, W, 3) uint8 RGB image and its detections (source pixels).
+
+        Returns:
+            One (len(detections), dim) float32 array per image, rows of unit L2 norm, in detection order.
+        """
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm, float32."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def build_embedder(name: str, settings: Settings) -> Embedder:
+    """A (not yet loaded) embedder by name: ``facenet`` or ``dlib``."""
+    if name == "dlib":
+        from .dlib_resnet import DlibEmbedder
+
+        return DlibEmbedder()
+    if name == "facenet":
+        from .facenet import FacenetEmbedder
+
+        return FacenetEmbedder(weights=settings.facenet_weights)
+    raise ModelUnavailableError(f"unknown embedder {name!r}; choose facenet or dlib")
+
+
+def create_embedder(settings: Settings) -> Embedder:
+    """The loaded embedder the settings ask for.
+
+    ``auto`` (the default) means FaceNet when its weights can be loaded (downloaded once, or from
+    ``FACESEARCH_FACENET_WEIGHTS``) and otherwise the offline dlib ResNet, with a one-line notice.
+    An embedder named explicitly either loads or raises :class:`ModelUnavailableError`.
+    """
+    if settings.embedder != "auto":
+        return build_embedder(settings.embedder, settings).load()
+    try:
+        return build_embedder("facenet", settings).load()
+    except ModelUnavailableError as exc:
+        log.warning("FaceNet unavailable (%s); using the offline dlib embedder instead", exc.message.splitlines()[0])
+        return build_embedder("dlib", settings).load()

@@ -1,0 +1,72 @@
+"""Detect and embed every face of a batch of images in as few model calls as possible."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .detection import FaceDetector
+from .embedding import Embedder
+from .types import Detection
+
+log = logging.getLogger(__name__)
+
+#: Faces smaller than this fraction of the largest face's area are never taken for the subject.
+SUBJECT_MIN_AREA_RATIO = 0.35
+
+
+@dataclass(frozen=True)
+class EmbeddedFace:
+    """A detection with its unit-length float32 embedding."""
+
+    detection: Detection
+    embedding: np.ndarray
+
+
+def subject_index(detections: Sequence[Detection], width: int, height: int) -> int | None:
+    """Which face a photo is *of*: among the faces at least a third as large as the largest, the one
+    nearest the image centre (portrait and press photos are framed on their subject). None if no face.
+    """
+    if not detections:
+        return None
+    largest = max(d.box.area for d in detections)
+    cx, cy = width / 2.0, height / 2.0
+
+    def off_centre(i: int) -> float:
+        x, y = detections[i].box.center
+        return (x - cx) ** 2 + (y - cy) ** 2
+
+    candidates = [i for i, d in enumerate(detections) if d.box.area >= SUBJECT_MIN_AREA_RATIO * largest]
+    return min(candidates, key=off_centre)
+
+
+def largest_index(detections: Sequence[Detection]) -> int | None:
+    """The face with the largest box, or None."""
+    if not detections:
+        return None
+    return max(range(len(detections)), key=lambda i: detections[i].box.area)
+
+
+class FacePipeline:
+    """MTCNN detection then alignment + embedding, batched across images."""
+
+    def __init__(self, detector: FaceDetector, embedder: Embedder) -> None:
+        self.detector = detector
+        self.embedder = embedder
+
+    def load(self) -> FacePipeline:
+        self.detector.load()
+        self.embedder.load()
+        return self
+
+    def analyse(self, images: Sequence[np.ndarray]) -> list[list[EmbeddedFace]]:
+        """Every face of every (H, W, 3) uint8 RGB image, with its embedding, in detection order."""
+        detections = self.detector.detect(images)
+        vectors = self.embedder.embed(list(zip(images, detections)))
+        return [
+            [EmbeddedFace(det, vec) for det, vec in zip(dets, vecs)]
+            for dets, vecs in zip(detections, vectors)
+        ]
