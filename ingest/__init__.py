@@ -1,0 +1,1 @@
+"""Getting photos and videos into the face index: file discovery, batch runs, the CLI."""

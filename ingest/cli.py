@@ -1,0 +1,167 @@
+"""``facesearch``: index photos and search them from the command line.
+
+Exit codes: 0 success; 1 error (bad query file, no face, index or model unavailable);
+2 bad usage; 3 an index run finished but some files failed (each is listed with its reason).
+"""
+
+from __future__ import annotations
+
+import os
+
+# dlib's BLAS and numpy's would each start a thread per core and fight torch for the two cores we
+# have; this must be set before either library loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from search_engine.config import EMBEDDERS, Settings  # noqa: E402
+from search_engine.errors import FaceSearchError  # noqa: E402
+from search_engine.types import SearchFilters  # noqa: E402
+
+log = logging.getLogger("facesearch")
+
+EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--embedder", choices=EMBEDDERS, help="embedding model (env FACESEARCH_EMBEDDER)")
+    common.add_argument("--data-dir", type=Path, help="embedded index directory (env FACESEARCH_DATA_DIR)")
+    common.add_argument("--es-url", help="use this Elasticsearch cluster (env FACESEARCH_ES_URL)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+
+    parser = argparse.ArgumentParser(prog="facesearch", description="Reverse face search over your photos.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    index = commands.add_parser("index", parents=[common], help="index the faces in photos and folders")
+    index.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photo files or folders (recursive)")
+    who = index.add_mutually_exclusive_group()
+    who.add_argument("--person", help="name of the person these photos are of (labels each photo's subject face)")
+    who.add_argument(
+        "--person-from-folder", action="store_true", help="label each photo's subject with its folder's name"
+    )
+    index.add_argument("--batch-size", type=int, help="images per model batch (env FACESEARCH_BATCH_SIZE)")
+    index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    search = commands.add_parser("search", parents=[common], help="find the faces most like one in a photo")
+    search.add_argument("image", type=Path, metavar="IMAGE", help="query photo")
+    search.add_argument("--k", type=int, default=20, help="number of hits (default 20)")
+    search.add_argument("--person", help="only faces labelled with this person")
+    search.add_argument("--video", help="only faces from this video")
+    search.add_argument("--media-type", choices=("photo", "video"), help="only photos or only video frames")
+    search.add_argument("--min-score", type=float, help="cosine similarity floor in [-1, 1]")
+    search.add_argument("--collapse", choices=("person", "video", "source"), help="best hit per person/video/file")
+    search.add_argument("--face", type=int, help="which face of the query to use (0-based; default: the largest)")
+    search.add_argument("--json", action="store_true", help="print one JSON object")
+
+    stats = commands.add_parser("stats", parents=[common], help="counts of faces, people and videos in the index")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Environment settings with the command line's overrides."""
+    overrides = {
+        "embedder": args.embedder,
+        "data_dir": args.data_dir,
+        "es_url": args.es_url,
+        "batch_size": getattr(args, "batch_size", None),
+    }
+    return Settings.from_env().replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.local import index_locally
+    from ingest.sources import collect_photos
+    from search_engine.service import SearchService
+
+    collected = collect_photos(args.paths, person=args.person, person_from_folder=args.person_from_folder)
+    if not collected.photos:
+        print("facesearch: no photos (jpg, jpeg, png, webp, bmp) found under the given paths", file=sys.stderr)
+        return EXIT_ERROR
+    service = SearchService.from_settings(settings)
+    summary = index_locally(service, collected.photos, progress=not (args.quiet or args.json))
+    result = summary.to_dict() | {"ignored_other_files": collected.ignored, "index_total_faces": service.index.count()}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{summary.files} files: {summary.indexed} indexed, {summary.skipped} unchanged (skipped), "
+            f"{summary.no_face} with no face, {len(summary.failures)} failed; {summary.faces} faces"
+            + (f"; {collected.ignored} non-photo files ignored" if collected.ignored else "")
+        )
+        print(f"index now holds {result['index_total_faces']} faces ({service.pipeline.embedder.info.key})")
+        for source, reason in summary.failures:
+            print(f"  failed: {source}: {reason}")
+    return EXIT_PARTIAL if summary.failures else 0
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from search_engine.service import SearchService
+
+    service = SearchService.from_settings(settings)
+    filters = SearchFilters(person=args.person, video=args.video, media_type=args.media_type, min_score=args.min_score)
+    try:
+        result = service.search_file(args.image, k=args.k, filters=filters, face=args.face, collapse=args.collapse)
+    except IndexError as exc:
+        print(f"facesearch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    if len(result.query_faces) > 1:
+        print(f"{len(result.query_faces)} faces in {args.image}; searching face {result.face} (--face N picks another):")
+        for n, det in enumerate(result.query_faces):
+            print(f"  face {n}: box {det.box.as_list()} probability {det.probability:.3f}")
+    if not result.hits:
+        print("no matching faces")
+    for rank, hit in enumerate(result.hits, 1):
+        where = hit.source if hit.timestamp is None else f"{hit.source} @ {hit.timestamp:.1f}s"
+        print(f"{rank:3d}  {hit.score:.3f}  {hit.person or '-':<28} {where}  box {hit.box.as_list()}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from search_engine.embedding import create_embedder
+    from search_engine.index import create_index
+
+    index = create_index(settings, create_embedder(settings).info)
+    index.ensure()
+    stats = {
+        "model": index.model.key,
+        "faces": index.count(),
+        "people": [{"person": f.value, "faces": f.count} for f in index.facets("person", size=20)],
+        "videos": [{"video": f.value, "faces": f.count} for f in index.facets("video", size=20)],
+    }
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        print(f"{stats['faces']} faces indexed with {stats['model']}")
+        for row in stats["people"]:
+            print(f"  {row['faces']:6d}  {row['person']}")
+    return 0
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "stats": cmd_stats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="facesearch: %(levelname)s: %(message)s"
+    )
+    try:
+        settings = settings_from(args)
+        return COMMANDS[args.command](args, settings)
+    except FaceSearchError as exc:
+        print(f"facesearch: error: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Index a batch of photos: read, detect, embed, store — one bad file never spoils the batch.
+
+Re-running is safe: face ids are deterministic, and a file whose bytes are unchanged since it was
+last indexed with the same model is skipped. A file whose bytes changed has its old faces removed
+before the new ones are stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageError
+from .ids import face_id
+from .imageio import content_hash, decode_image, read_file
+from .index.base import FaceIndex
+from .pipeline import EmbeddedFace, FacePipeline, subject_index
+from .types import PHOTO, FaceRecord, SourceRecord
+
+log = logging.getLogger(__name__)
+
+INDEXED, NO_FACE, SKIPPED, FAILED = "indexed", "no_face", "skipped", "failed"
+
+
+@dataclass(frozen=True)
+class PhotoInput:
+    """A photo to index; ``person`` labels its subject face (other faces stay unlabelled)."""
+
+    path: Path
+    person: str | None = None
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What happened to one file: ``status`` is indexed, no_face, skipped (unchanged) or failed."""
+
+    source: str
+    status: str
+    faces: int = 0
+    error: str | None = None
+
+
+@dataclass
+class BatchSummary:
+    """Totals over many files, with every failure's file and reason."""
+
+    files: int = 0
+    indexed: int = 0
+    faces: int = 0
+    no_face: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, outcomes: Sequence[FileOutcome]) -> None:
+        for outcome in outcomes:
+            self.files += 1
+            self.faces += outcome.faces
+            if outcome.status == INDEXED:
+                self.indexed += 1
+            elif outcome.status == NO_FACE:
+                self.no_face += 1
+            elif outcome.status == SKIPPED:
+                self.skipped += 1
+            else:
+                self.failures.append((outcome.source, outcome.error or "unknown error"))
+
+    def to_dict(self) -> dict:
+        return {
+            "files": self.files,
+            "indexed": self.indexed,
+            "faces": self.faces,
+            "no_face": self.no_face,
+            "skipped_unchanged": self.skipped,
+            "failed": len(self.failures),
+            "failures": [{"source": s, "error": e} for s, e in self.failures],
+        }
+
+
+@dataclass
+class _Loaded:
+    item: PhotoInput
+    source: str
+    digest: str
+    image: np.ndarray
+
+
+def source_name(path: Path) -> str:
+    """How a file is named in the index: its absolute, normalised path (symlinks kept as named, so a
+    dangling link is reported under its own name)."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def index_photos(
+    pipeline: FacePipeline,
+    index: FaceIndex,
+    items: Sequence[PhotoInput],
+    max_pixels: int,
+) -> list[FileOutcome]:
+    """Detect, embed and store every face of ``items``; one outcome per item, in order."""
+    model = pipeline.embedder.info.key
+    sources = [source_name(item.path) for item in items]
+    known = index.get_sources(sources)
+    outcomes: dict[int, FileOutcome] = {}
+    loaded: dict[int, _Loaded] = {}
+    for i, (item, source) in enumerate(zip(items, sources)):
+        try:
+            data = read_file(item.path)
+            digest = content_hash(data)
+            previous = known.get(source)
+            if previous and previous.content_hash == digest and previous.status != FAILED:
+                outcomes[i] = FileOutcome(source, SKIPPED, previous.faces)
+                continue
+            loaded[i] = _Loaded(item, source, digest, decode_image(data, str(item.path), max_pixels))
+        except ImageError as exc:
+            outcomes[i] = FileOutcome(source, FAILED, error=exc.reason)
+
+    faces_by_item = _analyse(pipeline, loaded)
+    records: list[FaceRecord] = []
+    for i, faces in faces_by_item.items():
+        entry = loaded[i]
+        if isinstance(faces, str):
+            outcomes[i] = FileOutcome(entry.source, FAILED, error=faces)
+            continue
+        if entry.source in known:
+            index.delete_source(entry.source)
+        records.extend(_records(entry, faces, model))
+        outcomes[i] = FileOutcome(entry.source, INDEXED if faces else NO_FACE, len(faces))
+
+    result = index.upsert(records)
+    if result.failed:
+        by_face = {r.face_id: r.source for r in records}
+        for failed_id, reason in result.failed:
+            i = sources.index(by_face[failed_id])
+            outcomes[i] = FileOutcome(sources[i], FAILED, error=f"could not store face {failed_id}: {reason}")
+
+    ordered = [outcomes[i] for i in range(len(items))]
+    index.record_sources(
+        [
+            SourceRecord(
+                source=o.source,
+                content_hash=loaded[i].digest if i in loaded else "",
+                model=model,
+                faces=o.faces,
+                status=o.status,
+                error=o.error,
+            )
+            for i, o in enumerate(ordered)
+            if o.status != SKIPPED
+        ]
+    )
+    return ordered
+
+
+def _analyse(pipeline: FacePipeline, loaded: dict[int, _Loaded]) -> dict[int, list[EmbeddedFace] | str]:
+    """Faces per loaded item, or the error text for items the models choke on."""
+    keys = list(loaded)
+    if not keys:
+        return {}
+    try:
+        results = pipeline.analyse([loaded[i].image for i in keys])
+        return dict(zip(keys, results))
+    except (RuntimeError, ValueError) as exc:
+        # One odd image can fail a whole batched call; retry one at a time to isolate it.
+        log.warning("batched analysis failed (%s); retrying image by image", exc)
+    out: dict[int, list[EmbeddedFace] | str] = {}
+    for i in keys:
+        try:
+            out[i] = pipeline.analyse([loaded[i].image])[0]
+        except (RuntimeError, ValueError) as exc:
+            out[i] = f"face analysis failed: {exc}"
+    return out
+
+
+def _records(entry: _Loaded, faces: list[EmbeddedFace], model: str) -> list[FaceRecord]:
+    height, width = entry.image.shape[:2]
+    subject = subject_index([f.detection for f in faces], width, height) if entry.item.person else None
+    return [
+        FaceRecord(
+            face_id=face_id(model, entry.source, n),
+            source=entry.source,
+            face_no=n,
+            box=face.detection.box,
+            probability=face.detection.probability,
+            embedding=face.embedding,
+            model=model,
+            person=entry.item.person if n == subject else None,
+            media_type=PHOTO,
+            image_width=width,
+            image_height=height,
+            content_hash=entry.digest,
+        )
+        for n, face in enumerate(faces)
+    ]

@@ -1,0 +1,136 @@
+"""End to end through the ``facesearch`` CLI on the embedded store, with real models."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from ingest.cli import EXIT_ERROR, EXIT_PARTIAL, main
+
+from .test_imageio import huge_png
+
+
+def save(array: np.ndarray, path, fmt: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format=fmt)
+
+
+def variant(image: np.ndarray, i: int) -> np.ndarray:
+    """A different photo of the same face: shifted, scaled, mirrored, lighter or darker."""
+    h, w = image.shape[:2]
+    scale = 0.7 + 0.05 * (i % 7)
+    out = cv2.resize(image, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA)
+    out = out[(i % 3) * 4 :, (i % 4) * 4 :]
+    if i % 2:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(cv2.convertScaleAbs(out, alpha=0.8 + 0.04 * (i % 10), beta=-10 + 3 * (i % 8)))
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, astronaut, cameraman):
+    """20 good photos of two people (one folder each) plus 20 broken files of every bad kind."""
+    root = tmp_path_factory.mktemp("library")
+    formats = [("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP"), ("bmp", "BMP"), ("jpeg", "JPEG")]
+    for i in range(10):
+        for person, image in (("Eileen_Collins", astronaut), ("Cameraman", cameraman)):
+            ext, fmt = formats[i % len(formats)]
+            save(variant(image, i), root / person / f"{person}_{i:04d}.{ext}", fmt)
+    broken = root / "Eileen_Collins"
+    jpeg = io.BytesIO()
+    Image.fromarray(astronaut).save(jpeg, format="JPEG")
+    for i in range(4):
+        (broken / f"empty_{i}.jpg").write_bytes(b"")
+        (broken / f"truncated_{i}.jpg").write_bytes(jpeg.getvalue()[: 2000 + 500 * i])
+        (broken / f"text_{i}.png").write_text("not a photo at all\n" * (i + 1))
+        (broken / f"bomb_{i}.png").write_bytes(huge_png(40_000 + i, 40_000))
+        (broken / f"garbage_{i}.webp").write_bytes(b"RIFF" + bytes(range(256)) * (i + 1))
+    for i in range(2):
+        (broken / f"dangling_{i}.jpg").symlink_to(root / "nowhere" / f"{i}.jpg")
+    # Not a photo extension: passed over, not a failure.
+    (broken / "notes.txt").write_text("caption file")
+    return root
+
+
+def run_json(capsys, argv: list[str]) -> tuple[int, dict]:
+    code = main(argv + ["--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_index_reports_every_bad_file_and_reindexes_nothing(library, capsys, tmp_path):
+    data = ["--data-dir", str(tmp_path / "data"), "--embedder", "dlib"]
+    code, first = run_json(capsys, ["index", str(library), "--person-from-folder", *data])
+    assert code == EXIT_PARTIAL
+    assert first["files"] == 42 and first["indexed"] == 20 and first["failed"] == 22
+    assert first["faces"] == 20 and first["ignored_other_files"] == 1
+    reasons = {f["source"].rsplit("/", 1)[1]: f["error"] for f in first["failures"]}
+    assert all("empty file" in reasons[f"empty_{i}.jpg"] for i in range(4))
+    assert all("truncated" in reasons[f"truncated_{i}.jpg"] for i in range(4))
+    assert all("not an image" in reasons[f"text_{i}.png"] for i in range(4))
+    assert all("too large" in reasons[f"bomb_{i}.png"] for i in range(4))
+    assert all("not an image" in reasons[f"garbage_{i}.webp"] for i in range(4))
+    assert all("not found" in reasons[f"dangling_{i}.jpg"] for i in range(2))
+
+    code, again = run_json(capsys, ["index", str(library), "--person-from-folder", *data])
+    assert code == EXIT_PARTIAL
+    assert again["indexed"] == 0 and again["skipped_unchanged"] == 20 and again["failed"] == 22
+    assert again["index_total_faces"] == first["index_total_faces"] == 20
+
+
+def test_search_finds_the_person_and_honours_filters(library, capsys, tmp_path, astronaut, cameraman):
+    data = ["--data-dir", str(tmp_path / "data"), "--embedder", "dlib"]
+    main(["index", str(library / "Eileen_Collins"), "--person", "Eileen_Collins", "--quiet", *data])
+    main(["index", str(library / "Cameraman"), "--person", "Cameraman", "--quiet", *data])
+    capsys.readouterr()
+    query = tmp_path / "query.jpg"
+    save(variant(astronaut, 11), query)
+
+    code, result = run_json(capsys, ["search", str(query), "--k", "5", *data])
+    assert code == 0
+    assert len(result["query_faces"]) == 1 and result["face"] == 0
+    assert [h["person"] for h in result["hits"]] == ["Eileen_Collins"] * 5
+    hit = result["hits"][0]
+    assert set(hit) >= {"score", "person", "source", "box", "face_id"} and len(hit["box"]) == 4
+    assert hit["score"] > 0.9
+
+    code, filtered = run_json(capsys, ["search", str(query), "--k", "3", "--person", "Cameraman", *data])
+    assert [h["person"] for h in filtered["hits"]] == ["Cameraman"] * 3
+    assert filtered["hits"][0]["score"] < hit["score"] - 0.05
+
+    pair = tmp_path / "pair.png"
+    save(np.concatenate([cameraman, astronaut], axis=1), pair)
+    faces = {}
+    for face in ("0", "1"):
+        code, picked = run_json(capsys, ["search", str(pair), "--k", "1", "--face", face, *data])
+        faces[face] = picked["hits"][0]["person"]
+        assert len(picked["query_faces"]) == 2
+    assert set(faces.values()) == {"Eileen_Collins", "Cameraman"}
+
+    code, collapsed = run_json(capsys, ["search", str(query), "--collapse", "person", *data])
+    assert [h["person"] for h in collapsed["hits"]] == ["Eileen_Collins", "Cameraman"]
+
+
+def test_query_without_a_face_fails_clearly(tmp_path):
+    blank = tmp_path / "blank.png"
+    save(np.full((200, 300, 3), 200, np.uint8), blank)
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest.cli", "search", str(blank), "--embedder", "dlib", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == EXIT_ERROR
+    assert "no face found in the query image" in done.stderr
+
+
+def test_bad_query_file_names_it(tmp_path, capsys):
+    bad = tmp_path / "query.jpg"
+    bad.write_text("nope")
+    assert main(["search", str(bad), "--embedder", "dlib", "--data-dir", str(tmp_path)]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not an image" in err

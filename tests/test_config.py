@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+
+from search_engine.config import Settings
+from search_engine.errors import ConfigError
+
+
+def test_defaults_and_overrides():
+    settings = Settings.from_env({})
+    assert settings.embedder == "auto" and settings.backend == "embedded"
+    settings = Settings.from_env(
+        {
+            "FACESEARCH_EMBEDDER": "dlib",
+            "FACESEARCH_DATA_DIR": "/tmp/fs",
+            "FACESEARCH_ES_URL": "https://es.example:9200",
+            "FACESEARCH_ES_API_KEY": "key",
+            "FACESEARCH_MIN_PROBABILITY": "0.95",
+            "FACESEARCH_BATCH_SIZE": "8",
+            "FACESEARCH_FACENET_WEIGHTS": "~/w.pt",
+        }
+    )
+    assert settings.embedder == "dlib" and settings.data_dir == Path("/tmp/fs")
+    assert settings.backend == "elasticsearch" and settings.es_api_key == "key"
+    assert settings.min_probability == 0.95 and settings.batch_size == 8
+    assert settings.facenet_weights == Path("~/w.pt").expanduser()
+    assert settings.replace(batch_size=4).batch_size == 4
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"FACESEARCH_EMBEDDER": "arcface"}, "FACESEARCH_EMBEDDER"),
+        ({"FACESEARCH_BATCH_SIZE": "many"}, "FACESEARCH_BATCH_SIZE"),
+        ({"FACESEARCH_MIN_PROBABILITY": "2"}, "FACESEARCH_MIN_PROBABILITY"),
+    ],
+)
+def test_bad_values_name_the_variable(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_settings_are_frozen():
+    with pytest.raises(AttributeError):
+        Settings.from_env({}).embedder = "dlib"

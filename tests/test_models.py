@@ -1,0 +1,130 @@
+"""Real models on real and generated images: MTCNN detection, dlib and FaceNet embedding."""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+import pytest
+
+from search_engine.config import Settings
+from search_engine.embedding import create_embedder
+from search_engine.errors import ModelUnavailableError
+from search_engine.pipeline import FacePipeline, subject_index
+from search_engine.types import Box, Detection
+
+
+def test_detects_the_astronaut_with_box_and_landmarks(detector, astronaut):
+    (faces,) = detector.detect([astronaut])
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.probability > 0.99
+    assert face.box.as_list() == pytest.approx([181, 62, 268, 172], abs=8)
+    left_eye, right_eye, nose, mouth_left, mouth_right = face.landmarks
+    for x, y in face.landmarks:
+        assert face.box.x1 <= x <= face.box.x2 and face.box.y1 <= y <= face.box.y2
+    assert left_eye[0] < right_eye[0] and mouth_left[0] < mouth_right[0]
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
+
+
+def test_batches_mixed_sizes_and_maps_large_images_back(detector, astronaut, cameraman):
+    big = cv2.resize(astronaut, (3200, 3200), interpolation=cv2.INTER_CUBIC)
+    blank = np.full((300, 400, 3), 127, np.uint8)
+    small, large, camera, empty = detector.detect([astronaut, big, cameraman, blank])
+    assert len(small) == 1 and len(large) == 1 and len(camera) == 1 and empty == []
+    scale = 3200 / 512
+    assert large[0].box.as_list() == pytest.approx([v * scale for v in small[0].box.as_list()], abs=6 * scale)
+
+
+def test_two_faces_side_by_side(detector, astronaut, cameraman):
+    pair = np.ascontiguousarray(np.concatenate([astronaut, cameraman], axis=1))
+    (faces,) = detector.detect([pair])
+    assert len(faces) == 2
+    assert sorted(f.box.center[0] < 512 for f in faces) == [False, True]
+
+
+def test_subject_is_the_central_large_face():
+    def det(x1, y1, size):
+        return Detection(Box(x1, y1, x1 + size, y1 + size), 0.99, ())
+
+    faces = [det(0, 0, 90), det(80, 80, 100), det(190, 190, 20)]
+    assert subject_index(faces, 250, 250) == 1
+    assert subject_index([], 250, 250) is None
+    # A tiny face at the very centre never beats a large one nearby.
+    assert subject_index([det(10, 100, 100), det(120, 120, 10)], 250, 250) == 0
+
+
+def variants(image: np.ndarray) -> list[np.ndarray]:
+    brighter = cv2.convertScaleAbs(image, alpha=1.2, beta=30)
+    return [np.ascontiguousarray(image[:, ::-1]), brighter]
+
+
+def test_dlib_vectors_are_unit_and_same_face_is_closer(detector, dlib_embedder, astronaut, cameraman, lfw_faces):
+    pipeline = FacePipeline(detector, dlib_embedder)
+    images = [astronaut, *variants(astronaut), cameraman, *lfw_faces]
+    faces = pipeline.analyse(images)
+    assert all(len(f) == 1 for f in faces[:4])
+    vectors = [f[0].embedding for f in faces if f]
+    for vector in vectors:
+        assert vector.dtype == np.float32 and vector.shape == (128,)
+        assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+    anchor = vectors[0]
+    same = [float(anchor @ v) for v in vectors[1:3]]
+    different = [float(anchor @ v) for v in vectors[3:]]
+    assert len(different) >= 4
+    assert min(same) > 0.9
+    assert min(same) > max(different) + 0.1
+
+
+def test_embed_keeps_detection_order_across_a_batch(detector, dlib_embedder, astronaut, cameraman):
+    pair = np.ascontiguousarray(np.concatenate([astronaut, cameraman], axis=1))
+    detections = detector.detect([pair, astronaut])
+    vectors = dlib_embedder.embed(list(zip([pair, astronaut], detections)))
+    assert [v.shape for v in vectors] == [(2, 128), (1, 128)]
+    astronaut_in_pair = next(i for i, d in enumerate(detections[0]) if d.box.center[0] < 512)
+    assert float(vectors[0][astronaut_in_pair] @ vectors[1][0]) > 0.95
+
+
+@pytest.fixture(scope="module")
+def facenet_weights(tmp_path_factory):
+    """A state dict in the layout of facenet-pytorch's VGGFace2 checkpoint (random values: no
+    pretrained weights can be downloaded here), to exercise the local-file loading path."""
+    import torch
+    from facenet_pytorch import InceptionResnetV1
+
+    path = tmp_path_factory.mktemp("weights") / "20180402-114759-vggface2.pt"
+    torch.save(InceptionResnetV1(pretrained=None, classify=False, num_classes=8631).state_dict(), path)
+    return path
+
+
+def test_facenet_loads_local_weights_and_embeds(facenet_weights, detector, astronaut):
+    from search_engine.embedding.facenet import FacenetEmbedder
+
+    embedder = FacenetEmbedder(weights=facenet_weights).load()
+    assert embedder.load() is embedder
+    (vectors,) = embedder.embed([(astronaut, detector.detect([astronaut])[0])])
+    assert vectors.shape == (1, 512) and vectors.dtype == np.float32
+    assert np.linalg.norm(vectors[0]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_facenet_bad_weights_path_names_it(tmp_path):
+    from search_engine.embedding.facenet import FacenetEmbedder
+
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(ModelUnavailableError, match=str(missing)):
+        FacenetEmbedder(weights=missing).load()
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelUnavailableError, match="cannot read FaceNet weights"):
+        FacenetEmbedder(weights=junk).load()
+
+
+def test_auto_falls_back_to_dlib_with_a_notice(tmp_path, caplog):
+    settings = Settings.from_env({}).replace(facenet_weights=tmp_path / "missing.pt")
+    with caplog.at_level(logging.WARNING):
+        embedder = create_embedder(settings)
+    assert embedder.info.name == "dlib"
+    assert "using the offline dlib embedder" in caplog.text
+    with pytest.raises(ModelUnavailableError):
+        create_embedder(settings.replace(embedder="facenet"))
