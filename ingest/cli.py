@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--person-from-folder", action="store_true", help="label each photo's subject with its folder's name"
     )
     index.add_argument("--batch-size", type=int, help="images per model batch (env FACESEARCH_BATCH_SIZE)")
+    index.add_argument(
+        "--workers", type=int, help="processes detecting and embedding in parallel (env FACESEARCH_WORKERS; 0 = per core)"
+    )
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -71,6 +74,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "data_dir": args.data_dir,
         "es_url": args.es_url,
         "batch_size": getattr(args, "batch_size", None),
+        "workers": getattr(args, "workers", None),
     }
     return Settings.from_env().replace(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -78,15 +82,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.local import index_locally
     from ingest.sources import collect_photos
-    from search_engine.service import SearchService
 
     collected = collect_photos(args.paths, person=args.person, person_from_folder=args.person_from_folder)
     if not collected.photos:
         print("facesearch: no photos (jpg, jpeg, png, webp, bmp) found under the given paths", file=sys.stderr)
         return EXIT_ERROR
-    service = SearchService.from_settings(settings)
-    summary = index_locally(service, collected.photos, progress=not (args.quiet or args.json))
-    result = summary.to_dict() | {"ignored_other_files": collected.ignored, "index_total_faces": service.index.count()}
+    summary, index = index_locally(settings, collected.photos, progress=not (args.quiet or args.json))
+    result = summary.to_dict() | {"ignored_other_files": collected.ignored, "index_total_faces": index.count()}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -95,7 +97,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
             f"{summary.no_face} with no face, {len(summary.failures)} failed; {summary.faces} faces"
             + (f"; {collected.ignored} non-photo files ignored" if collected.ignored else "")
         )
-        print(f"index now holds {result['index_total_faces']} faces ({service.pipeline.embedder.info.key})")
+        print(f"index now holds {result['index_total_faces']} faces ({index.model.key})")
         for source, reason in summary.failures:
             print(f"  failed: {source}: {reason}")
     return EXIT_PARTIAL if summary.failures else 0
@@ -127,10 +129,10 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
-    from search_engine.embedding import create_embedder
+    from search_engine.embedding import build_embedder, resolve_embedder_name
     from search_engine.index import create_index
 
-    index = create_index(settings, create_embedder(settings).info)
+    index = create_index(settings, build_embedder(resolve_embedder_name(settings), settings).info)
     index.ensure()
     stats = {
         "model": index.model.key,

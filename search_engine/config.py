@@ -35,7 +35,8 @@ class Settings:
         min_probability: detections below this MTCNN probability are dropped.
         max_image_pixels: larger images are refused as decompression bombs.
         batch_size: images per detection/embedding batch.
-        torch_threads: intra-op threads for torch (0 = torch's default).
+        torch_threads: intra-op threads for torch (0 = torch's default, or cores / workers).
+        workers: processes that detect and embed in parallel (0 = one per core).
     """
 
     embedder: str = "auto"
@@ -52,6 +53,7 @@ class Settings:
     max_image_pixels: int = 90_000_000
     batch_size: int = 32
     torch_threads: int = 0
+    workers: int = 0
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDERS:
@@ -60,11 +62,18 @@ class Settings:
             raise ConfigError(f"FACESEARCH_MIN_PROBABILITY must be within [0, 1], got {self.min_probability}")
         if self.min_face_size < 1 or self.batch_size < 1:
             raise ConfigError("FACESEARCH_MIN_FACE_SIZE and FACESEARCH_BATCH_SIZE must be positive")
+        if self.workers < 0 or self.torch_threads < 0:
+            raise ConfigError("FACESEARCH_WORKERS and FACESEARCH_TORCH_THREADS must be 0 (automatic) or more")
 
     @property
     def backend(self) -> str:
         """``"elasticsearch"`` when an ES URL is configured, else ``"embedded"``."""
         return "elasticsearch" if self.es_url else "embedded"
+
+    @property
+    def worker_count(self) -> int:
+        """``workers``, with 0 meaning one per core."""
+        return self.workers or max(1, os.cpu_count() or 1)
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (CLI flags override the environment this way)."""
@@ -103,5 +112,6 @@ class Settings:
             "max_image_pixels": number("MAX_IMAGE_PIXELS", int),
             "batch_size": number("BATCH_SIZE", int),
             "torch_threads": number("TORCH_THREADS", int),
+            "workers": number("WORKERS", int),
         }
         return cls(**{key: value for key, value in values.items() if value is not None})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +89,19 @@ class _Loaded:
     image: np.ndarray
 
 
+@dataclass
+class PhotoAnalysis:
+    """A file's outcome with the faces to store (picklable: it may come back from a worker process).
+
+    ``replaces`` says the index holds an older version of this file whose faces must go first.
+    """
+
+    outcome: FileOutcome
+    digest: str = ""
+    records: list[FaceRecord] = field(default_factory=list)
+    replaces: bool = False
+
+
 def source_name(path: Path) -> str:
     """How a file is named in the index: its absolute, normalised path (symlinks kept as named, so a
     dangling link is reported under its own name)."""
@@ -102,58 +115,80 @@ def index_photos(
     max_pixels: int,
 ) -> list[FileOutcome]:
     """Detect, embed and store every face of ``items``; one outcome per item, in order."""
+    known = index.get_sources([source_name(item.path) for item in items])
+    return store_analyses(index, analyse_photos(pipeline, items, known, max_pixels))
+
+
+def analyse_photos(
+    pipeline: FacePipeline,
+    items: Sequence[PhotoInput],
+    known: Mapping[str, SourceRecord],
+    max_pixels: int,
+) -> list[PhotoAnalysis]:
+    """Read, detect and embed ``items`` (no index access): files whose bytes match their ``known``
+    record are skipped, unusable ones fail with a reason. One analysis per item, in order."""
     model = pipeline.embedder.info.key
-    sources = [source_name(item.path) for item in items]
-    known = index.get_sources(sources)
-    outcomes: dict[int, FileOutcome] = {}
+    analyses: dict[int, PhotoAnalysis] = {}
     loaded: dict[int, _Loaded] = {}
-    for i, (item, source) in enumerate(zip(items, sources)):
+    for i, item in enumerate(items):
+        source = source_name(item.path)
         try:
             data = read_file(item.path)
             digest = content_hash(data)
             previous = known.get(source)
             if previous and previous.content_hash == digest and previous.status != FAILED:
-                outcomes[i] = FileOutcome(source, SKIPPED, previous.faces)
+                analyses[i] = PhotoAnalysis(FileOutcome(source, SKIPPED, previous.faces), digest)
                 continue
             loaded[i] = _Loaded(item, source, digest, decode_image(data, str(item.path), max_pixels))
         except ImageError as exc:
-            outcomes[i] = FileOutcome(source, FAILED, error=exc.reason)
+            analyses[i] = PhotoAnalysis(FileOutcome(source, FAILED, error=exc.reason))
 
-    faces_by_item = _analyse(pipeline, loaded)
-    records: list[FaceRecord] = []
-    for i, faces in faces_by_item.items():
+    for i, faces in _analyse(pipeline, loaded).items():
         entry = loaded[i]
         if isinstance(faces, str):
-            outcomes[i] = FileOutcome(entry.source, FAILED, error=faces)
+            analyses[i] = PhotoAnalysis(FileOutcome(entry.source, FAILED, error=faces), entry.digest)
             continue
-        if entry.source in known:
-            index.delete_source(entry.source)
-        records.extend(_records(entry, faces, model))
-        outcomes[i] = FileOutcome(entry.source, INDEXED if faces else NO_FACE, len(faces))
+        analyses[i] = PhotoAnalysis(
+            FileOutcome(entry.source, INDEXED if faces else NO_FACE, len(faces)),
+            entry.digest,
+            _records(entry, faces, model),
+            replaces=entry.source in known,
+        )
+    return [analyses[i] for i in range(len(items))]
 
+
+def store_analyses(index: FaceIndex, analyses: Sequence[PhotoAnalysis]) -> list[FileOutcome]:
+    """Write analysed files to the index: old faces of changed files out, new faces in, one source
+    record per file. Returns the final outcomes (a face the index refuses fails its file)."""
+    outcomes = [a.outcome for a in analyses]
+    for analysis in analyses:
+        if analysis.replaces:
+            index.delete_source(analysis.outcome.source)
+    records = [record for a in analyses for record in a.records]
     result = index.upsert(records)
     if result.failed:
+        position = {a.outcome.source: i for i, a in enumerate(analyses)}
         by_face = {r.face_id: r.source for r in records}
         for failed_id, reason in result.failed:
-            i = sources.index(by_face[failed_id])
-            outcomes[i] = FileOutcome(sources[i], FAILED, error=f"could not store face {failed_id}: {reason}")
-
-    ordered = [outcomes[i] for i in range(len(items))]
+            i = position[by_face[failed_id]]
+            outcomes[i] = FileOutcome(
+                outcomes[i].source, FAILED, error=f"could not store face {failed_id}: {reason}"
+            )
     index.record_sources(
         [
             SourceRecord(
                 source=o.source,
-                content_hash=loaded[i].digest if i in loaded else "",
-                model=model,
+                content_hash=a.digest,
+                model=index.model.key,
                 faces=o.faces,
                 status=o.status,
                 error=o.error,
             )
-            for i, o in enumerate(ordered)
+            for o, a in zip(outcomes, analyses)
             if o.status != SKIPPED
         ]
     )
-    return ordered
+    return outcomes
 
 
 def _analyse(pipeline: FacePipeline, loaded: dict[int, _Loaded]) -> dict[int, list[EmbeddedFace] | str]:

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import Settings
 from .detection import FaceDetector
-from .embedding import Embedder
+from .embedding import Embedder, create_embedder
 from .types import Detection
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,20 @@ class FacePipeline:
     def __init__(self, detector: FaceDetector, embedder: Embedder) -> None:
         self.detector = detector
         self.embedder = embedder
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FacePipeline:
+        """A loaded detector + the embedder the settings mean (``auto`` resolved), torch threads set."""
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        detector = FaceDetector(
+            min_face_size=settings.min_face_size,
+            min_probability=settings.min_probability,
+            batch_size=settings.batch_size,
+        )
+        return cls(detector, create_embedder(settings)).load()
 
     def load(self) -> FacePipeline:
         self.detector.load()

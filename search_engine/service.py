@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from .config import Settings
-from .detection import FaceDetector
-from .embedding import create_embedder
 from .errors import NoFaceError
 from .imageio import decode_image, read_file
 from .index import FaceIndex, create_index
@@ -55,19 +53,10 @@ class SearchService:
     @classmethod
     def from_settings(cls, settings: Settings) -> SearchService:
         """Load the detector and embedder, open (and create if needed) the index for that embedder."""
-        if settings.torch_threads:
-            import torch
-
-            torch.set_num_threads(settings.torch_threads)
-        detector = FaceDetector(
-            min_face_size=settings.min_face_size,
-            min_probability=settings.min_probability,
-            batch_size=settings.batch_size,
-        ).load()
-        embedder = create_embedder(settings)
-        index = create_index(settings, embedder.info)
+        pipeline = FacePipeline.from_settings(settings)
+        index = create_index(settings, pipeline.embedder.info)
         index.ensure()
-        return cls(settings, FacePipeline(detector, embedder), index)
+        return cls(settings, pipeline, index)
 
     def index_photos(self, items: Sequence[PhotoInput]) -> list[FileOutcome]:
         """Index one batch of photos (see :func:`search_engine.indexing.index_photos`)."""

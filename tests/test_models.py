@@ -128,3 +128,20 @@ def test_auto_falls_back_to_dlib_with_a_notice(tmp_path, caplog):
     assert "using the offline dlib embedder" in caplog.text
     with pytest.raises(ModelUnavailableError):
         create_embedder(settings.replace(embedder="facenet"))
+
+
+def test_similarity_transform_recovers_a_known_one():
+    from search_engine.embedding.dlib_resnet import similarity_transform
+
+    src = np.array([[10, 20], [60, 22], [35, 50], [15, 80], [55, 82]], float)
+    angle, scale, shift = 0.3, 1.7, np.array([5.0, -8.0])
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    dst = src @ (scale * rotation).T + shift
+    assert similarity_transform(src, dst) == pytest.approx(np.hstack([scale * rotation, shift[:, None]]))
+
+
+def test_a_huge_face_embeds_like_a_small_one(detector, dlib_embedder, astronaut):
+    big = cv2.resize(astronaut, (3000, 3000), interpolation=cv2.INTER_CUBIC)
+    detections = detector.detect([astronaut, big])
+    small_vec, big_vec = dlib_embedder.embed(list(zip([astronaut, big], detections)))
+    assert float(small_vec[0] @ big_vec[0]) > 0.95

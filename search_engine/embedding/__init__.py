@@ -41,6 +41,11 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
+def split_rows(vectors: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
+    """``vectors`` cut into consecutive blocks of ``counts`` rows (one block per image)."""
+    return np.split(vectors, np.cumsum(counts)[:-1]) if counts else []
+
+
 def build_embedder(name: str, settings: Settings) -> Embedder:
     """A (not yet loaded) embedder by name: ``facenet`` or ``dlib``."""
     if name == "dlib":
@@ -54,17 +59,25 @@ def build_embedder(name: str, settings: Settings) -> Embedder:
     raise ModelUnavailableError(f"unknown embedder {name!r}; choose facenet or dlib")
 
 
-def create_embedder(settings: Settings) -> Embedder:
-    """The loaded embedder the settings ask for.
-
-    ``auto`` (the default) means FaceNet when its weights can be loaded (downloaded once, or from
-    ``FACESEARCH_FACENET_WEIGHTS``) and otherwise the offline dlib ResNet, with a one-line notice.
-    An embedder named explicitly either loads or raises :class:`ModelUnavailableError`.
-    """
+def resolve_embedder_name(settings: Settings) -> str:
+    """The embedder the settings mean: ``auto`` becomes ``facenet`` when its weights are at hand
+    (configured, cached, or downloadable now) and otherwise ``dlib``, with a one-line notice.
+    Loads no model, so a parent process can decide for its workers."""
     if settings.embedder != "auto":
-        return build_embedder(settings.embedder, settings).load()
+        return settings.embedder
+    from .facenet import FacenetEmbedder
+
     try:
-        return build_embedder("facenet", settings).load()
+        FacenetEmbedder(weights=settings.facenet_weights).weights_file()
     except ModelUnavailableError as exc:
         log.warning("FaceNet unavailable (%s); using the offline dlib embedder instead", exc.message.splitlines()[0])
-        return build_embedder("dlib", settings).load()
+        return "dlib"
+    return "facenet"
+
+
+def create_embedder(settings: Settings) -> Embedder:
+    """The loaded embedder the settings ask for (see :func:`resolve_embedder_name` for ``auto``).
+
+    An embedder named explicitly either loads or raises :class:`ModelUnavailableError`.
+    """
+    return build_embedder(resolve_embedder_name(settings), settings).load()

@@ -1,8 +1,11 @@
 """dlib's ResNet face descriptor (the model behind ``face_recognition``), 128-d, fully offline.
 
-The weights come from the PyPI package ``face_recognition_models``. Faces are aligned as the model
-was trained: dlib's 5-point shape predictor on the detector's box, then ``get_face_chip`` to a
-150x150 chip with 25% padding. Each descriptor averages the chip and its mirror image.
+The weights come from the PyPI package ``face_recognition_models``. The network was trained on
+150x150 chips cut by dlib's ``get_face_chip`` (padding 0.25) around its 5-point landmarks. We align
+MTCNN's own 5 landmarks (eyes, nose, mouth corners) onto where those points fall in such chips,
+with a least-squares similarity transform: on LFW this beats running dlib's 5-point predictor on
+MTCNN boxes (verification 99.22% vs 98.93%, bench/lfw_retrieval.py). Each descriptor averages the
+chip and its mirror image, then is scaled to unit length.
 """
 
 from __future__ import annotations
@@ -12,18 +15,28 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..errors import ModelUnavailableError
 from ..types import Detection, EmbedderInfo
-from . import normalise
+from . import normalise, split_rows
 
 log = logging.getLogger(__name__)
 
 CHIP_SIZE = 150
-CHIP_PADDING = 0.25
-_SHAPE_MODEL = "shape_predictor_5_face_landmarks.dat"
 _RESNET_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
+
+#: Where MTCNN's landmarks (left eye, right eye, nose, left and right mouth corner) sit, on average,
+#: in dlib's 150x150 / padding 0.25 chips: measured by mapping them into chips that dlib cut from
+#: its own 5-point shapes on 200 LFW faces, then made left-right symmetric about x = 75.
+CHIP_TEMPLATE = np.array(
+    [[46.85, 46.2], [103.15, 46.2], [75.0, 79.3], [50.3, 108.3], [99.7, 108.3]], dtype=np.float64
+)
+
+#: Below this scale (chip pixels per source pixel) the face is shrunk with area averaging first,
+#: as a bilinear warp alone would alias.
+_MIN_WARP_SCALE = 0.5
 
 
 def models_dir() -> Path:
@@ -40,14 +53,55 @@ def models_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 rotation + uniform scale + translation mapping ``src`` points onto ``dst`` with the
+    least squared error (Umeyama, 1991). Both are (N, 2) arrays of (x, y)."""
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    u, s, vt = np.linalg.svd(dst_c.T @ src_c / len(src))
+    d = np.diag([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    rotation = u @ d @ vt
+    scale = np.trace(np.diag(s) @ d) / (src_c**2).sum() * len(src)
+    shift = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, shift[:, None]])
+
+
+def align(image: np.ndarray, landmarks: Sequence[tuple[float, float]]) -> np.ndarray:
+    """A (150, 150, 3) uint8 RGB chip of the face whose 5 MTCNN landmarks (source pixels) are given."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    matrix = similarity_transform(points, CHIP_TEMPLATE)
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    if scale < _MIN_WARP_SCALE:
+        image, points = _shrink_around(image, matrix, points, scale / _MIN_WARP_SCALE)
+        matrix = similarity_transform(points, CHIP_TEMPLATE)
+    chip = cv2.warpAffine(
+        image, matrix, (CHIP_SIZE, CHIP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    return np.ascontiguousarray(chip)
+
+
+def _shrink_around(image: np.ndarray, matrix: np.ndarray, points: np.ndarray, factor: float):
+    """The region the chip covers, scaled by ``factor`` with area averaging, and the points in it."""
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0, 1], [CHIP_SIZE, 0, 1], [0, CHIP_SIZE, 1], [CHIP_SIZE, CHIP_SIZE, 1]], float)
+    footprint = corners @ inverse.T
+    height, width = image.shape[:2]
+    x0, y0 = np.clip(np.floor(footprint.min(axis=0)).astype(int) - 2, 0, [width - 1, height - 1])
+    x1, y1 = np.clip(np.ceil(footprint.max(axis=0)).astype(int) + 2, [x0 + 1, y0 + 1], [width, height])
+    region = image[y0:y1, x0:x1]
+    size = (max(1, round(region.shape[1] * factor)), max(1, round(region.shape[0] * factor)))
+    small = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+    scale_xy = np.array([size[0] / region.shape[1], size[1] / region.shape[0]])
+    return small, (points - [x0, y0]) * scale_xy
+
+
 class DlibEmbedder:
-    """dlib ResNet descriptor on 5-point-aligned chips, flip-averaged, unit-normalised."""
+    """dlib ResNet descriptor on landmark-aligned chips, flip-averaged, unit-normalised."""
 
     info = EmbedderInfo(name="dlib", version="r1", dim=128)
 
     def __init__(self, flip: bool = True) -> None:
         self.flip = flip
-        self._shape_predictor = None
         self._resnet = None
 
     def load(self) -> DlibEmbedder:
@@ -56,46 +110,20 @@ class DlibEmbedder:
                 import dlib
             except ImportError as exc:
                 raise ModelUnavailableError(f"the dlib embedder needs the dlib package: {exc}") from exc
-            folder = models_dir()
-            for name in (_SHAPE_MODEL, _RESNET_MODEL):
-                if not (folder / name).is_file():
-                    raise ModelUnavailableError(f"dlib model file missing: {folder / name}")
-            self._shape_predictor = dlib.shape_predictor(str(folder / _SHAPE_MODEL))
-            self._resnet = dlib.face_recognition_model_v1(str(folder / _RESNET_MODEL))
+            path = models_dir() / _RESNET_MODEL
+            if not path.is_file():
+                raise ModelUnavailableError(f"dlib model file missing: {path}")
+            self._resnet = dlib.face_recognition_model_v1(str(path))
         return self
-
-    def chips(self, image: np.ndarray, detections: Sequence[Detection]) -> list[np.ndarray]:
-        """Aligned (150, 150, 3) uint8 RGB chips, one per detection."""
-        import dlib
-
-        self.load()
-        if not detections:
-            return []
-        shapes = dlib.full_object_detections()
-        for det in detections:
-            rect = dlib.rectangle(
-                int(round(det.box.x1)), int(round(det.box.y1)), int(round(det.box.x2)), int(round(det.box.y2))
-            )
-            shapes.append(self._shape_predictor(image, rect))
-        return list(dlib.get_face_chips(image, shapes, size=CHIP_SIZE, padding=CHIP_PADDING))
 
     def embed(self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]]) -> list[np.ndarray]:
         self.load()
-        chips: list[np.ndarray] = []
-        counts = []
-        for image, detections in batch:
-            image_chips = self.chips(np.ascontiguousarray(image, dtype=np.uint8), detections)
-            chips.extend(image_chips)
-            counts.append(len(image_chips))
+        chips = [align(image, det.landmarks) for image, detections in batch for det in detections]
+        counts = [len(detections) for _, detections in batch]
         if not chips:
             return [np.zeros((0, self.info.dim), np.float32) for _ in batch]
         inputs = chips + [np.ascontiguousarray(chip[:, ::-1]) for chip in chips] if self.flip else chips
         descriptors = np.asarray(self._resnet.compute_face_descriptor(inputs), dtype=np.float32)
         if self.flip:
             descriptors = descriptors[: len(chips)] + descriptors[len(chips) :]
-        vectors = normalise(descriptors)
-        out, start = [], 0
-        for count in counts:
-            out.append(vectors[start : start + count])
-            start += count
-        return out
+        return split_rows(normalise(descriptors), counts)

@@ -1,7 +1,7 @@
 """FaceNet (InceptionResnetV1, VGGFace2 weights) from facenet-pytorch, 512-d.
 
-Weights are either downloaded by facenet-pytorch into torch's hub cache (machines with internet)
-or read from a local state-dict file (``FACESEARCH_FACENET_WEIGHTS``). Faces are cropped from the
+Weights are either downloaded once from facenet-pytorch's release into torch's hub cache, where
+facenet-pytorch itself keeps them (machines with internet), or read from a local state-dict file (``FACESEARCH_FACENET_WEIGHTS``). Faces are cropped from the
 detector box with facenet-pytorch's margin convention, resized to 160x160 and standardised to
 ``(x - 127.5) / 128`` as the model was trained; each vector averages the crop and its mirror.
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ModelUnavailableError
 from ..types import Detection, EmbedderInfo
-from . import normalise
+from . import normalise, split_rows
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,36 @@ class FacenetEmbedder:
         self.flip = flip
         self._model = None
 
+    def weights_file(self) -> Path:
+        """The state-dict file to load: the configured one, or facenet-pytorch's cached download
+        (fetched now, from the same URL and into the same torch hub folder facenet-pytorch uses).
+
+        Raises:
+            ModelUnavailableError: naming both ways to provide the weights.
+        """
+        if self.weights is not None:
+            if not self.weights.is_file():
+                raise ModelUnavailableError(
+                    f"FACESEARCH_FACENET_WEIGHTS points to {self.weights}, which is not a file"
+                )
+            return self.weights
+        from torch.hub import download_url_to_file, get_dir
+
+        cached = Path(get_dir()).parent / "checkpoints" / WEIGHTS_URL.rsplit("/", 1)[1]
+        if not cached.is_file():
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                log.info("downloading FaceNet weights to %s", cached)
+                download_url_to_file(WEIGHTS_URL, str(cached))
+            except OSError as exc:
+                raise ModelUnavailableError(
+                    f"FaceNet weights could not be downloaded ({type(exc).__name__}: {exc}).\n"
+                    f"Either let facesearch fetch {WEIGHTS_URL} once (into {cached.parent}), or download that "
+                    "file and set FACESEARCH_FACENET_WEIGHTS=/path/to/20180402-114759-vggface2.pt; "
+                    "or use the offline embedder with FACESEARCH_EMBEDDER=dlib."
+                ) from exc
+        return cached
+
     def load(self) -> FacenetEmbedder:
         if self._model is not None:
             return self
@@ -67,40 +97,21 @@ class FacenetEmbedder:
             from facenet_pytorch import InceptionResnetV1
         except ImportError as exc:
             raise ModelUnavailableError(f"the facenet embedder needs facenet-pytorch and torchvision: {exc}") from exc
-        if self.weights is not None:
-            model = self._from_file(torch, InceptionResnetV1)
-        else:
-            model = self._downloaded(InceptionResnetV1)
-        self._model = model.eval().to(self.device)
-        return self
-
-    def _from_file(self, torch, network):
-        if not self.weights.is_file():
-            raise ModelUnavailableError(f"FACESEARCH_FACENET_WEIGHTS points to {self.weights}, which is not a file")
+        path = self.weights_file()
         try:
             # weights_only: a state dict needs no code execution, and a user-supplied file gets none.
-            state = torch.load(self.weights, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-            raise ModelUnavailableError(f"cannot read FaceNet weights from {self.weights}: {exc}") from exc
+            raise ModelUnavailableError(f"cannot read FaceNet weights from {path}: {exc}") from exc
         # The VGGFace2 checkpoint carries its 8631-class training head; we only use the embedding.
         state = {key: value for key, value in state.items() if not key.startswith("logits.")}
-        model = network(pretrained=None, classify=False)
+        model = InceptionResnetV1(pretrained=None, classify=False)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise ModelUnavailableError(f"{self.weights} is not an InceptionResnetV1 state dict: {exc}") from exc
-        return model
-
-    def _downloaded(self, network):
-        try:
-            return network(pretrained="vggface2", classify=False)
-        except (OSError, RuntimeError, EOFError) as exc:
-            raise ModelUnavailableError(
-                f"FaceNet weights could not be downloaded ({type(exc).__name__}: {exc}).\n"
-                f"Either allow facenet-pytorch to fetch {WEIGHTS_URL} once, or download that file and set "
-                "FACESEARCH_FACENET_WEIGHTS=/path/to/20180402-114759-vggface2.pt; "
-                "or use the offline embedder with FACESEARCH_EMBEDDER=dlib."
-            ) from exc
+            raise ModelUnavailableError(f"{path} is not an InceptionResnetV1 state dict: {exc}") from exc
+        self._model = model.eval().to(self.device, memory_format=torch.channels_last)
+        return self
 
     def embed(self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]]) -> list[np.ndarray]:
         import torch
@@ -120,9 +131,4 @@ class FacenetEmbedder:
                 if self.flip:
                     vectors = vectors + self._model(torch.flip(part, dims=[3]))
                 outputs.append(vectors.cpu().numpy())
-        vectors = normalise(np.concatenate(outputs))
-        out, start = [], 0
-        for count in counts:
-            out.append(vectors[start : start + count])
-            start += count
-        return out
+        return split_rows(normalise(np.concatenate(outputs)), counts)

@@ -1,0 +1,170 @@
+"""LFW retrieval and verification through the real pipeline and store.
+
+Indexes every LFW image with ``facesearch``'s own ingest (person labels from the folders, only each
+photo's subject face labelled), then:
+
+* retrieval: each image of the people with >= 2 images queries the index with its subject face,
+  its own photo excluded from the gallery; rank-1, precision@20 (hits / min(20, other images of that
+  person)), mAP@20, recall@20;
+* verification: the 6,000 pairs of ``pairs.txt``, cosine similarity of the two subject faces,
+  10-fold accuracy with the threshold chosen on the other 9 folds.
+
+Usage: python bench/lfw_retrieval.py --lfw ../shared/data/lfw --pairs ../shared/data/lfw_pairs.txt
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from ingest.local import index_locally  # noqa: E402
+from ingest.sources import collect_photos  # noqa: E402
+from search_engine.config import Settings  # noqa: E402
+from search_engine.indexing import source_name  # noqa: E402
+from search_engine.index import FaceIndex  # noqa: E402
+from search_engine.types import SearchFilters  # noqa: E402
+
+K = 20
+
+
+def subject_vectors(index: FaceIndex, sources: list[str]) -> dict[str, np.ndarray]:
+    """The labelled (subject) face's vector of each source that has one."""
+    vectors = {}
+    for source in tqdm(sources, desc="reading subject faces", unit="img"):
+        for face in index.faces_of_source(source):
+            if face.person is not None:
+                vectors[source] = face.embedding
+    return vectors
+
+
+def ranking_metrics(relevant: list[bool], others: int) -> tuple[float, float, float, float]:
+    """rank-1, precision@K, AP@K and recall@K of one ranked list of relevance flags."""
+    top = relevant[:K]
+    found, cumulative, total = sum(top), 0, 0.0
+    for i, rel in enumerate(top, 1):
+        if rel:
+            cumulative += 1
+            total += cumulative / i
+    return float(bool(top) and top[0]), found / min(K, others), total / min(K, others), found / others
+
+
+def retrieval(index: FaceIndex, by_person: dict[str, list[str]], vectors: dict[str, np.ndarray]) -> dict:
+    """Metrics two ways: 'strict' counts every hit that is not the query's person as a miss, an
+    unlabelled face included (often that very person, seen in someone else's photo); 'labelled'
+    first drops unlabelled hits, whose identity LFW does not give (the usual 'junk' rule)."""
+    strict, labelled, queries, missing = [], [], 0, 0
+    for person, sources in tqdm(sorted(by_person.items()), desc="retrieval queries", unit="person"):
+        if len(sources) < 2:
+            continue
+        others = len(sources) - 1
+        for source in sources:
+            queries += 1
+            if source not in vectors:
+                missing += 1
+                strict.append((0.0, 0.0, 0.0, 0.0))
+                labelled.append((0.0, 0.0, 0.0, 0.0))
+                continue
+            hits = index.search(vectors[source], k=3 * K, filters=SearchFilters(exclude_sources=(source,)))
+            strict.append(ranking_metrics([hit.person == person for hit in hits], others))
+            labelled.append(ranking_metrics([hit.person == person for hit in hits if hit.person is not None], others))
+    results = {"queries": queries, "queries without a subject face": missing}
+    for name, rows in (("strict", strict), ("labelled hits", labelled)):
+        rank1, precision, ap, recall = np.mean(rows, axis=0)
+        results |= {
+            f"rank-1 ({name})": float(rank1),
+            f"precision@20 ({name})": float(precision),
+            f"mAP@20 ({name})": float(ap),
+            f"recall@20 ({name})": float(recall),
+        }
+    return results
+
+
+def read_pairs(path: Path, lfw: Path) -> list[tuple[str, str, bool]]:
+    def image(name: str, number: str) -> str:
+        return source_name(lfw / name / f"{name}_{int(number):04d}.jpg")
+
+    pairs = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            pairs.append((image(parts[0], parts[1]), image(parts[0], parts[2]), True))
+        elif len(parts) == 4:
+            pairs.append((image(parts[0], parts[1]), image(parts[2], parts[3]), False))
+    return pairs
+
+
+def verification(pairs: list[tuple[str, str, bool]], vectors: dict[str, np.ndarray], folds: int = 10) -> dict:
+    """10-fold accuracy; a pair with a face missing gets similarity -1 (judged 'different')."""
+    scores = np.array([float(vectors[a] @ vectors[b]) if a in vectors and b in vectors else -1.0 for a, b, _ in pairs])
+    same = np.array([s for _, _, s in pairs])
+    fold_of = np.arange(len(pairs)) * folds // len(pairs)
+    candidates = np.unique(scores)
+    accuracies, thresholds = [], []
+    for fold in range(folds):
+        train, test = fold_of != fold, fold_of == fold
+        train_acc = [np.mean((scores[train] >= t) == same[train]) for t in candidates]
+        threshold = float(candidates[int(np.argmax(train_acc))])
+        thresholds.append(threshold)
+        accuracies.append(float(np.mean((scores[test] >= threshold) == same[test])))
+    return {
+        "pairs": len(pairs),
+        "pairs with a face missing": int(sum(1 for a, b, _ in pairs if a not in vectors or b not in vectors)),
+        "verification accuracy": float(np.mean(accuracies)),
+        "verification std": float(np.std(accuracies)),
+        "threshold (mean over folds)": float(np.mean(thresholds)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lfw", type=Path, required=True, help="LFW folder (one sub-folder per person)")
+    parser.add_argument("--pairs", type=Path, required=True, help="LFW pairs.txt")
+    parser.add_argument("--embedder", default="dlib", choices=("dlib", "facenet"))
+    parser.add_argument("--data-dir", type=Path, help="index directory to (re)use; default: a fresh temporary one")
+    args = parser.parse_args()
+
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="facesearch-lfw-"))
+    settings = Settings.from_env().replace(embedder=args.embedder, data_dir=data_dir, es_url=None)
+    collected = collect_photos([args.lfw], person_from_folder=True)
+    started = time.perf_counter()
+    summary, index = index_locally(settings, collected.photos)
+    seconds = time.perf_counter() - started
+
+    by_person: dict[str, list[str]] = defaultdict(list)
+    for photo in collected.photos:
+        by_person[photo.person].append(source_name(photo.path))
+    pairs = read_pairs(args.pairs, args.lfw)
+    wanted = sorted({s for ss in by_person.values() if len(ss) >= 2 for s in ss} | {s for a, b, _ in pairs for s in (a, b)})
+    vectors = subject_vectors(index, wanted)
+
+    results = {
+        "images": summary.files,
+        "faces indexed": index.count(),
+        "images with no face detected": summary.no_face,
+        "failed files": len(summary.failures),
+        "index run (s)": round(seconds, 1),
+    }
+    results |= retrieval(index, by_person, vectors)
+    results |= verification(pairs, vectors)
+
+    print(f"\nLFW retrieval, embedder {index.model.key}, index {data_dir}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}")
+    print("| metric | value |\n|---|---|")
+    for name, value in results.items():
+        shown = f"{value:.4f}" if isinstance(value, float) and value < 10 else value
+        print(f"| {name} | {shown} |")
+
+
+if __name__ == "__main__":
+    main()
