@@ -69,7 +69,7 @@ class FaceIndex(Protocol):
         """Make every write so far visible to searches."""
 
     def drop(self) -> None:
-        """Delete the whole index and its source records (tests and ``--reset``)."""
+        """Delete the whole index and its source records."""
 
     def close(self) -> None:
         """Release the client or handles."""

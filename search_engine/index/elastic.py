@@ -280,7 +280,7 @@ class ElasticFaceIndex:
                 held = f"{dims}-d vectors" if dims is not None else "no dense_vector 'embedding' field"
                 raise DimensionMismatchError(
                     f"the Elasticsearch index {index} (alias {alias}) holds {held} but the {self.model.key} "
-                    f"embedder makes {self.model.dim}-d ones; drop it (facesearch --reset) or use another "
+                    f"embedder makes {self.model.dim}-d ones; delete that index or choose another "
                     "FACESEARCH_ES_INDEX_PREFIX"
                 )
 

@@ -154,6 +154,8 @@ class EmbeddedFaceIndex:
                 f"{self.model.key} embedder makes {self.model.dim}-d ones; re-index into a fresh data directory"
             )
         self._sources = db.create_table(_table_name("sources", self.model), schema=SOURCES_SCHEMA, exist_ok=True)
+        _ensure_btree(faces, ("face_id", "source", "person", "video"))
+        _ensure_btree(self._sources, ("source",))
         self._faces = faces
 
     def _table(self):
@@ -333,6 +335,17 @@ class EmbeddedFaceIndex:
 
     def close(self) -> None:
         self._faces = self._sources = self._db = None
+
+
+def _ensure_btree(table, columns: Sequence[str]) -> None:
+    """B-tree indexes on the filtered columns: lookups by face, file, person or video stop scanning
+    the table (rows written since the last :meth:`EmbeddedFaceIndex.optimize` are scanned)."""
+    from lancedb.index import BTree
+
+    indexed = {column for index in table.list_indices() for column in index.columns}
+    for column in columns:
+        if column not in indexed:
+            table.create_index(column, config=BTree())
 
 
 def _row(face: FaceRecord, vector: np.ndarray, indexed_at: str) -> dict:

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install facesearch into ./.venv: system libraries (Debian/Ubuntu, when run as root), then pip.
+# Idempotent: a second run only checks. Usage: scripts/setup.sh [--test]   (--test adds test tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(build-essential cmake pkg-config libopenblas-dev liblapack-dev)
+
+if command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ]; then
+      echo "setup: installing ${missing[*]} (apt)"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+      echo "setup: please install these Debian packages first: sudo apt-get install ${missing[*]}" >&2
+      exit 1
+    fi
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+extra=""
+[ "${1:-}" = "--test" ] && extra="[test]"
+# dlib compiles from source against OpenBLAS (several minutes the first time; pip caches the wheel).
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+.venv/bin/python -m pip install -q -e ".${extra}"
+echo "setup: facesearch installed in .venv ($(.venv/bin/python -c 'import torch, dlib; print("torch", torch.__version__, "dlib", dlib.__version__)'))"
