@@ -125,7 +125,7 @@ def test_auto_falls_back_to_dlib_with_a_notice(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         embedder = create_embedder(settings)
     assert embedder.info.name == "dlib"
-    assert "using the offline dlib embedder" in caplog.text
+    assert "Using the offline dlib embedder" in caplog.text
     with pytest.raises(ModelUnavailableError):
         create_embedder(settings.replace(embedder="facenet"))
 

@@ -70,7 +70,10 @@ def resolve_embedder_name(settings: Settings) -> str:
     try:
         FacenetEmbedder(weights=settings.facenet_weights).weights_file()
     except ModelUnavailableError as exc:
-        log.warning("FaceNet unavailable (%s); using the offline dlib embedder instead", exc.message.splitlines()[0])
+        log.warning(
+            "FaceNet unavailable: %s Using the offline dlib embedder (FACESEARCH_EMBEDDER=dlib skips this check).",
+            exc.message.splitlines()[0],
+        )
         return "dlib"
     return "facenet"
 

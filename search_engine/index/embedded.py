@@ -8,6 +8,7 @@ larger collections.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Sequence
@@ -19,7 +20,6 @@ import pyarrow as pa
 
 from ..errors import DimensionMismatchError, IndexUnavailableError
 from ..types import (
-    PHOTO,
     Box,
     BulkResult,
     EmbedderInfo,
@@ -36,10 +36,10 @@ log = logging.getLogger(__name__)
 #: Written faces are compacted into fewer files after this many small upserts.
 _COMPACT_EVERY = 64
 
-_HIT_COLUMNS = [
-    "face_id", "source", "box", "probability", "model", "person", "media_type", "video", "frame", "timestamp",
-    "_distance",
-]
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(FaceRecord))
+_HIT_FIELDS = tuple(f.name for f in dataclasses.fields(Hit) if f.name != "score")
+#: Columns a search reads: a hit's fields and LanceDB's distance, never the embedding.
+_HIT_COLUMNS = [*_HIT_FIELDS, "_distance"]
 
 
 def faces_schema(dim: int) -> pa.Schema:
@@ -281,22 +281,8 @@ class EmbeddedFaceIndex:
         if not sources:
             return
         self.ensure()
-        unique = {s.source: s for s in sources}
-        data = pa.Table.from_pylist(
-            [
-                {
-                    "source": s.source,
-                    "content_hash": s.content_hash,
-                    "model": s.model,
-                    "faces": s.faces,
-                    "status": s.status,
-                    "error": s.error,
-                    "media_type": s.media_type,
-                }
-                for s in unique.values()
-            ],
-            schema=SOURCES_SCHEMA,
-        )
+        unique = {s.source: dataclasses.asdict(s) for s in sources}
+        data = pa.Table.from_pylist(list(unique.values()), schema=SOURCES_SCHEMA)
         self._sources.merge_insert("source").when_matched_update_all().when_not_matched_insert_all().execute(data)
         self._after_write()
 
@@ -311,15 +297,7 @@ class EmbeddedFaceIndex:
             where = f"source IN ({', '.join(sql_literal(s) for s in chunk)})"
             rows = self._sources.search().where(where).limit(len(chunk)).to_list()
             for row in rows:
-                found[row["source"]] = SourceRecord(
-                    source=row["source"],
-                    content_hash=row["content_hash"],
-                    model=row["model"],
-                    faces=row["faces"],
-                    status=row["status"],
-                    error=row["error"],
-                    media_type=row["media_type"],
-                )
+                found[row["source"]] = SourceRecord(**{name: row[name] for name in SOURCES_SCHEMA.names})
         return found
 
     def refresh(self) -> None:
@@ -349,59 +327,28 @@ def _ensure_btree(table, columns: Sequence[str]) -> None:
 
 
 def _row(face: FaceRecord, vector: np.ndarray, indexed_at: str) -> dict:
-    return {
-        "face_id": face.face_id,
-        "source": face.source,
-        "face_no": face.face_no,
-        "box": [face.box.x1, face.box.y1, face.box.x2, face.box.y2],
-        "probability": float(face.probability),
-        "embedding": vector,
-        "model": face.model,
-        "person": face.person,
-        "media_type": face.media_type,
-        "video": face.video,
-        "frame": face.frame,
-        "timestamp": face.timestamp,
-        "image_width": face.image_width,
-        "image_height": face.image_height,
-        "content_hash": face.content_hash,
-        "indexed_at": indexed_at,
-    }
+    row = {name: getattr(face, name) for name in _RECORD_FIELDS}
+    row.update(
+        box=[face.box.x1, face.box.y1, face.box.x2, face.box.y2],
+        probability=float(face.probability),
+        embedding=vector,
+        indexed_at=indexed_at,
+    )
+    return row
 
 
 def _hit(row: dict) -> Hit:
-    return Hit(
-        face_id=row["face_id"],
-        # LanceDB's cosine distance is 1 - cosine similarity.
-        score=float(1.0 - row["_distance"]),
-        source=row["source"],
-        box=Box.from_list(row["box"]),
-        probability=float(row["probability"]),
-        model=row["model"],
-        person=row["person"],
-        media_type=row["media_type"] or PHOTO,
-        video=row["video"],
-        frame=row["frame"],
-        timestamp=row["timestamp"],
-    )
+    values = {name: row[name] for name in _HIT_FIELDS}
+    values.update(box=Box.from_list(row["box"]), probability=float(row["probability"]))
+    # LanceDB's cosine distance is 1 - cosine similarity.
+    return Hit(score=float(1.0 - row["_distance"]), **values)
 
 
 def _record(row: dict) -> FaceRecord:
-    return FaceRecord(
-        face_id=row["face_id"],
-        source=row["source"],
-        face_no=row["face_no"],
+    values = {name: row[name] for name in _RECORD_FIELDS}
+    values.update(
         box=Box.from_list(row["box"]),
         probability=float(row["probability"]),
         embedding=np.asarray(row["embedding"], dtype=np.float32),
-        model=row["model"],
-        person=row["person"],
-        media_type=row["media_type"],
-        video=row["video"],
-        frame=row["frame"],
-        timestamp=row["timestamp"],
-        image_width=row["image_width"],
-        image_height=row["image_height"],
-        content_hash=row["content_hash"],
-        indexed_at=row["indexed_at"],
     )
+    return FaceRecord(**values)
