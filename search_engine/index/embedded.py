@@ -12,7 +12,9 @@ import dataclasses
 import logging
 import re
 from collections.abc import Sequence
-from datetime import datetime, timezone
+import fcntl
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -133,14 +135,31 @@ class EmbeddedFaceIndex:
 
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
-                self._db = lancedb.connect(str(self.path))
+                # Interval 0: every read sees what other processes (Celery workers) committed.
+                self._db = lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
             except OSError as exc:
                 raise IndexUnavailableError(f"cannot open the embedded index at {self.path}: {exc}") from exc
         return self._db
 
+    @contextmanager
+    def _writing(self):
+        """Hold the store's write lock: processes sharing the directory write one at a time, so
+        their merges never race (reads need no lock)."""
+        self._connect()
+        with open(self.path / ".write.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def ensure(self) -> None:
         if self._faces is not None:
             return
+        with self._writing():
+            self._open_tables()
+
+    def _open_tables(self) -> None:
         db = self._connect()
         try:
             faces = db.open_table(self.faces_table_name)
@@ -178,12 +197,8 @@ class EmbeddedFaceIndex:
             # Deduplicate within the batch: merge_insert refuses two source rows for one key.
             unique = list({row["face_id"]: row for row in rows}.values())
             data = pa.Table.from_pylist(unique, schema=faces_schema(self.model.dim))
-            (
-                table.merge_insert("face_id")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute(data)
-            )
+            with self._writing():
+                table.merge_insert("face_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
             self._after_write()
         return BulkResult(indexed=len(rows), failed=tuple(failed))
 
@@ -193,10 +208,12 @@ class EmbeddedFaceIndex:
             self.optimize()
 
     def optimize(self) -> None:
-        """Compact small files left by many upserts and drop old table versions."""
-        for table in (self._faces, self._sources):
-            if table is not None:
-                table.optimize()
+        """Compact small files left by many upserts, fold new rows into the scalar indexes and drop
+        old table versions."""
+        with self._writing():
+            for table in (self._faces, self._sources):
+                if table is not None:
+                    table.optimize()
 
     def search(
         self,
@@ -257,10 +274,11 @@ class EmbeddedFaceIndex:
     def delete_source(self, source: str) -> int:
         table = self._table()
         predicate = f"source = {sql_literal(source)}"
-        removed = table.count_rows(predicate)
-        if removed:
-            table.delete(predicate)
-        self._sources.delete(predicate)
+        with self._writing():
+            removed = table.count_rows(predicate)
+            if removed:
+                table.delete(predicate)
+            self._sources.delete(predicate)
         return removed
 
     def count(self, filters: SearchFilters | None = None) -> int:
@@ -283,7 +301,8 @@ class EmbeddedFaceIndex:
         self.ensure()
         unique = {s.source: dataclasses.asdict(s) for s in sources}
         data = pa.Table.from_pylist(list(unique.values()), schema=SOURCES_SCHEMA)
-        self._sources.merge_insert("source").when_matched_update_all().when_not_matched_insert_all().execute(data)
+        with self._writing():
+            self._sources.merge_insert("source").when_matched_update_all().when_not_matched_insert_all().execute(data)
         self._after_write()
 
     def get_sources(self, sources: Sequence[str]) -> dict[str, SourceRecord]:
@@ -307,8 +326,9 @@ class EmbeddedFaceIndex:
 
     def drop(self) -> None:
         db = self._connect()
-        for name in (self.faces_table_name, _table_name("sources", self.model)):
-            db.drop_table(name, ignore_missing=True)
+        with self._writing():
+            for name in (self.faces_table_name, _table_name("sources", self.model)):
+                db.drop_table(name, ignore_missing=True)
         self._faces = self._sources = None
 
     def close(self) -> None:
