@@ -62,6 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--face", type=int, help="which face of the query to use (0-based; default: the largest)")
     search.add_argument("--json", action="store_true", help="print one JSON object")
 
+    submit = commands.add_parser("submit", parents=[common], help="index photos on the Celery workers")
+    submit.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photo files or folders (recursive)")
+    who = submit.add_mutually_exclusive_group()
+    who.add_argument("--person", help="name of the person these photos are of (labels each photo's subject face)")
+    who.add_argument(
+        "--person-from-folder", action="store_true", help="label each photo's subject with its folder's name"
+    )
+    submit.add_argument("--chunk-size", type=int, default=32, help="photos per task (default 32)")
+    submit.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
+    submit.add_argument("--json", action="store_true", help="print the job id (and with --wait the summary) as JSON")
+
+    job = commands.add_parser("job", parents=[common], help="status of a submitted job, with its failed files")
+    job.add_argument("job_id", metavar="ID")
+    job.add_argument("--json", action="store_true", help="print one JSON object")
+
+    worker = commands.add_parser("worker", parents=[common], help="run a Celery worker that indexes submitted photos")
+    worker.add_argument("--concurrency", type=int, help="worker processes (default: FACESEARCH_WORKERS, or one per core)")
+    worker.add_argument("--loglevel", default="INFO")
+
     stats = commands.add_parser("stats", parents=[common], help="counts of faces, people and videos in the index")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
@@ -149,7 +168,90 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "stats": cmd_stats}
+def _summary_line(status) -> str:
+    return (
+        f"job {status.job_id}: {status.state}; {status.files} files: {status.indexed} indexed, "
+        f"{status.skipped} unchanged (skipped), {status.no_face} with no face, {len(status.failures)} failed; "
+        f"{status.faces} faces"
+    )
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.celery_app import create_celery
+    from ingest.jobs import job_status, submit_photos
+    from ingest.sources import collect_photos
+
+    collected = collect_photos(args.paths, person=args.person, person_from_folder=args.person_from_folder)
+    if not collected.photos:
+        print("facesearch: no photos (jpg, jpeg, png, webp, bmp) found under the given paths", file=sys.stderr)
+        return EXIT_ERROR
+    app = create_celery(settings)
+    job_id = submit_photos(app, collected.photos, args.chunk_size)
+    if not args.wait:
+        print(json.dumps({"job_id": job_id}) if args.json else job_id)
+        return 0
+    if not args.json:
+        print(f"job {job_id}: {len(collected.photos)} photos submitted")
+    status = _follow(app, job_id, len(collected.photos), progress=not args.json)
+    return _report(status, args.json)
+
+
+def _follow(app, job_id: str, total: int, progress: bool):
+    import time
+
+    from tqdm import tqdm
+
+    from ingest.jobs import job_status
+
+    with tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        while True:
+            status = job_status(app, job_id)
+            bar.update(status.files - bar.n)
+            bar.set_postfix(faces=status.faces, failed=len(status.failures), refresh=False)
+            if status.finished:
+                return status
+            time.sleep(0.5)
+
+
+def _report(status, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(status.to_dict(), indent=2))
+    else:
+        print(_summary_line(status))
+        for failure in status.failures:
+            print(f"  failed: {failure['source']}: {failure['error']}")
+    return EXIT_PARTIAL if status.failures else 0
+
+
+def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.celery_app import create_celery
+    from ingest.jobs import job_status
+
+    return _report(job_status(create_celery(settings), args.job_id), args.json)
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.celery_app import create_celery
+
+    concurrency = args.concurrency or settings.worker_count
+    if not settings.torch_threads:
+        # Processes x threads = cores: more only makes the pools fight.
+        settings = settings.replace(torch_threads=max(1, (os.cpu_count() or 1) // concurrency))
+    app = create_celery(settings)
+    app.worker_main(
+        ["worker", f"--concurrency={concurrency}", f"--loglevel={args.loglevel}", "--pool=prefork", "-n", "facesearch@%h"]
+    )
+    return 0
+
+
+COMMANDS = {
+    "index": cmd_index,
+    "search": cmd_search,
+    "stats": cmd_stats,
+    "submit": cmd_submit,
+    "job": cmd_job,
+    "worker": cmd_worker,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

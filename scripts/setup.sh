@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake pkg-config libopenblas-dev liblapack-dev)
+# The tests start a real Redis for the Celery workers.
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=(redis-server)
 
 if command -v apt-get >/dev/null 2>&1; then
   missing=()

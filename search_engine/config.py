@@ -37,6 +37,7 @@ class Settings:
         batch_size: images per detection/embedding batch.
         torch_threads: intra-op threads for torch (0 = torch's default, or cores / workers).
         workers: processes that detect and embed in parallel (0 = one per core).
+        broker_url: the Celery broker (Redis) that ingest jobs go through; also its result backend.
     """
 
     embedder: str = "auto"
@@ -54,6 +55,7 @@ class Settings:
     batch_size: int = 32
     torch_threads: int = 0
     workers: int = 0
+    broker_url: str = "redis://127.0.0.1:6379/0"
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDERS:
@@ -113,5 +115,6 @@ class Settings:
             "batch_size": number("BATCH_SIZE", int),
             "torch_threads": number("TORCH_THREADS", int),
             "workers": number("WORKERS", int),
+            "broker_url": get("BROKER_URL"),
         }
         return cls(**{key: value for key, value in values.items() if value is not None})

@@ -1,0 +1,107 @@
+"""Batch jobs on the Celery workers: submit photos as chunk tasks, follow them, summarise them.
+
+A job is a Celery group of :data:`~ingest.celery_app.INDEX_CHUNK` tasks, saved in the result
+backend under the group id, which is the job id users see. Everything here is client side: it
+sends tasks by name and reads results, never importing the models.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from celery import Celery, group
+from celery.result import GroupResult
+
+from search_engine.errors import FaceSearchError
+from search_engine.indexing import PhotoInput, source_name
+
+from .celery_app import INDEX_CHUNK
+
+log = logging.getLogger(__name__)
+
+
+class JobNotFoundError(FaceSearchError):
+    """No job with that id is known to the result backend (never submitted, or expired)."""
+
+
+@dataclass
+class JobStatus:
+    """Where a job stands: chunks done of total, files and faces so far, every failure with its reason."""
+
+    job_id: str
+    chunks_total: int
+    chunks_done: int = 0
+    chunks_failed: int = 0
+    files: int = 0
+    indexed: int = 0
+    faces: int = 0
+    no_face: int = 0
+    skipped: int = 0
+    failures: list[dict] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.chunks_done + self.chunks_failed >= self.chunks_total
+
+    @property
+    def state(self) -> str:
+        if not self.finished:
+            return "running" if self.chunks_done or self.chunks_failed else "pending"
+        return "finished with failures" if self.failures else "finished"
+
+    def to_dict(self) -> dict:
+        return {
+            "job_id": self.job_id,
+            "state": self.state,
+            "chunks": {"total": self.chunks_total, "done": self.chunks_done, "failed": self.chunks_failed},
+            "files": self.files,
+            "indexed": self.indexed,
+            "faces": self.faces,
+            "no_face": self.no_face,
+            "skipped_unchanged": self.skipped,
+            "failed": len(self.failures),
+            "failures": self.failures,
+        }
+
+
+def submit_photos(app: Celery, photos: Sequence[PhotoInput], chunk_size: int) -> str:
+    """Send ``photos`` as chunk tasks; returns the job id. Paths are made absolute first."""
+    signatures = [
+        app.signature(
+            INDEX_CHUNK,
+            args=([source_name(p.path) for p in photos[i : i + chunk_size]], [p.person for p in photos[i : i + chunk_size]]),
+        )
+        for i in range(0, len(photos), chunk_size)
+    ]
+    result = group(signatures).apply_async()
+    result.save()
+    log.info("submitted job %s: %d photos in %d chunks", result.id, len(photos), len(signatures))
+    return result.id
+
+
+def job_status(app: Celery, job_id: str) -> JobStatus:
+    """The current status of a job, read from the result backend."""
+    result = GroupResult.restore(job_id, app=app)
+    if result is None:
+        raise JobNotFoundError(f"no job {job_id} (unknown id, or its results expired)")
+    status = JobStatus(job_id, chunks_total=len(result.results))
+    for chunk in result.results:
+        if chunk.state == "SUCCESS":
+            summary = chunk.result
+            status.chunks_done += 1
+            status.files += summary["files"]
+            status.indexed += summary["indexed"]
+            status.faces += summary["faces"]
+            status.no_face += summary["no_face"]
+            status.skipped += summary["skipped_unchanged"]
+            status.failures.extend(summary["failures"])
+        elif chunk.state == "FAILURE":
+            # The whole chunk failed (e.g. the index stayed unreachable through every retry).
+            status.chunks_failed += 1
+            paths = (chunk.args or [[]])[0]
+            status.files += len(paths)
+            reason = f"chunk task failed: {type(chunk.result).__name__}: {chunk.result}"
+            status.failures.extend({"source": path, "error": reason} for path in paths)
+    return status

@@ -1,0 +1,57 @@
+"""Celery tasks, as thin as views: paths in, a small summary out; the work is in plain functions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from celery import Task, shared_task
+
+from search_engine.config import Settings
+from search_engine.errors import IndexUnavailableError
+from search_engine.indexing import BatchSummary, PhotoInput
+from search_engine.service import SearchService
+
+from .celery_app import INDEX_CHUNK
+
+log = logging.getLogger(__name__)
+
+
+class ServiceTask(Task):
+    """Holds this worker process's :class:`SearchService`, built on first use (not in a
+    ``worker_process_init`` handler, which Celery kills after 4 seconds)."""
+
+    _service: SearchService | None = None
+
+    @property
+    def service(self) -> SearchService:
+        if ServiceTask._service is None:
+            settings = getattr(self.app.conf, "facesearch_settings", None) or Settings.from_env()
+            ServiceTask._service = SearchService.from_settings(settings)
+        return ServiceTask._service
+
+
+def index_chunk_files(service: SearchService, paths: Sequence[str], persons: Sequence[str | None]) -> dict:
+    """Index one chunk of photos with ``service``; returns :meth:`BatchSummary.to_dict`."""
+    summary = BatchSummary()
+    summary.add(service.index_photos([PhotoInput(Path(path), person) for path, person in zip(paths, persons)]))
+    service.index.refresh()
+    return summary.to_dict()
+
+
+@shared_task(
+    name=INDEX_CHUNK,
+    base=ServiceTask,
+    bind=True,
+    # Only the index being unreachable is worth retrying; a bad file is a recorded failure.
+    autoretry_for=(IndexUnavailableError,),
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=8,
+)
+def index_chunk(self, paths: list[str], persons: list[str | None]) -> dict:
+    """Index photos ``paths`` (absolute, on a file system the worker sees), labelling their subjects
+    with ``persons`` (one name or None per path)."""
+    return index_chunk_files(self.service, paths, persons)
