@@ -11,11 +11,6 @@ from search_engine.config import Settings
 
 INDEX_CHUNK = "facesearch.index_chunk"
 
-#: Seconds Redis waits for an unacknowledged task before handing it to another worker. A chunk of
-#: 32 photos takes seconds; this only has to exceed the longest task, with a wide margin.
-VISIBILITY_TIMEOUT_S = 4 * 3600
-
-
 def create_celery(settings: Settings) -> Celery:
     """A Celery app for ``settings.broker_url``; builds no connection until it is used."""
     app = Celery("facesearch", broker=settings.broker_url, backend=settings.broker_url, include=["ingest.tasks"])
@@ -31,8 +26,9 @@ def create_celery(settings: Settings) -> Celery:
         task_track_started=True,
         # Keep each task's arguments with its result, so a job can name the files of a failed chunk.
         result_extended=True,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
-        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        # How long a task of a worker that died outright (SIGKILL, lost machine) waits before another
+        # worker gets it: short enough to recover soon, longer than any chunk takes.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         result_expires=7 * 24 * 3600,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

@@ -38,6 +38,8 @@ class Settings:
         torch_threads: intra-op threads for torch (0 = torch's default, or cores / workers).
         workers: processes that detect and embed in parallel (0 = one per core).
         broker_url: the Celery broker (Redis) that ingest jobs go through; also its result backend.
+        visibility_timeout: seconds before Redis hands a task whose worker vanished to another
+            worker; must exceed the longest task (a chunk of photos takes seconds).
     """
 
     embedder: str = "auto"
@@ -56,6 +58,7 @@ class Settings:
     torch_threads: int = 0
     workers: int = 0
     broker_url: str = "redis://127.0.0.1:6379/0"
+    visibility_timeout: int = 900
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDERS:
@@ -116,5 +119,6 @@ class Settings:
             "torch_threads": number("TORCH_THREADS", int),
             "workers": number("WORKERS", int),
             "broker_url": get("BROKER_URL"),
+            "visibility_timeout": number("VISIBILITY_TIMEOUT", int),
         }
         return cls(**{key: value for key, value in values.items() if value is not None})

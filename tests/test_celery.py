@@ -2,70 +2,25 @@
 
 from __future__ import annotations
 
-import gc
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import warnings
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from ingest.cli import EXIT_PARTIAL, main
-from search_engine.config import Settings
-from search_engine.index.embedded import EmbeddedFaceIndex
+from ingest.devservices import redis_server, start_worker, stop_worker
 from search_engine.embedding.dlib_resnet import DlibEmbedder
+from search_engine.index.embedded import EmbeddedFaceIndex
 from search_engine.types import SearchFilters
 
 from .test_cli import variant
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail("redis-server is not installed (scripts/setup.sh --test installs it)")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(16).startswith(b"+PONG"):
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("redis-server did not start")
-        time.sleep(0.1)
-    yield f"redis://127.0.0.1:{port}/0"
-    # The CLI commands run in this process leave Celery clients behind (a CLI process just exits):
-    # collect them while Redis is still up, so their results can unsubscribe, and without
-    # complaining about the sockets the CLI never meant to close.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
-    process.terminate()
-    process.wait(timeout=10)
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -80,30 +35,9 @@ def worker_env(redis_url, tmp_path_factory):
 @pytest.fixture(scope="module")
 def worker(worker_env, tmp_path_factory):
     """``facesearch worker`` with two processes, as a user starts it."""
-    log = tmp_path_factory.mktemp("worker-log") / "worker.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACESEARCH_")} | worker_env
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ingest.cli", "worker", "--concurrency", "2", "--loglevel", "INFO"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    from ingest.celery_app import create_celery
-
-    app = create_celery(Settings.from_env(worker_env))
-    deadline = time.monotonic() + 120
-    while not app.control.ping(timeout=1):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the worker did not start:\n{log.read_text()}")
+    process = start_worker(worker_env, tmp_path_factory.mktemp("worker-log") / "worker.log", concurrency=2)
     yield process
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_worker(process)
 
 
 @pytest.fixture
