@@ -1,7 +1,7 @@
 """``facesearch``: index photos and search them from the command line.
 
 Exit codes: 0 success; 1 error (bad query file, no face, index or model unavailable);
-2 bad usage; 3 an index run finished but some files failed (each is listed with its reason).
+2 bad usage; 3 an index run or job finished but some files failed (each is listed with its reason).
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from search_engine.config import EMBEDDERS, Settings  # noqa: E402
 from search_engine.errors import FaceSearchError  # noqa: E402
 from search_engine.types import SearchFilters  # noqa: E402
 
-log = logging.getLogger("facesearch")
-
 EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 1, 2, 3
 
 
@@ -34,16 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--es-url", help="use this Elasticsearch cluster (env FACESEARCH_ES_URL)")
     common.add_argument("-v", "--verbose", action="store_true", help="log progress details")
 
-    parser = argparse.ArgumentParser(prog="facesearch", description="Reverse face search over your photos.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    index = commands.add_parser("index", parents=[common], help="index the faces in photos and folders")
-    index.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photo files or folders (recursive)")
-    who = index.add_mutually_exclusive_group()
+    labels = argparse.ArgumentParser(add_help=False)
+    labels.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photo files or folders (recursive)")
+    who = labels.add_mutually_exclusive_group()
     who.add_argument("--person", help="name of the person these photos are of (labels each photo's subject face)")
     who.add_argument(
         "--person-from-folder", action="store_true", help="label each photo's subject with its folder's name"
     )
+
+    parser = argparse.ArgumentParser(prog="facesearch", description="Reverse face search over your photos.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    index = commands.add_parser("index", parents=[common, labels], help="index the faces in photos and folders")
     index.add_argument("--batch-size", type=int, help="images per model batch (env FACESEARCH_BATCH_SIZE)")
     index.add_argument(
         "--workers", type=int, help="processes detecting and embedding in parallel (env FACESEARCH_WORKERS; 0 = per core)"
@@ -62,13 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--face", type=int, help="which face of the query to use (0-based; default: the largest)")
     search.add_argument("--json", action="store_true", help="print one JSON object")
 
-    submit = commands.add_parser("submit", parents=[common], help="index photos on the Celery workers")
-    submit.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photo files or folders (recursive)")
-    who = submit.add_mutually_exclusive_group()
-    who.add_argument("--person", help="name of the person these photos are of (labels each photo's subject face)")
-    who.add_argument(
-        "--person-from-folder", action="store_true", help="label each photo's subject with its folder's name"
-    )
+    submit = commands.add_parser("submit", parents=[common, labels], help="index photos on the Celery workers")
     submit.add_argument("--chunk-size", type=int, default=32, help="photos per task (default 32)")
     submit.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
     submit.add_argument("--json", action="store_true", help="print the job id (and with --wait the summary) as JSON")
@@ -111,14 +105,10 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(
-            f"{summary.files} files: {summary.indexed} indexed, {summary.skipped} unchanged (skipped), "
-            f"{summary.no_face} with no face, {len(summary.failures)} failed; {summary.faces} faces"
-            + (f"; {collected.ignored} non-photo files ignored" if collected.ignored else "")
-        )
+        ignored = f"; {collected.ignored} non-photo files ignored" if collected.ignored else ""
+        print(_summary_text(summary) + ignored)
         print(f"index now holds {result['index_total_faces']} faces ({index.model.key})")
-        for source, reason in summary.failures:
-            print(f"  failed: {source}: {reason}")
+        _print_failures(summary)
     return EXIT_PARTIAL if summary.failures else 0
 
 
@@ -168,14 +158,6 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _summary_line(status) -> str:
-    return (
-        f"job {status.job_id}: {status.state}; {status.files} files: {status.indexed} indexed, "
-        f"{status.skipped} unchanged (skipped), {status.no_face} with no face, {len(status.failures)} failed; "
-        f"{status.faces} faces"
-    )
-
-
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.celery_app import create_celery
     from ingest.jobs import job_status, submit_photos
@@ -206,8 +188,8 @@ def _follow(app, job_id: str, total: int, progress: bool):
     with tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True) as bar:
         while True:
             status = job_status(app, job_id)
-            bar.update(status.files - bar.n)
-            bar.set_postfix(faces=status.faces, failed=len(status.failures), refresh=False)
+            bar.update(status.summary.files - bar.n)
+            bar.set_postfix(faces=status.summary.faces, failed=len(status.summary.failures), refresh=False)
             if status.finished:
                 return status
             time.sleep(0.5)
@@ -217,10 +199,21 @@ def _report(status, as_json: bool) -> int:
     if as_json:
         print(json.dumps(status.to_dict(), indent=2))
     else:
-        print(_summary_line(status))
-        for failure in status.failures:
-            print(f"  failed: {failure['source']}: {failure['error']}")
-    return EXIT_PARTIAL if status.failures else 0
+        print(f"job {status.job_id}: {status.state}; {_summary_text(status.summary)}")
+        _print_failures(status.summary)
+    return EXIT_PARTIAL if status.summary.failures else 0
+
+
+def _summary_text(summary) -> str:
+    return (
+        f"{summary.files} files: {summary.indexed} indexed, {summary.skipped} unchanged (skipped), "
+        f"{summary.no_face} with no face, {len(summary.failures)} failed; {summary.faces} faces"
+    )
+
+
+def _print_failures(summary) -> None:
+    for source, reason in summary.failures:
+        print(f"  failed: {source}: {reason}")
 
 
 def cmd_job(args: argparse.Namespace, settings: Settings) -> int:

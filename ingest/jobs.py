@@ -15,7 +15,7 @@ from celery import Celery, group
 from celery.result import GroupResult
 
 from search_engine.errors import FaceSearchError
-from search_engine.indexing import PhotoInput, source_name
+from search_engine.indexing import BatchSummary, PhotoInput, source_name
 
 from .celery_app import INDEX_CHUNK
 
@@ -28,18 +28,13 @@ class JobNotFoundError(FaceSearchError):
 
 @dataclass
 class JobStatus:
-    """Where a job stands: chunks done of total, files and faces so far, every failure with its reason."""
+    """Where a job stands: chunks done of total, and the totals and failures of the chunks done."""
 
     job_id: str
     chunks_total: int
     chunks_done: int = 0
     chunks_failed: int = 0
-    files: int = 0
-    indexed: int = 0
-    faces: int = 0
-    no_face: int = 0
-    skipped: int = 0
-    failures: list[dict] = field(default_factory=list)
+    summary: BatchSummary = field(default_factory=BatchSummary)
 
     @property
     def finished(self) -> bool:
@@ -49,21 +44,11 @@ class JobStatus:
     def state(self) -> str:
         if not self.finished:
             return "running" if self.chunks_done or self.chunks_failed else "pending"
-        return "finished with failures" if self.failures else "finished"
+        return "finished with failures" if self.summary.failures else "finished"
 
     def to_dict(self) -> dict:
-        return {
-            "job_id": self.job_id,
-            "state": self.state,
-            "chunks": {"total": self.chunks_total, "done": self.chunks_done, "failed": self.chunks_failed},
-            "files": self.files,
-            "indexed": self.indexed,
-            "faces": self.faces,
-            "no_face": self.no_face,
-            "skipped_unchanged": self.skipped,
-            "failed": len(self.failures),
-            "failures": self.failures,
-        }
+        chunks = {"total": self.chunks_total, "done": self.chunks_done, "failed": self.chunks_failed}
+        return {"job_id": self.job_id, "state": self.state, "chunks": chunks} | self.summary.to_dict()
 
 
 def submit_photos(app: Celery, photos: Sequence[PhotoInput], chunk_size: int) -> str:
@@ -89,19 +74,13 @@ def job_status(app: Celery, job_id: str) -> JobStatus:
     status = JobStatus(job_id, chunks_total=len(result.results))
     for chunk in result.results:
         if chunk.state == "SUCCESS":
-            summary = chunk.result
             status.chunks_done += 1
-            status.files += summary["files"]
-            status.indexed += summary["indexed"]
-            status.faces += summary["faces"]
-            status.no_face += summary["no_face"]
-            status.skipped += summary["skipped_unchanged"]
-            status.failures.extend(summary["failures"])
+            status.summary.merge(chunk.result)
         elif chunk.state == "FAILURE":
             # The whole chunk failed (e.g. the index stayed unreachable through every retry).
             status.chunks_failed += 1
             paths = (chunk.args or [[]])[0]
-            status.files += len(paths)
             reason = f"chunk task failed: {type(chunk.result).__name__}: {chunk.result}"
-            status.failures.extend({"source": path, "error": reason} for path in paths)
+            status.summary.files += len(paths)
+            status.summary.failures.extend((path, reason) for path in paths)
     return status

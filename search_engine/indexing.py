@@ -69,6 +69,15 @@ class BatchSummary:
             else:
                 self.failures.append((outcome.source, outcome.error or "unknown error"))
 
+    def merge(self, other: dict) -> None:
+        """Add the totals of another summary, given as its :meth:`to_dict` (a worker's result)."""
+        self.files += other["files"]
+        self.indexed += other["indexed"]
+        self.faces += other["faces"]
+        self.no_face += other["no_face"]
+        self.skipped += other["skipped_unchanged"]
+        self.failures.extend((f["source"], f["error"]) for f in other["failures"])
+
     def to_dict(self) -> dict:
         return {
             "files": self.files,
