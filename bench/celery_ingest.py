@@ -6,7 +6,7 @@ photos indexed in-process (``facesearch index`` code, same number of processes),
 call to its return. Both timings include starting processes and loading the models.
 Median of ``--runs`` runs.
 
-Usage: python bench/celery_ingest.py --lfw ../shared/data/lfw [--images 13233] [--runs 3]
+Usage: python bench/celery_ingest.py --lfw ../shared/data/lfw [--images 13233] [--runs 3] [--processes 1 2]
 """
 
 from __future__ import annotations
@@ -64,13 +64,14 @@ def main() -> None:
     parser.add_argument("--lfw", type=Path, required=True)
     parser.add_argument("--images", type=int, default=13233, help="sample size (all of LFW by default)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="worker process counts to compare")
     args = parser.parse_args()
 
     every = sorted(args.lfw.rglob("*.jpg"))
     paths = every[:: max(1, len(every) // args.images)][: args.images]
     photos = collect_photos(paths, person_from_folder=True).photos
     rows = []
-    for workers in (1, 2):
+    for workers in args.processes:
         local = [local_run(photos, workers) for _ in range(args.runs)]
         celery = [celery_run(photos, workers) for _ in range(args.runs)]
         rows.append((workers, statistics.median(local), statistics.median(celery), local, celery))
