@@ -19,7 +19,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from search_engine.config import EMBEDDERS, Settings  # noqa: E402
-from search_engine.errors import FaceSearchError  # noqa: E402
+from search_engine.errors import FaceSearchError, InvalidRequestError  # noqa: E402
 from search_engine.types import SearchFilters  # noqa: E402
 
 EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 1, 2, 3
@@ -119,8 +119,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     filters = SearchFilters(person=args.person, video=args.video, media_type=args.media_type, min_score=args.min_score)
     try:
         result = service.search_file(args.image, k=args.k, filters=filters, face=args.face, collapse=args.collapse)
-    except IndexError as exc:
-        print(f"facesearch: {exc}", file=sys.stderr)
+    except InvalidRequestError as exc:
+        print(f"facesearch: error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

@@ -30,6 +30,10 @@ class ImageError(FaceSearchError):
         return (type(self), (self.path, self.reason))
 
 
+class InvalidRequestError(FaceSearchError):
+    """A request asks for something that does not exist, such as a face number out of range."""
+
+
 class NoFaceError(FaceSearchError):
     """A query image holds no detectable face."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Settings
-from .errors import NoFaceError
+from .errors import InvalidRequestError, NoFaceError
 from .imageio import decode_image, read_file
 from .index import FaceIndex, create_index
 from .indexing import FileOutcome, PhotoInput, index_photos
@@ -78,14 +78,14 @@ class SearchService:
 
         Raises:
             NoFaceError: the image holds no detectable face.
-            IndexError: ``face`` is out of range.
+            InvalidRequestError: ``face`` is out of range.
         """
         faces = self.faces_in(image)
         if not faces:
             raise NoFaceError("no face found in the query image")
         chosen = largest_index([f.detection for f in faces]) if face is None else face
         if not 0 <= chosen < len(faces):
-            raise IndexError(f"the query image has {len(faces)} face(s); face {face} does not exist")
+            raise InvalidRequestError(f"the query image has {len(faces)} face(s); face {face} does not exist")
         hits = self.index.search(faces[chosen].embedding, k=k, filters=filters, collapse=collapse)
         return SearchResult(tuple(f.detection for f in faces), chosen, tuple(hits))
 
