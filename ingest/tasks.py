@@ -35,8 +35,10 @@ class ServiceTask(Task):
 def index_chunk_files(service: SearchService, paths: Sequence[str], persons: Sequence[str | None]) -> dict:
     """Index one chunk of photos with ``service``; returns :meth:`BatchSummary.to_dict`."""
     summary = BatchSummary()
+    # No refresh per chunk: LanceDB shows each write at once (and compacts every so many writes),
+    # Elasticsearch within its refresh interval; compacting the embedded store after every chunk
+    # made a full LFW job 37% slower than in-process indexing.
     summary.add(service.index_photos([PhotoInput(Path(path), person) for path, person in zip(paths, persons)]))
-    service.index.refresh()
     return summary.to_dict()
 
 
