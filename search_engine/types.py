@@ -82,7 +82,8 @@ class FaceRecord:
     """One face as stored in the index.
 
     ``face_id`` is deterministic (source, model, face number), so re-indexing overwrites rather than
-    duplicates. ``person`` is set only for a face known to be that person (the subject of a labelled
+    duplicates. A video face stands for a whole track, one continuous appearance: ``frame`` and
+    ``timestamp`` (seconds) locate its best face, ``start`` and ``end`` (seconds) the appearance. ``person`` is set only for a face known to be that person (the subject of a labelled
     photo); other faces in the same photo are stored unlabelled.
     """
 
@@ -98,6 +99,8 @@ class FaceRecord:
     video: str | None = None
     frame: int | None = None
     timestamp: float | None = None
+    start: float | None = None
+    end: float | None = None
     image_width: int | None = None
     image_height: int | None = None
     content_hash: str | None = None
@@ -146,6 +149,8 @@ class Hit:
     video: str | None = None
     frame: int | None = None
     timestamp: float | None = None
+    start: float | None = None
+    end: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -159,6 +164,8 @@ class Hit:
             "video": self.video,
             "frame": self.frame,
             "timestamp": self.timestamp,
+            "start": self.start,
+            "end": self.end,
             "model": self.model,
         }
 

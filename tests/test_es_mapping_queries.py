@@ -71,6 +71,8 @@ def video_face() -> FaceRecord:
         video="talk.mp4",
         frame=1250,
         timestamp=50.04,
+        start=48.5,
+        end=61.0,
         image_width=1920,
         image_height=1080,
         content_hash="abc123",
@@ -202,7 +204,7 @@ def test_face_document_leaves_out_unset_fields():
     photo = FaceRecord("p" * 32, "/p.jpg", np.int64(0), Box(0, 0, 1, 1), np.float32(0.9), unit(), MODEL.key)
     doc = face_document(photo)
     json.dumps(doc)
-    for name in ("person", "video", "frame", "timestamp", "image_width", "content_hash", "indexed_at"):
+    for name in ("person", "video", "frame", "timestamp", "start", "end", "image_width", "content_hash", "indexed_at"):
         assert name not in doc
     assert doc["media_type"] == "photo"
     back = record_from_document(doc)
@@ -223,6 +225,7 @@ def test_hit_from_document():
     hit = hit_from_document(doc, 0.8)
     assert (hit.face_id, hit.score, hit.source, hit.box) == (face.face_id, 0.8, face.source, face.box)
     assert (hit.person, hit.video, hit.frame, hit.timestamp) == ("Ada_Lovelace", "talk.mp4", 1250, 50.04)
+    assert (hit.start, hit.end) == (48.5, 61.0)
 
 
 def test_source_document_round_trip():

@@ -74,6 +74,8 @@ def make_faces(n: int = 30, seed: int = 0) -> list[FaceRecord]:
                 video=source.rsplit("/", 1)[1] if is_video else None,
                 frame=i if is_video else None,
                 timestamp=i * 0.5 if is_video else None,
+                start=i * 0.5 - 1.0 if is_video else None,
+                end=i * 0.5 + 2.5 if is_video else None,
             )
         )
     return faces
@@ -127,10 +129,12 @@ def test_video_and_media_type_filters(index, filled):
     assert len(hits) == sum(f.video == "clip_0.mp4" for f in filled)
     photos = index.search(filled[0].embedding, k=50, filters=SearchFilters(media_type="photo"))
     assert len(photos) == sum(f.media_type == "photo" for f in filled)
-    assert all(h.timestamp is None for h in photos)
+    assert all(h.timestamp is None and h.start is None and h.end is None for h in photos)
     video_hit = hits[0]
     stored = next(f for f in filled if f.face_id == video_hit.face_id)
     assert video_hit.frame == stored.frame and video_hit.timestamp == pytest.approx(stored.timestamp)
+    assert (video_hit.start, video_hit.end) == pytest.approx((stored.start, stored.end))
+    assert index.get(video_hit.face_id).end == pytest.approx(stored.end)
 
 
 def test_min_score_is_a_floor(index, filled):
@@ -214,3 +218,20 @@ def test_other_dimension_is_refused(kind, tmp_path, index):
     other = make_index(kind, tmp_path, EmbedderInfo(MODEL.name, MODEL.version, MODEL.dim * 2), prefix=prefix)
     with pytest.raises(DimensionMismatchError):
         other.ensure()
+
+
+def test_embedded_store_of_an_older_schema_gains_the_new_columns(tmp_path):
+    import lancedb
+    import pyarrow as pa
+
+    from search_engine.index.embedded import EmbeddedFaceIndex, faces_schema
+
+    old = pa.schema([f for f in faces_schema(MODEL.dim) if f.name not in ("start", "end")])
+    table_name = EmbeddedFaceIndex(tmp_path, MODEL).faces_table_name
+    lancedb.connect(tmp_path).create_table(table_name, schema=old)
+    index = EmbeddedFaceIndex(tmp_path, MODEL)
+    faces = make_faces(10)
+    assert index.upsert(faces).indexed == 10
+    video = next(f for f in faces if f.media_type == "video")
+    assert index.get(video.face_id).start == pytest.approx(video.start)
+    index.close()

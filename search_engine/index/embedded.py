@@ -60,6 +60,8 @@ def faces_schema(dim: int) -> pa.Schema:
             pa.field("video", pa.string()),
             pa.field("frame", pa.int32()),
             pa.field("timestamp", pa.float64()),
+            pa.field("start", pa.float64()),
+            pa.field("end", pa.float64()),
             pa.field("image_width", pa.int32()),
             pa.field("image_height", pa.int32()),
             pa.field("content_hash", pa.string()),
@@ -172,6 +174,11 @@ class EmbeddedFaceIndex:
                 f"the embedded index {self.path}/{self.faces_table_name} holds {dim}-d vectors but the "
                 f"{self.model.key} embedder makes {self.model.dim}-d ones; re-index into a fresh data directory"
             )
+        missing = [f for f in faces_schema(dim) if f.name not in faces.schema.names]
+        if missing:
+            # A store written by an older version: new columns are optional, so they start empty.
+            log.info("adding columns %s to %s", [f.name for f in missing], self.faces_table_name)
+            faces.add_columns(missing)
         self._sources = db.create_table(_table_name("sources", self.model), schema=SOURCES_SCHEMA, exist_ok=True)
         _ensure_btree(faces, ("face_id", "source", "person", "video"))
         _ensure_btree(self._sources, ("source",))

@@ -117,6 +117,9 @@ def faces_mapping(dim: int, vector_index: str = DEFAULT_VECTOR_INDEX) -> dict[st
             "frame": {"type": "integer"},
             # Seconds into a video: a double keeps millisecond precision past the first hours.
             "timestamp": {"type": "double"},
+            # A video face is a track: the seconds it starts and ends.
+            "start": {"type": "double"},
+            "end": {"type": "double"},
             "image_width": {"type": "integer"},
             "image_height": {"type": "integer"},
             "content_hash": keyword,
@@ -220,6 +223,8 @@ def face_document(record: FaceRecord) -> dict[str, Any]:
         "video": record.video,
         "frame": None if record.frame is None else int(record.frame),
         "timestamp": None if record.timestamp is None else float(record.timestamp),
+        "start": None if record.start is None else float(record.start),
+        "end": None if record.end is None else float(record.end),
         "image_width": None if record.image_width is None else int(record.image_width),
         "image_height": None if record.image_height is None else int(record.image_height),
         "content_hash": record.content_hash,
@@ -254,6 +259,8 @@ def record_from_document(doc: Mapping[str, Any]) -> FaceRecord:
         video=doc.get("video"),
         frame=doc.get("frame"),
         timestamp=doc.get("timestamp"),
+        start=doc.get("start"),
+        end=doc.get("end"),
         image_width=doc.get("image_width"),
         image_height=doc.get("image_height"),
         content_hash=doc.get("content_hash"),
@@ -275,6 +282,8 @@ def hit_from_document(doc: Mapping[str, Any], score: float) -> Hit:
         video=doc.get("video"),
         frame=doc.get("frame"),
         timestamp=doc.get("timestamp"),
+        start=doc.get("start"),
+        end=doc.get("end"),
     )
 
 
