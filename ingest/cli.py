@@ -51,15 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
 
-    search = commands.add_parser("search", parents=[common], help="find the faces most like one in a photo")
-    search.add_argument("image", type=Path, metavar="IMAGE", help="query photo")
+    search = commands.add_parser("search", parents=[common], help="find the faces most like one in a photo or clip")
+    search.add_argument("image", type=Path, metavar="QUERY", help="query photo, or video clip (its people are tracked)")
     search.add_argument("--k", type=int, default=20, help="number of hits (default 20)")
     search.add_argument("--person", help="only faces labelled with this person")
     search.add_argument("--video", help="only faces from this video")
     search.add_argument("--media-type", choices=("photo", "video"), help="only photos or only video frames")
     search.add_argument("--min-score", type=float, help="cosine similarity floor in [-1, 1]")
     search.add_argument("--collapse", choices=("person", "video", "source"), help="best hit per person/video/file")
-    search.add_argument("--face", type=int, help="which face of the query to use (0-based; default: the largest)")
+    search.add_argument("--by-video", action="store_true", help="each video once, with its best-matching moments")
+    search.add_argument(
+        "--face", type=int, help="which face of the query to use (0-based; default: the largest, or a clip's longest track)"
+    )
     search.add_argument("--json", action="store_true", help="print one JSON object")
 
     submit = commands.add_parser("submit", parents=[common, labels], help="index photos on the Celery workers")
@@ -97,15 +100,17 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.sources import collect_photos
 
     collected = collect_photos(args.paths, person=args.person, person_from_folder=args.person_from_folder)
-    if not collected.photos:
-        print("facesearch: no photos (jpg, jpeg, png, webp, bmp) found under the given paths", file=sys.stderr)
+    if not collected.photos and not collected.videos:
+        print("facesearch: no photos or videos found under the given paths", file=sys.stderr)
         return EXIT_ERROR
-    summary, index = index_locally(settings, collected.photos, progress=not (args.quiet or args.json))
+    summary, index = index_locally(
+        settings, collected.photos, progress=not (args.quiet or args.json), videos=collected.videos
+    )
     result = summary.to_dict() | {"ignored_other_files": collected.ignored, "index_total_faces": index.count()}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        ignored = f"; {collected.ignored} non-photo files ignored" if collected.ignored else ""
+        ignored = f"; {collected.ignored} other files ignored" if collected.ignored else ""
         print(_summary_text(summary) + ignored)
         print(f"index now holds {result['index_total_faces']} faces ({index.model.key})")
         _print_failures(summary)
@@ -118,7 +123,9 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     service = SearchService.from_settings(settings)
     filters = SearchFilters(person=args.person, video=args.video, media_type=args.media_type, min_score=args.min_score)
     try:
-        result = service.search_file(args.image, k=args.k, filters=filters, face=args.face, collapse=args.collapse)
+        result = service.search_file(
+            args.image, k=args.k, filters=filters, face=args.face, collapse=args.collapse, by_video=args.by_video
+        )
     except InvalidRequestError as exc:
         print(f"facesearch: error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
@@ -128,13 +135,30 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if len(result.query_faces) > 1:
         print(f"{len(result.query_faces)} faces in {args.image}; searching face {result.face} (--face N picks another):")
         for n, det in enumerate(result.query_faces):
-            print(f"  face {n}: box {det.box.as_list()} probability {det.probability:.3f}")
+            when = f" {_span(*result.query_times[n])}" if result.query_times else ""
+            print(f"  face {n}:{when} box {det.box.as_list()} probability {det.probability:.3f}")
     if not result.hits:
         print("no matching faces")
+    if result.groups is not None:
+        for rank, group in enumerate(result.groups, 1):
+            print(f"{rank:3d}  {group.score:.3f}  {group.video}")
+            for hit in group.hits:
+                print(f"       {hit.score:.3f}  {_span(hit.start, hit.end)}  box {hit.box.as_list()}")
+        return 0
     for rank, hit in enumerate(result.hits, 1):
-        where = hit.source if hit.timestamp is None else f"{hit.source} @ {hit.timestamp:.1f}s"
+        where = hit.source if hit.start is None else f"{hit.source} {_span(hit.start, hit.end)}"
         print(f"{rank:3d}  {hit.score:.3f}  {hit.person or '-':<28} {where}  box {hit.box.as_list()}")
     return 0
+
+
+def _span(start: float, end: float) -> str:
+    """A time range as ``m:ss.s-m:ss.s``."""
+
+    def clock(seconds: float) -> str:
+        minutes, rest = divmod(seconds, 60)
+        return f"{int(minutes)}:{rest:04.1f}"
+
+    return f"{clock(start)}-{clock(end)}"
 
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:

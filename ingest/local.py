@@ -1,8 +1,9 @@
-"""In-process indexing of many photos: batches, optional worker processes, a progress bar.
+"""In-process indexing of many photos and videos: batches, optional worker processes, progress bars.
 
 With ``workers > 1`` each worker process loads its own detector and embedder (torch threads set so
 that workers x threads stays at the core count) and only analyses; this process alone writes to
-the index, so the embedded store never sees two writers.
+the index, so the embedded store never sees two writers. Photos go in batches; each video's time
+segments are shared out to the workers and its tracks stored once the whole video is done.
 """
 
 from __future__ import annotations
@@ -11,16 +12,26 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
 
 from tqdm import tqdm
 
 from search_engine.config import Settings
 from search_engine.embedding import build_embedder, resolve_embedder_name
 from search_engine.index import FaceIndex, create_index
-from search_engine.indexing import BatchSummary, PhotoAnalysis, PhotoInput, analyse_photos, source_name, store_analyses
+from search_engine.indexing import BatchSummary, FileAnalysis, PhotoInput, analyse_photos, source_name, store_analyses
 from search_engine.pipeline import FacePipeline
 from search_engine.types import SourceRecord
+from search_engine.video_indexing import (
+    SegmentAnalysis,
+    VideoOptions,
+    analyse_segment,
+    combine_segments,
+    plan_video,
+    segments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +54,20 @@ def _init_worker(settings: Settings) -> None:
 
 def _analyse_in_worker(
     items: Sequence[PhotoInput], known: dict[str, SourceRecord], max_pixels: int
-) -> list[PhotoAnalysis]:
+) -> list[FileAnalysis]:
     return analyse_photos(_pipeline, items, known, max_pixels)
 
 
+def _analyse_segment_in_worker(path: Path, start: float, end: float | None, options: VideoOptions, digest: str) -> SegmentAnalysis:
+    return analyse_segment(_pipeline, path, start, end, options, digest)
+
+
 def index_locally(
-    settings: Settings, photos: Sequence[PhotoInput], progress: bool = True
+    settings: Settings, photos: Sequence[PhotoInput], progress: bool = True, videos: Sequence[Path] = ()
 ) -> tuple[BatchSummary, FaceIndex]:
-    """Index ``photos`` in batches of ``settings.batch_size`` with ``settings.worker_count`` processes;
-    never stops on a bad file. Returns the summary and the (open) index the faces went to.
+    """Index ``photos`` in batches of ``settings.batch_size``, then ``videos`` segment by segment, with
+    ``settings.worker_count`` processes; never stops on a bad file. Returns the summary and the
+    (open) index the faces went to.
     """
     workers = settings.worker_count
     resolved = settings.replace(embedder=resolve_embedder_name(settings))
@@ -61,36 +77,66 @@ def index_locally(
     index = create_index(resolved, build_embedder(resolved.embedder, resolved).info)
     index.ensure()
     summary = BatchSummary()
-    with tqdm(total=len(photos), unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for analyses in _analysed(resolved, index, photos, workers):
-            summary.add(store_analyses(index, analyses))
-            bar.update(len(analyses))
-            bar.set_postfix(faces=summary.faces, failed=len(summary.failures), refresh=False)
+    with _pool(resolved, workers) as pool:
+        if photos:
+            with tqdm(total=len(photos), unit="img", disable=not progress, dynamic_ncols=True) as bar:
+                for analyses in _analysed(resolved, index, photos, pool, workers):
+                    summary.add(store_analyses(index, analyses))
+                    bar.update(len(analyses))
+                    bar.set_postfix(faces=summary.faces, failed=len(summary.failures), refresh=False)
+        if videos:
+            with tqdm(total=len(videos), unit="video", disable=not progress, dynamic_ncols=True) as bar:
+                for video in videos:
+                    summary.add(store_analyses(index, [_analyse_video(resolved, index, video, pool)]))
+                    bar.update(1)
+                    bar.set_postfix(faces=summary.faces, failed=len(summary.failures), refresh=False)
     index.refresh()
     return summary, index
 
 
-def _analysed(
-    settings: Settings, index: FaceIndex, photos: Sequence[PhotoInput], workers: int
-) -> Iterator[list[PhotoAnalysis]]:
-    """Analyses of each chunk, in order, computed here or by a pool of worker processes."""
-    batches = chunks(photos, settings.batch_size)
+class _InProcess(Executor):
+    """The executor interface run right here, for a single worker (no process to spawn)."""
 
-    def known(batch: Sequence[PhotoInput]) -> dict[str, SourceRecord]:
-        return index.get_sources([source_name(item.path) for item in batch])
+    def __init__(self, settings: Settings) -> None:
+        _init_worker(settings)
 
+    def submit(self, fn, /, *args, **kwargs):
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def _pool(settings: Settings, workers: int):
     if workers <= 1:
-        pipeline = FacePipeline.from_settings(settings)
-        for batch in batches:
-            yield analyse_photos(pipeline, batch, known(batch), settings.max_image_pixels)
-        return
+        return nullcontext(_InProcess(settings))
     # spawn, not fork: this process already runs LanceDB's and torch's threads.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(settings,)) as pool:
-        pending = []
-        for batch in batches:
-            pending.append(pool.submit(_analyse_in_worker, batch, known(batch), settings.max_image_pixels))
-            if len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(settings,))
+
+
+def _analysed(
+    settings: Settings, index: FaceIndex, photos: Sequence[PhotoInput], pool: Executor, workers: int
+) -> Iterator[list[FileAnalysis]]:
+    """Analyses of each chunk, in order, computed by the pool while the caller stores earlier ones."""
+    pending = []
+    for batch in chunks(photos, settings.batch_size):
+        known = index.get_sources([source_name(item.path) for item in batch])
+        pending.append(pool.submit(_analyse_in_worker, batch, known, settings.max_image_pixels))
+        if len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
+            yield pending.pop(0).result()
+    for future in pending:
+        yield future.result()
+
+
+def _analyse_video(settings: Settings, index: FaceIndex, path: Path, pool: Executor) -> FileAnalysis:
+    """One video: skip or fail it at once, or share its segments out to the pool and combine them."""
+    known = index.get_sources([source_name(path)])
+    done, info, digest = plan_video(path, known)
+    if done is not None:
+        return done
+    options = VideoOptions.from_settings(settings)
+    futures = [
+        pool.submit(_analyse_segment_in_worker, path, start, end, options, digest)
+        for start, end in segments(info, options.segment_seconds)
+    ]
+    return combine_segments([f.result() for f in futures], digest, replaces=bool(known))

@@ -40,6 +40,9 @@ class Settings:
         broker_url: the Celery broker (Redis) that ingest jobs go through; also its result backend.
         visibility_timeout: seconds before Redis hands a task whose worker vanished to another
             worker; must exceed the longest task (a chunk of photos takes seconds).
+        video_fps: frames sampled per second of video.
+        video_max_side: video frames are downscaled to this longer side (pixels) for detection.
+        video_segment_seconds: videos are processed in pieces of this many seconds (each one task).
     """
 
     embedder: str = "auto"
@@ -59,6 +62,9 @@ class Settings:
     workers: int = 0
     broker_url: str = "redis://127.0.0.1:6379/0"
     visibility_timeout: int = 900
+    video_fps: float = 2.0
+    video_max_side: int = 640
+    video_segment_seconds: float = 120.0
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDERS:
@@ -67,6 +73,11 @@ class Settings:
             raise ConfigError(f"FACESEARCH_MIN_PROBABILITY must be within [0, 1], got {self.min_probability}")
         if self.min_face_size < 1 or self.batch_size < 1:
             raise ConfigError("FACESEARCH_MIN_FACE_SIZE and FACESEARCH_BATCH_SIZE must be positive")
+        if not 0 < self.video_fps <= 60 or self.video_segment_seconds <= 0 or self.video_max_side < 0:
+            raise ConfigError(
+                "FACESEARCH_VIDEO_FPS must be in (0, 60], FACESEARCH_VIDEO_SEGMENT_SECONDS positive "
+                "and FACESEARCH_VIDEO_MAX_SIDE 0 (full size) or more"
+            )
         if self.workers < 0 or self.torch_threads < 0:
             raise ConfigError("FACESEARCH_WORKERS and FACESEARCH_TORCH_THREADS must be 0 (automatic) or more")
 
@@ -120,5 +131,8 @@ class Settings:
             "workers": number("WORKERS", int),
             "broker_url": get("BROKER_URL"),
             "visibility_timeout": number("VISIBILITY_TIMEOUT", int),
+            "video_fps": number("VIDEO_FPS", float),
+            "video_max_side": number("VIDEO_MAX_SIDE", int),
+            "video_segment_seconds": number("VIDEO_SEGMENT_SECONDS", float),
         }
         return cls(**{key: value for key, value in values.items() if value is not None})

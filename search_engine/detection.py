@@ -67,18 +67,20 @@ class FaceDetector:
             self._mtcnn.to(memory_format=torch.channels_last).eval()
         return self
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+    def detect(self, images: Sequence[np.ndarray], max_side: int | None = None) -> list[list[Detection]]:
         """Detect faces in each image.
 
         Args:
             images: (H, W, 3) uint8 RGB arrays, any sizes; same-size images are batched together.
+            max_side: this call's downscaling limit instead of the constructor's (0: none).
 
         Returns:
             For each image, its faces sorted by probability (highest first), in source pixels.
         """
         self.load()
         results: list[list[Detection]] = [[] for _ in images]
-        prepared = [self._downscale(image) for image in images]
+        limit = self.max_side if max_side is None else max_side
+        prepared = [self._downscale(image, limit) for image in images]
         by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, (small, _) in enumerate(prepared):
             by_shape[small.shape].append(i)
@@ -97,12 +99,13 @@ class FaceDetector:
         with torch.inference_mode():
             return self._mtcnn.detect(batch, landmarks=True)
 
-    def _downscale(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+    @staticmethod
+    def _downscale(image: np.ndarray, limit: int) -> tuple[np.ndarray, float]:
         height, width = image.shape[:2]
         longest = max(height, width)
-        if not self.max_side or longest <= self.max_side:
+        if not limit or longest <= limit:
             return image, 1.0
-        scale = self.max_side / longest
+        scale = limit / longest
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 

@@ -6,6 +6,8 @@ import hashlib
 import io
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +72,24 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
 
 def read_file(path: Path) -> bytes:
     """A file's bytes, or an :class:`ImageError` saying why it can't be read."""
-    try:
+    with _readable(path):
         return path.read_bytes()
+
+
+def file_hash(path: Path) -> str:
+    """:func:`content_hash` of a file read in pieces (videos need not fit in memory)."""
+    digest = hashlib.sha256()
+    with _readable(path), open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Turn the OS's reasons for not reading ``path`` into an :class:`ImageError` naming it."""
+    try:
+        yield
     except FileNotFoundError:
         raise ImageError(str(path), "file not found") from None
     except IsADirectoryError:

@@ -99,16 +99,18 @@ class _Loaded:
 
 
 @dataclass
-class PhotoAnalysis:
+class FileAnalysis:
     """A file's outcome with the faces to store (picklable: it may come back from a worker process).
 
-    ``replaces`` says the index holds an older version of this file whose faces must go first.
+    ``replaces`` says the index holds an older version of this file whose faces must go first;
+    ``media_type`` is ``photo`` or ``video``.
     """
 
     outcome: FileOutcome
     digest: str = ""
     records: list[FaceRecord] = field(default_factory=list)
     replaces: bool = False
+    media_type: str = PHOTO
 
 
 def source_name(path: Path) -> str:
@@ -133,11 +135,11 @@ def analyse_photos(
     items: Sequence[PhotoInput],
     known: Mapping[str, SourceRecord],
     max_pixels: int,
-) -> list[PhotoAnalysis]:
+) -> list[FileAnalysis]:
     """Read, detect and embed ``items`` (no index access): files whose bytes match their ``known``
     record are skipped, unusable ones fail with a reason. One analysis per item, in order."""
     model = pipeline.embedder.info.key
-    analyses: dict[int, PhotoAnalysis] = {}
+    analyses: dict[int, FileAnalysis] = {}
     loaded: dict[int, _Loaded] = {}
     for i, item in enumerate(items):
         source = source_name(item.path)
@@ -146,18 +148,18 @@ def analyse_photos(
             digest = content_hash(data)
             previous = known.get(source)
             if previous and previous.content_hash == digest and previous.status != FAILED:
-                analyses[i] = PhotoAnalysis(FileOutcome(source, SKIPPED, previous.faces), digest)
+                analyses[i] = FileAnalysis(FileOutcome(source, SKIPPED, previous.faces), digest)
                 continue
             loaded[i] = _Loaded(item, source, digest, decode_image(data, str(item.path), max_pixels))
         except ImageError as exc:
-            analyses[i] = PhotoAnalysis(FileOutcome(source, FAILED, error=exc.reason))
+            analyses[i] = FileAnalysis(FileOutcome(source, FAILED, error=exc.reason))
 
     for i, faces in _analyse(pipeline, loaded).items():
         entry = loaded[i]
         if isinstance(faces, str):
-            analyses[i] = PhotoAnalysis(FileOutcome(entry.source, FAILED, error=faces), entry.digest)
+            analyses[i] = FileAnalysis(FileOutcome(entry.source, FAILED, error=faces), entry.digest)
             continue
-        analyses[i] = PhotoAnalysis(
+        analyses[i] = FileAnalysis(
             FileOutcome(entry.source, INDEXED if faces else NO_FACE, len(faces)),
             entry.digest,
             _records(entry, faces, model),
@@ -166,7 +168,7 @@ def analyse_photos(
     return [analyses[i] for i in range(len(items))]
 
 
-def store_analyses(index: FaceIndex, analyses: Sequence[PhotoAnalysis]) -> list[FileOutcome]:
+def store_analyses(index: FaceIndex, analyses: Sequence[FileAnalysis]) -> list[FileOutcome]:
     """Write analysed files to the index: old faces of changed files out, new faces in, one source
     record per file. Returns the final outcomes (a face the index refuses fails its file)."""
     outcomes = [a.outcome for a in analyses]
@@ -192,6 +194,7 @@ def store_analyses(index: FaceIndex, analyses: Sequence[PhotoAnalysis]) -> list[
                 faces=o.faces,
                 status=o.status,
                 error=o.error,
+                media_type=a.media_type,
             )
             for o, a in zip(outcomes, analyses)
             if o.status != SKIPPED

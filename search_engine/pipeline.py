@@ -77,9 +77,13 @@ class FacePipeline:
         self.embedder.load()
         return self
 
-    def analyse(self, images: Sequence[np.ndarray]) -> list[list[EmbeddedFace]]:
-        """Every face of every (H, W, 3) uint8 RGB image, with its embedding, in detection order."""
-        detections = self.detector.detect(images)
+    def analyse(self, images: Sequence[np.ndarray], max_side: int | None = None) -> list[list[EmbeddedFace]]:
+        """Every face of every (H, W, 3) uint8 RGB image, with its embedding, in detection order.
+
+        ``max_side`` overrides the detector's downscaling limit for these images (video frames are
+        detected smaller than photos); alignment and embedding always use the full image.
+        """
+        detections = self.detector.detect(images, max_side=max_side)
         vectors = self.embedder.embed(list(zip(images, detections)))
         return [
             [EmbeddedFace(det, vec) for det, vec in zip(dets, vecs)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,33 +11,58 @@ from pathlib import Path
 import numpy as np
 
 from .config import Settings
-from .errors import InvalidRequestError, NoFaceError
+from .errors import ImageError, InvalidRequestError, NoFaceError
 from .imageio import decode_image, read_file
 from .index import FaceIndex, create_index
 from .indexing import FileOutcome, PhotoInput, index_photos
 from .pipeline import EmbeddedFace, FacePipeline, largest_index
-from .types import Detection, Hit, SearchFilters
+from .types import VIDEO, Detection, Hit, SearchFilters
+from .video import is_video
+from .video_indexing import VideoOptions, analyse_segment
+
+#: Moments listed per video when results are grouped by video.
+MOMENTS_PER_VIDEO = 3
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class VideoGroup:
+    """One video's best-matching moments (best first); ``score`` is the best of them."""
+
+    video: str
+    score: float
+    hits: tuple[Hit, ...]
+
+    def to_dict(self) -> dict:
+        return {"video": self.video, "score": round(self.score, 4), "moments": [h.to_dict() for h in self.hits]}
+
+
+@dataclass(frozen=True)
 class SearchResult:
-    """The faces found in the query image, which one was searched with, and the hits (best first)."""
+    """The faces found in the query, which one was searched with, and the hits (best first).
+
+    For a query video, each query face is a track and ``query_times`` holds its (start, end)
+    seconds. With results grouped by video, ``groups`` holds them and ``hits`` each group's best.
+    """
 
     query_faces: tuple[Detection, ...]
     face: int
     hits: tuple[Hit, ...]
+    query_times: tuple[tuple[float, float], ...] = ()
+    groups: tuple[VideoGroup, ...] | None = None
 
     def to_dict(self) -> dict:
-        return {
-            "query_faces": [
-                {"face": n, "box": d.box.as_list(), "probability": round(d.probability, 4)}
-                for n, d in enumerate(self.query_faces)
-            ],
-            "face": self.face,
-            "hits": [hit.to_dict() for hit in self.hits],
-        }
+        faces = []
+        for n, d in enumerate(self.query_faces):
+            entry = {"face": n, "box": d.box.as_list(), "probability": round(d.probability, 4)}
+            if self.query_times:
+                entry["start"], entry["end"] = self.query_times[n]
+            faces.append(entry)
+        result = {"query_faces": faces, "face": self.face, "hits": [hit.to_dict() for hit in self.hits]}
+        if self.groups is not None:
+            result["videos"] = [group.to_dict() for group in self.groups]
+        return result
 
 
 class SearchService:
@@ -73,6 +99,7 @@ class SearchService:
         filters: SearchFilters | None = None,
         face: int | None = None,
         collapse: str | None = None,
+        by_video: bool = False,
     ) -> SearchResult:
         """Search with one face of an RGB image: the largest, or number ``face`` (0-based, as listed).
 
@@ -84,15 +111,72 @@ class SearchService:
         if not faces:
             raise NoFaceError("no face found in the query image")
         chosen = largest_index([f.detection for f in faces]) if face is None else face
-        if not 0 <= chosen < len(faces):
-            raise InvalidRequestError(f"the query image has {len(faces)} face(s); face {face} does not exist")
-        hits = self.index.search(faces[chosen].embedding, k=k, filters=filters, collapse=collapse)
-        return SearchResult(tuple(f.detection for f in faces), chosen, tuple(hits))
+        _check_face(chosen, len(faces), "image")
+        hits, groups = self._search(faces[chosen].embedding, k, filters, collapse, by_video)
+        return SearchResult(tuple(f.detection for f in faces), chosen, hits, groups=groups)
+
+    def search_video(
+        self,
+        path: Path,
+        k: int = 20,
+        filters: SearchFilters | None = None,
+        face: int | None = None,
+        collapse: str | None = None,
+        by_video: bool = False,
+    ) -> SearchResult:
+        """Search with one person of a query clip: its faces are tracked, and the track longest on
+        screen (or number ``face``, in order of appearance) is searched with.
+
+        Raises:
+            ImageError: the clip cannot be decoded.
+            NoFaceError: no face appears in it.
+            InvalidRequestError: ``face`` is out of range.
+        """
+        options = VideoOptions.from_settings(self.settings)
+        analysis = analyse_segment(self.pipeline, Path(path), 0.0, None, options)
+        if analysis.error:
+            raise ImageError(str(path), analysis.error)
+        tracks = analysis.records
+        if not tracks:
+            raise NoFaceError("no face found in the query video")
+        chosen = max(range(len(tracks)), key=lambda i: tracks[i].end - tracks[i].start) if face is None else face
+        _check_face(chosen, len(tracks), "video")
+        hits, groups = self._search(tracks[chosen].embedding, k, filters, collapse, by_video)
+        detections = tuple(Detection(t.box, t.probability, ()) for t in tracks)
+        times = tuple((t.start, t.end) for t in tracks)
+        return SearchResult(detections, chosen, hits, query_times=times, groups=groups)
 
     def search_file(self, path: Path, **options) -> SearchResult:
-        """:meth:`search_image` on a photo file (an :class:`ImageError` names it if unusable)."""
+        """:meth:`search_video` for a file named like a video, else :meth:`search_image` on the photo
+        (an :class:`ImageError` names the file if it is unusable)."""
+        if is_video(Path(path)):
+            return self.search_video(path, **options)
         image = decode_image(read_file(Path(path)), str(path), self.settings.max_image_pixels)
         return self.search_image(image, **options)
 
+    def group_by_video(
+        self, vector: np.ndarray, videos: int, filters: SearchFilters | None = None, moments: int = MOMENTS_PER_VIDEO
+    ) -> tuple[VideoGroup, ...]:
+        """The ``videos`` videos that best match ``vector``, each with its best ``moments`` tracks."""
+        base = dataclasses.replace(filters or SearchFilters(), media_type=VIDEO)
+        groups = []
+        for top in self.index.search(vector, k=videos, filters=base, collapse="video"):
+            hits = self.index.search(vector, k=moments, filters=dataclasses.replace(base, video=top.video))
+            groups.append(VideoGroup(top.video, top.score, tuple(hits) or (top,)))
+        return tuple(groups)
+
+    def _search(
+        self, vector: np.ndarray, k: int, filters: SearchFilters | None, collapse: str | None, by_video: bool
+    ) -> tuple[tuple[Hit, ...], tuple[VideoGroup, ...] | None]:
+        if by_video:
+            groups = self.group_by_video(vector, k, filters)
+            return tuple(g.hits[0] for g in groups), groups
+        return tuple(self.index.search(vector, k=k, filters=filters, collapse=collapse)), None
+
     def close(self) -> None:
         self.index.close()
+
+
+def _check_face(chosen: int, count: int, what: str) -> None:
+    if not 0 <= chosen < count:
+        raise InvalidRequestError(f"the query {what} has {count} face(s); face {chosen} does not exist")

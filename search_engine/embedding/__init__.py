@@ -34,6 +34,19 @@ class Embedder(Protocol):
         """
 
 
+#: Cosine similarity at and above which two faces are taken for the same person, per embedder name.
+#: dlib: the threshold that maximises LFW verification accuracy with our flip-averaged vectors,
+#: measured by bench/lfw_retrieval.py (mean over the 10 folds). facenet: facenet-pytorch's VGGFace2
+#: model separates LFW pairs at a Euclidean distance of about 1.1 between unit vectors, i.e. cosine
+#: 1 - 1.1**2 / 2; not measured here, where its weights cannot be downloaded.
+SAME_PERSON_SIMILARITY = {"dlib": 0.912, "facenet": 0.395}
+
+
+def same_person_similarity(info: EmbedderInfo) -> float:
+    """The cosine similarity at which ``info``'s model calls two faces one person."""
+    return SAME_PERSON_SIMILARITY[info.name]
+
+
 def normalise(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm, float32."""
     vectors = np.asarray(vectors, dtype=np.float32)

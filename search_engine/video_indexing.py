@@ -1,0 +1,221 @@
+"""Index videos: sample frames, skip unchanged ones, detect and embed faces, link them into tracks,
+and store one face document per track (see :mod:`search_engine.tracking`).
+
+A video is processed in time segments (``VideoOptions.segment_seconds``) that can run in separate
+processes or Celery tasks; a track that crosses a segment boundary becomes two tracks. Track ids are
+deterministic (model, video, first frame of the track, rank among tracks starting on that frame),
+so re-processing a segment overwrites its tracks rather than duplicating them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Settings
+from .embedding import same_person_similarity
+from .errors import ImageError
+from .ids import face_id
+from .imageio import file_hash
+from .indexing import FAILED, INDEXED, NO_FACE, SKIPPED, FileAnalysis, FileOutcome, source_name
+from .pipeline import FacePipeline
+from .tracking import FaceTracker, Track
+from .types import VIDEO, FaceRecord, SourceRecord
+from .video import ChangeDetector, Frame, VideoInfo, probe, sample_frames
+
+log = logging.getLogger(__name__)
+
+#: Frames analysed per detector call: MTCNN batches frames of one size.
+_FRAMES_PER_BATCH = 8
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How videos are sampled and cut.
+
+    Attributes:
+        rate: frames sampled per second of video.
+        max_side: frames are downscaled so their longer side is at most this many pixels for
+            detection (alignment and embedding use the full frame); 0 keeps full size.
+        change_threshold: a sampled frame whose thumbnail differs from the last analysed one by no
+            more than this (CIELAB, per cell) is not re-analysed; its tracks carry on.
+        max_hold: seconds after which a frame is analysed even if it looks unchanged.
+        segment_seconds: length of the pieces a video is processed in.
+        track_embedding: ``"best"`` stores the embedding of a track's best face, ``"mean"`` the
+            normalised mean over its faces.
+    """
+
+    rate: float = 2.0
+    max_side: int = 640
+    change_threshold: float = 6.0
+    max_hold: float = 2.0
+    segment_seconds: float = 120.0
+    track_embedding: str = "best"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VideoOptions:
+        return cls(
+            rate=settings.video_fps,
+            max_side=settings.video_max_side,
+            segment_seconds=settings.video_segment_seconds,
+        )
+
+
+@dataclass
+class SegmentAnalysis:
+    """The tracks of one segment of a video as face records, with counts for reports (picklable)."""
+
+    source: str
+    start: float
+    end: float | None
+    records: list[FaceRecord] = field(default_factory=list)
+    sampled: int = 0
+    analysed: int = 0
+    error: str | None = None
+
+
+def segments(info: VideoInfo, seconds: float) -> list[tuple[float, float | None]]:
+    """``(start, end)`` seconds of consecutive pieces covering the video; the last one open-ended,
+    so frames past the container's stated duration are not lost."""
+    count = max(1, math.ceil(info.duration / seconds - 1e-9)) if seconds > 0 else 1
+    bounds = [i * seconds for i in range(count)]
+    return [(start, bounds[i + 1] if i + 1 < count else None) for i, start in enumerate(bounds)]
+
+
+def analyse_segment(
+    pipeline: FacePipeline,
+    path: Path,
+    start: float,
+    end: float | None,
+    options: VideoOptions,
+    digest: str = "",
+) -> SegmentAnalysis:
+    """Detect, embed and track the faces of ``path`` between ``start`` and ``end`` seconds.
+
+    A file that cannot be decoded gives a segment with ``error`` set rather than raising.
+    """
+    source = source_name(path)
+    result = SegmentAnalysis(source, start, end)
+    tracker = FaceTracker(same_person_similarity(pipeline.embedder.info))
+    changes = ChangeDetector(options.change_threshold, options.max_hold)
+    pending: list[Frame | float] = []
+    size: tuple[int, int] = (0, 0)
+
+    def flush() -> None:
+        frames = [item for item in pending if isinstance(item, Frame)]
+        faces = iter(pipeline.analyse([f.image for f in frames], max_side=options.max_side) if frames else [])
+        for item in pending:
+            if isinstance(item, Frame):
+                tracker.observe(item.index, item.timestamp, next(faces))
+            else:
+                tracker.hold(item)
+        pending.clear()
+
+    try:
+        for frame in sample_frames(path, options.rate, start, end):
+            result.sampled += 1
+            size = (frame.image.shape[1], frame.image.shape[0])
+            if changes.changed(frame.image, frame.timestamp):
+                result.analysed += 1
+                pending.append(frame)
+                if result.analysed % _FRAMES_PER_BATCH == 0:
+                    flush()
+            else:
+                pending.append(frame.timestamp)
+        flush()
+    except ImageError as exc:
+        result.error = exc.reason
+        return result
+    model = pipeline.embedder.info.key
+    result.records = track_records(tracker.finish(), source, model, size, digest, options.track_embedding)
+    return result
+
+
+def track_records(
+    tracks: Sequence[Track],
+    source: str,
+    model: str,
+    size: tuple[int, int],
+    digest: str = "",
+    embedding: str = "best",
+) -> list[FaceRecord]:
+    """One face record per track: the best face's box, frame and time, the track's start and end.
+
+    Args:
+        tracks: in :meth:`FaceTracker.finish` order (by start time).
+        size: frame (width, height) in pixels.
+        embedding: ``"best"`` or ``"mean"`` (see :class:`VideoOptions`).
+    """
+    records = []
+    rank: dict[int, int] = {}
+    for track in tracks:
+        face_no = rank.get(track.first_frame, 0)
+        rank[track.first_frame] = face_no + 1
+        best = track.best
+        records.append(
+            FaceRecord(
+                face_id=face_id(model, source, face_no, frame=track.first_frame),
+                source=source,
+                face_no=face_no,
+                box=best.face.detection.box,
+                probability=best.face.detection.probability,
+                embedding=track.mean_embedding() if embedding == "mean" else best.face.embedding,
+                model=model,
+                media_type=VIDEO,
+                video=os.path.basename(source),
+                frame=best.frame,
+                timestamp=round(best.timestamp, 3),
+                start=round(track.start, 3),
+                end=round(track.end, 3),
+                image_width=size[0],
+                image_height=size[1],
+                content_hash=digest or None,
+            )
+        )
+    return records
+
+
+def plan_video(path: Path, known: Mapping[str, SourceRecord]) -> tuple[FileAnalysis | None, VideoInfo | None, str]:
+    """Decide what to do with one video before analysing it.
+
+    Returns ``(done, info, digest)``: ``done`` is a finished analysis when there is nothing to do
+    (unchanged since last indexed: skipped; unreadable: failed), otherwise None and ``info`` and
+    the content ``digest`` describe the video to analyse.
+    """
+    source = source_name(path)
+    try:
+        digest = file_hash(Path(path))
+        previous = known.get(source)
+        if previous and previous.content_hash == digest and previous.status != FAILED:
+            return FileAnalysis(FileOutcome(source, SKIPPED, previous.faces), digest, media_type=VIDEO), None, digest
+        return None, probe(Path(path)), digest
+    except ImageError as exc:
+        return FileAnalysis(FileOutcome(source, FAILED, error=exc.reason), media_type=VIDEO), None, ""
+
+
+def combine_segments(parts: Sequence[SegmentAnalysis], digest: str, replaces: bool) -> FileAnalysis:
+    """The whole video's analysis from its segments' (a failed segment fails the video, naming it)."""
+    source = parts[0].source
+    failed = [p for p in parts if p.error]
+    if failed:
+        where = f"at {failed[0].start:.0f} s" if len(parts) > 1 else ""
+        reason = " ".join(filter(None, [failed[0].error, where]))
+        return FileAnalysis(FileOutcome(source, FAILED, error=reason), digest, media_type=VIDEO)
+    records = [record for part in parts for record in part.records]
+    status = INDEXED if records else NO_FACE
+    return FileAnalysis(FileOutcome(source, status, len(records)), digest, records, replaces, VIDEO)
+
+
+def analyse_video(
+    pipeline: FacePipeline, path: Path, known: Mapping[str, SourceRecord], options: VideoOptions
+) -> FileAnalysis:
+    """The whole of one video analysed in this process, segment after segment (no index access)."""
+    done, info, digest = plan_video(path, known)
+    if done is not None:
+        return done
+    parts = [analyse_segment(pipeline, path, start, end, options, digest) for start, end in segments(info, options.segment_seconds)]
+    return combine_segments(parts, digest, replaces=source_name(path) in known)
