@@ -58,7 +58,10 @@ def _analyse_in_worker(
     return analyse_photos(_pipeline, items, known, max_pixels)
 
 
-def _analyse_segment_in_worker(path: Path, start: float, end: float | None, options: VideoOptions, digest: str) -> SegmentAnalysis:
+def analyse_segment_in_worker(
+    path: Path, start: float, end: float | None, options: VideoOptions, digest: str = ""
+) -> SegmentAnalysis:
+    """:func:`analyse_segment` with this worker process's pipeline (see :func:`worker_pool`)."""
     return analyse_segment(_pipeline, path, start, end, options, digest)
 
 
@@ -77,7 +80,7 @@ def index_locally(
     index = create_index(resolved, build_embedder(resolved.embedder, resolved).info)
     index.ensure()
     summary = BatchSummary()
-    with _pool(resolved, workers) as pool:
+    with worker_pool(resolved, workers) as pool:
         if photos:
             with tqdm(total=len(photos), unit="img", disable=not progress, dynamic_ncols=True) as bar:
                 for analyses in _analysed(resolved, index, photos, pool, workers):
@@ -106,7 +109,9 @@ class _InProcess(Executor):
         return future
 
 
-def _pool(settings: Settings, workers: int):
+def worker_pool(settings: Settings, workers: int):
+    """An executor whose processes each hold a loaded pipeline: ``workers`` spawned processes, or
+    this process alone when ``workers`` is 1 (use as a context manager)."""
     if workers <= 1:
         return nullcontext(_InProcess(settings))
     # spawn, not fork: this process already runs LanceDB's and torch's threads.
@@ -136,7 +141,7 @@ def _analyse_video(settings: Settings, index: FaceIndex, path: Path, pool: Execu
         return done
     options = VideoOptions.from_settings(settings)
     futures = [
-        pool.submit(_analyse_segment_in_worker, path, start, end, options, digest)
+        pool.submit(analyse_segment_in_worker, path, start, end, options, digest)
         for start, end in segments(info, options.segment_seconds)
     ]
     return combine_segments([f.result() for f in futures], digest, replaces=bool(known))

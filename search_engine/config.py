@@ -43,6 +43,8 @@ class Settings:
         video_fps: frames sampled per second of video.
         video_max_side: video frames are downscaled to this longer side (pixels) for detection.
         video_segment_seconds: videos are processed in pieces of this many seconds (each one task).
+        video_track_embedding: what a track is searched by: ``best`` (its best face's embedding) or
+            ``mean`` (the normalised mean over its faces).
     """
 
     embedder: str = "auto"
@@ -65,6 +67,7 @@ class Settings:
     video_fps: float = 2.0
     video_max_side: int = 640
     video_segment_seconds: float = 120.0
+    video_track_embedding: str = "best"
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDERS:
@@ -78,6 +81,8 @@ class Settings:
                 "FACESEARCH_VIDEO_FPS must be in (0, 60], FACESEARCH_VIDEO_SEGMENT_SECONDS positive "
                 "and FACESEARCH_VIDEO_MAX_SIDE 0 (full size) or more"
             )
+        if self.video_track_embedding not in ("best", "mean"):
+            raise ConfigError(f"FACESEARCH_VIDEO_TRACK_EMBEDDING must be best or mean, got {self.video_track_embedding!r}")
         if self.workers < 0 or self.torch_threads < 0:
             raise ConfigError("FACESEARCH_WORKERS and FACESEARCH_TORCH_THREADS must be 0 (automatic) or more")
 
@@ -134,5 +139,6 @@ class Settings:
             "video_fps": number("VIDEO_FPS", float),
             "video_max_side": number("VIDEO_MAX_SIDE", int),
             "video_segment_seconds": number("VIDEO_SEGMENT_SECONDS", float),
+            "video_track_embedding": get("VIDEO_TRACK_EMBEDDING"),
         }
         return cls(**{key: value for key, value in values.items() if value is not None})

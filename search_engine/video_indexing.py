@@ -62,6 +62,7 @@ class VideoOptions:
             rate=settings.video_fps,
             max_side=settings.video_max_side,
             segment_seconds=settings.video_segment_seconds,
+            track_embedding=settings.video_track_embedding,
         )
 
 
