@@ -40,6 +40,11 @@ class Settings:
         broker_url: the Celery broker (Redis) that ingest jobs go through; also its result backend.
         visibility_timeout: seconds before Redis hands a task whose worker vanished to another
             worker; must exceed the longest task (a chunk of photos takes seconds).
+        device: torch device the detector and the FaceNet embedder run on (``cpu``, ``cuda``,
+            ``cuda:1``); dlib always runs on the CPU.
+        kibana_url: Kibana that ``facesearch init`` imports the saved objects into; it accepts
+            the Elasticsearch credentials above.
+        web_url: the web app's address as a browser reaches it; Kibana's face thumbnails link there.
     """
 
     embedder: str = "auto"
@@ -59,6 +64,9 @@ class Settings:
     workers: int = 0
     broker_url: str = "redis://127.0.0.1:6379/0"
     visibility_timeout: int = 900
+    device: str = "cpu"
+    kibana_url: str | None = None
+    web_url: str = "http://localhost:8000"
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDERS:
@@ -69,6 +77,9 @@ class Settings:
             raise ConfigError("FACESEARCH_MIN_FACE_SIZE and FACESEARCH_BATCH_SIZE must be positive")
         if self.workers < 0 or self.torch_threads < 0:
             raise ConfigError("FACESEARCH_WORKERS and FACESEARCH_TORCH_THREADS must be 0 (automatic) or more")
+        for name, url in (("WEB_URL", self.web_url), ("KIBANA_URL", self.kibana_url)):
+            if url is not None and not url.startswith(("http://", "https://")):
+                raise ConfigError(f"FACESEARCH_{name} must start with http:// or https://, got {url!r}")
 
     @property
     def backend(self) -> str:
@@ -120,5 +131,8 @@ class Settings:
             "workers": number("WORKERS", int),
             "broker_url": get("BROKER_URL"),
             "visibility_timeout": number("VISIBILITY_TIMEOUT", int),
+            "device": get("DEVICE"),
+            "kibana_url": get("KIBANA_URL"),
+            "web_url": get("WEB_URL"),
         }
         return cls(**{key: value for key, value in values.items() if value is not None})
