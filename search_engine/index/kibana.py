@@ -186,22 +186,19 @@ def _lens_bars(
     return _saved_object("lens", object_id, attributes, references)
 
 
-def _terms_column(field: str, label: str, size: int) -> dict[str, Any]:
+def _bucket_column(
+    label: str, data_type: str, operation: str, field: str, scale: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """A Lens column that splits the faces into buckets of ``field`` (the x axis)."""
     return {
         "label": label,
         "customLabel": True,
-        "dataType": "string",
-        "operationType": "terms",
+        "dataType": data_type,
+        "operationType": operation,
         "sourceField": field,
         "isBucketed": True,
-        "scale": "ordinal",
-        "params": {
-            "size": size,
-            "orderBy": {"type": "column", "columnId": "count"},
-            "orderDirection": "desc",
-            "otherBucket": False,
-            "missingBucket": False,
-        },
+        "scale": scale,
+        "params": params,
     }
 
 
@@ -211,7 +208,20 @@ def faces_per_term(names: IndexNames, field: str, label: str, size: int) -> dict
         f"{names.faces_alias}-faces-per-{field}",
         f"Faces per {label.lower()} (top {size})",
         names.faces_alias,
-        _terms_column(field, label, size),
+        _bucket_column(
+            label,
+            "string",
+            "terms",
+            field,
+            "ordinal",
+            {
+                "size": size,
+                "orderBy": {"type": "column", "columnId": "count"},
+                "orderDirection": "desc",
+                "otherBucket": False,
+                "missingBucket": False,
+            },
+        ),
         "bar_horizontal",
         f"The {size} {label.lower()} values with the most indexed faces.",
     )
@@ -219,21 +229,12 @@ def faces_per_term(names: IndexNames, field: str, label: str, size: int) -> dict
 
 def probability_histogram(names: IndexNames) -> dict[str, Any]:
     """Bars of MTCNN detection probability (faces below ``FACESEARCH_MIN_PROBABILITY`` are never stored)."""
-    bucket = {
-        "label": "Detection probability",
-        "customLabel": True,
-        "dataType": "number",
-        "operationType": "range",
-        "sourceField": "probability",
-        "isBucketed": True,
-        "scale": "interval",
-        "params": {"type": "histogram", "maxBars": "auto", "ranges": [{"from": 0, "to": 1, "label": ""}]},
-    }
+    histogram = {"type": "histogram", "maxBars": "auto", "ranges": [{"from": 0, "to": 1, "label": ""}]}
     return _lens_bars(
         f"{names.faces_alias}-probability",
         "Detection probability",
         names.faces_alias,
-        bucket,
+        _bucket_column("Detection probability", "number", "range", "probability", "interval", histogram),
         "bar",
         "How sure the detector was of the stored faces.",
     )
@@ -241,21 +242,12 @@ def probability_histogram(names: IndexNames) -> dict[str, Any]:
 
 def faces_over_time(names: IndexNames) -> dict[str, Any]:
     """Faces indexed per time interval (``indexed_at``)."""
-    bucket = {
-        "label": "Indexed at",
-        "customLabel": True,
-        "dataType": "date",
-        "operationType": "date_histogram",
-        "sourceField": "indexed_at",
-        "isBucketed": True,
-        "scale": "interval",
-        "params": {"interval": "auto", "includeEmptyRows": True, "dropPartials": False},
-    }
+    interval = {"interval": "auto", "includeEmptyRows": True, "dropPartials": False}
     return _lens_bars(
         f"{names.faces_alias}-indexed-over-time",
         "Faces indexed over time",
         names.faces_alias,
-        bucket,
+        _bucket_column("Indexed at", "date", "date_histogram", "indexed_at", "interval", interval),
         "bar_stacked",
         "Ingest progress: faces stored per interval.",
     )
