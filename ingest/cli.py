@@ -80,6 +80,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = commands.add_parser("stats", parents=[common], help="counts of faces, people and videos in the index")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
+
+    kibana = argparse.ArgumentParser(add_help=False)
+    kibana.add_argument(
+        "--web-url",
+        help="the web app's address as a browser reaches it, for Kibana's thumbnails (env FACESEARCH_WEB_URL)",
+    )
+
+    init = commands.add_parser(
+        "init",
+        parents=[common, kibana],
+        help="create the Elasticsearch index and import the Kibana saved objects (waits for both)",
+    )
+    init.add_argument("--kibana-url", help="Kibana to import the saved objects into (env FACESEARCH_KIBANA_URL)")
+    init.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for Elasticsearch, then Kibana (default 300)"
+    )
+
+    commands.add_parser(
+        "kibana-export",
+        parents=[common, kibana],
+        help="print the Kibana saved objects (ndjson) for Stack Management > Saved objects > Import",
+    )
+
+    health = commands.add_parser(
+        "healthcheck", parents=[common], help="exit 0 if this machine's worker answers a ping (or --url answers)"
+    )
+    health.add_argument("--url", help="check this HTTP address instead (the web app)")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
     return parser
 
 
@@ -91,6 +119,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "es_url": args.es_url,
         "batch_size": getattr(args, "batch_size", None),
         "workers": getattr(args, "workers", None),
+        "web_url": getattr(args, "web_url", None),
+        "kibana_url": getattr(args, "kibana_url", None),
     }
     return Settings.from_env().replace(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -162,10 +192,10 @@ def _span(start: float, end: float) -> str:
 
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
-    from search_engine.embedding import build_embedder, resolve_embedder_name
+    from search_engine.embedding import embedder_info
     from search_engine.index import create_index
 
-    index = create_index(settings, build_embedder(resolve_embedder_name(settings), settings).info)
+    index = create_index(settings, embedder_info(settings))
     index.ensure()
     stats = {
         "model": index.model.key,
@@ -261,6 +291,56 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.stack import init_stack
+
+    result = init_stack(settings, timeout_s=args.timeout)
+    names = result.names
+    print(f"Elasticsearch: {names.faces_alias} ready ({result.model}, {result.faces} faces)")
+    print(f"Elasticsearch: file records in {names.sources_alias}")
+    if result.kibana_objects is None:
+        print("Kibana: not configured (FACESEARCH_KIBANA_URL), nothing imported")
+    else:
+        print(
+            f"Kibana: {result.kibana_objects} saved objects imported; "
+            f"dashboard {settings.kibana_url.rstrip('/')}/app/dashboards#/view/{result.dashboard_id}"
+        )
+    return 0
+
+
+def cmd_kibana_export(args: argparse.Namespace, settings: Settings) -> int:
+    from search_engine.embedding import embedder_info
+    from search_engine.index.kibana import saved_objects, to_ndjson
+    from search_engine.index.mapping import index_names
+
+    names = index_names(settings.es_index_prefix, embedder_info(settings))
+    sys.stdout.write(to_ndjson(saved_objects(names, settings.web_url)))
+    return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
+    if args.url:
+        import urllib.request
+
+        try:
+            # Raises HTTPError (an OSError) for any 4xx/5xx answer.
+            with urllib.request.urlopen(args.url, timeout=args.timeout):
+                return 0
+        except OSError as exc:
+            print(f"facesearch: {args.url} does not answer well: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    import socket
+
+    from ingest.celery_app import create_celery
+
+    # `facesearch worker` names its node facesearch@<hostname>; in a container that is the container's.
+    node = f"facesearch@{socket.gethostname()}"
+    if create_celery(settings).control.ping(destination=[node], timeout=args.timeout):
+        return 0
+    print(f"facesearch: worker {node} did not answer a ping within {args.timeout} s", file=sys.stderr)
+    return EXIT_ERROR
+
+
 COMMANDS = {
     "index": cmd_index,
     "search": cmd_search,
@@ -268,6 +348,9 @@ COMMANDS = {
     "submit": cmd_submit,
     "job": cmd_job,
     "worker": cmd_worker,
+    "init": cmd_init,
+    "kibana-export": cmd_kibana_export,
+    "healthcheck": cmd_healthcheck,
 }
 
 

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake pkg-config libopenblas-dev liblapack-dev)
-# The tests start a real Redis for the Celery workers.
-[ "${1:-}" = "--test" ] && APT_PACKAGES+=(redis-server)
+# The tests start a real Redis for the Celery workers, and validate docker/compose*.yml offline
+# with Debian's docker-compose (1.29; needs no Docker engine for `config`).
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=(redis-server docker-compose)
 
 if command -v apt-get >/dev/null 2>&1; then
   missing=()

@@ -45,6 +45,11 @@ class Settings:
         video_segment_seconds: videos are processed in pieces of this many seconds (each one task).
         video_track_embedding: what a track is searched by: ``best`` (its best face's embedding) or
             ``mean`` (the normalised mean over its faces).
+        device: torch device the detector and the FaceNet embedder run on (``cpu``, ``cuda``,
+            ``cuda:1``); dlib always runs on the CPU.
+        kibana_url: Kibana that ``facesearch init`` imports the saved objects into; it accepts
+            the Elasticsearch credentials above.
+        web_url: the web app's address as a browser reaches it; Kibana's face thumbnails link there.
     """
 
     embedder: str = "auto"
@@ -68,6 +73,9 @@ class Settings:
     video_max_side: int = 640
     video_segment_seconds: float = 120.0
     video_track_embedding: str = "best"
+    device: str = "cpu"
+    kibana_url: str | None = None
+    web_url: str = "http://localhost:8000"
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDERS:
@@ -85,6 +93,9 @@ class Settings:
             raise ConfigError(f"FACESEARCH_VIDEO_TRACK_EMBEDDING must be best or mean, got {self.video_track_embedding!r}")
         if self.workers < 0 or self.torch_threads < 0:
             raise ConfigError("FACESEARCH_WORKERS and FACESEARCH_TORCH_THREADS must be 0 (automatic) or more")
+        for name, url in (("WEB_URL", self.web_url), ("KIBANA_URL", self.kibana_url)):
+            if url is not None and not url.startswith(("http://", "https://")):
+                raise ConfigError(f"FACESEARCH_{name} must start with http:// or https://, got {url!r}")
 
     @property
     def backend(self) -> str:
@@ -140,5 +151,8 @@ class Settings:
             "video_max_side": number("VIDEO_MAX_SIDE", int),
             "video_segment_seconds": number("VIDEO_SEGMENT_SECONDS", float),
             "video_track_embedding": get("VIDEO_TRACK_EMBEDDING"),
+            "device": get("DEVICE"),
+            "kibana_url": get("KIBANA_URL"),
+            "web_url": get("WEB_URL"),
         }
         return cls(**{key: value for key, value in values.items() if value is not None})

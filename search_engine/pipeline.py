@@ -69,6 +69,7 @@ class FacePipeline:
             min_face_size=settings.min_face_size,
             min_probability=settings.min_probability,
             batch_size=settings.batch_size,
+            device=settings.device,
         )
         return cls(detector, create_embedder(settings)).load()
 

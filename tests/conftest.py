@@ -10,8 +10,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-#: Read before the per-test environment reset, so the Elasticsearch contract tests can find a cluster.
-ES_URL = os.environ.get("FACESEARCH_ES_URL")
+#: Read before the per-test environment reset, so the Elasticsearch contract tests can find a
+#: cluster and log in to it (URL, API key or user and password, CA bundle, index prefix).
+ES_ENV = {name: value for name, value in os.environ.items() if name.startswith("FACESEARCH_ES_")}
+ES_URL = ES_ENV.get("FACESEARCH_ES_URL")
 
 
 @pytest.fixture(autouse=True)

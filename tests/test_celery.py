@@ -84,3 +84,23 @@ def test_unknown_job_is_a_clear_error(worker_env, monkeypatch, capsys, redis_url
         monkeypatch.setenv(name, value)
     assert main(["job", "no-such-job"]) == 1
     assert "no job no-such-job" in capsys.readouterr().err
+
+
+def test_healthcheck_pings_this_hosts_worker(worker, worker_env, monkeypatch, capsys):
+    """The image's HEALTHCHECK: healthy while the worker on this host answers, not when none does."""
+    import socket
+
+    for name, value in worker_env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["healthcheck"]) == 0
+    monkeypatch.setattr(socket, "gethostname", lambda: "another-container")
+    assert main(["healthcheck", "--timeout", "1"]) == 1
+    assert "worker facesearch@another-container did not answer" in capsys.readouterr().err
+
+
+def test_healthcheck_of_an_address_nobody_serves(capsys):
+    from .test_kibana import closed_port
+
+    url = f"http://127.0.0.1:{closed_port()}/"
+    assert main(["healthcheck", "--url", url, "--timeout", "2"]) == 1
+    assert f"{url} does not answer" in capsys.readouterr().err

@@ -43,3 +43,21 @@ def test_bad_values_name_the_variable(env, message):
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         Settings.from_env({}).embedder = "dlib"
+
+
+def test_stack_settings():
+    settings = Settings.from_env({})
+    assert settings.device == "cpu" and settings.kibana_url is None and settings.web_url == "http://localhost:8000"
+    settings = Settings.from_env(
+        {
+            "FACESEARCH_DEVICE": "cuda",
+            "FACESEARCH_KIBANA_URL": "http://kibana:5601",
+            "FACESEARCH_WEB_URL": "https://faces.example.org",
+        }
+    )
+    assert settings.device == "cuda" and settings.kibana_url == "http://kibana:5601"
+    assert settings.web_url == "https://faces.example.org"
+    with pytest.raises(ConfigError, match="FACESEARCH_WEB_URL"):
+        Settings.from_env({"FACESEARCH_WEB_URL": "faces.example.org"})
+    with pytest.raises(ConfigError, match="FACESEARCH_KIBANA_URL"):
+        Settings.from_env({"FACESEARCH_KIBANA_URL": "kibana:5601"})

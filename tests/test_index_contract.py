@@ -13,7 +13,7 @@ from search_engine.errors import DimensionMismatchError
 from search_engine.ids import face_id
 from search_engine.types import Box, EmbedderInfo, FaceRecord, SearchFilters, SourceRecord
 
-from .conftest import ES_URL
+from .conftest import ES_ENV, ES_URL
 
 MODEL = EmbedderInfo("contract", "r1", 8)
 PEOPLE = ("Ada_Lovelace", "Grace_Hopper", None)
@@ -26,12 +26,10 @@ def make_index(kind: str, tmp_path, model: EmbedderInfo = MODEL, prefix: str | N
         return EmbeddedFaceIndex(tmp_path / "lancedb", model)
     if not ES_URL:
         pytest.skip("FACESEARCH_ES_URL is not set: no Elasticsearch cluster to run the contract against")
-    import os
-
     from search_engine.index.elastic import ElasticFaceIndex
 
-    env = {k: v for k, v in os.environ.items() if k.startswith("FACESEARCH_")} | {"FACESEARCH_ES_URL": ES_URL}
-    settings = Settings.from_env(env).replace(es_index_prefix=prefix or f"facesearch-test-{uuid.uuid4().hex[:8]}")
+    # Credentials come from the environment pytest started in: the per-test reset has removed them.
+    settings = Settings.from_env(ES_ENV).replace(es_index_prefix=prefix or f"facesearch-test-{uuid.uuid4().hex[:8]}")
     return ElasticFaceIndex.from_settings(settings, model)
 
 
@@ -235,3 +233,19 @@ def test_embedded_store_of_an_older_schema_gains_the_new_columns(tmp_path):
     video = next(f for f in faces if f.media_type == "video")
     assert index.get(video.face_id).start == pytest.approx(video.start)
     index.close()
+
+
+def test_cluster_credentials_reach_the_client_despite_the_environment_reset(monkeypatch, tmp_path):
+    """``FACESEARCH_ES_USER``/``PASSWORD`` given to pytest are used (building a client does not connect)."""
+    import tests.test_index_contract as contract
+
+    monkeypatch.setattr(contract, "ES_URL", "http://127.0.0.1:9200")
+    monkeypatch.setattr(
+        contract,
+        "ES_ENV",
+        {"FACESEARCH_ES_URL": "http://127.0.0.1:9200", "FACESEARCH_ES_USER": "elastic", "FACESEARCH_ES_PASSWORD": "pw"},
+    )
+    store = make_index("elasticsearch", tmp_path)
+    assert store._client._headers["authorization"] == "Basic ZWxhc3RpYzpwdw=="
+    assert store.prefix.startswith("facesearch-test-")
+    store.close()

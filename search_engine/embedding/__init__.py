@@ -68,7 +68,7 @@ def build_embedder(name: str, settings: Settings) -> Embedder:
     if name == "facenet":
         from .facenet import FacenetEmbedder
 
-        return FacenetEmbedder(weights=settings.facenet_weights)
+        return FacenetEmbedder(weights=settings.facenet_weights, device=settings.device)
     raise ModelUnavailableError(f"unknown embedder {name!r}; choose facenet or dlib")
 
 
@@ -89,6 +89,12 @@ def resolve_embedder_name(settings: Settings) -> str:
         )
         return "dlib"
     return "facenet"
+
+
+def embedder_info(settings: Settings) -> EmbedderInfo:
+    """Name, version and dimension of the embedder the settings mean, without loading its model
+    (``auto`` is resolved as :func:`resolve_embedder_name` does, which may fetch FaceNet's weights)."""
+    return build_embedder(resolve_embedder_name(settings), settings).info
 
 
 def create_embedder(settings: Settings) -> Embedder:
