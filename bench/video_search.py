@@ -9,8 +9,10 @@ Prints per clip and person: how many query photos find the clip first among vide
 the same person may), the worst such rank, the time ranges matched (score at or above the same-person threshold) against the
 clip's length; track documents per minute of video; the crowd clip's tracks that match a named
 person above the threshold; and processing speed as a multiple of real time: per clip in one
-process (torch on every core), and per resolution as the throughput of one worker process per core
-analysing those clips side by side (models loaded beforehand; median of ``--runs``).
+process with one torch thread, and per resolution as the throughput of one such worker process per
+core analysing those clips side by side (models loaded beforehand; median of ``--runs``). One torch
+thread per process because MTCNN's hundreds of tiny per-box resizes each wake torch's thread pool:
+with two threads on two busy cores they cost ten times more than the convolutions gain.
 
 Usage: python bench/video_search.py --videos ../shared/data/videos --lfw ../shared/data/lfw
        [--refs ../shared/data/video_refs] [--data-dir DIR] [--runs 3]
@@ -78,7 +80,6 @@ def throughput(settings: Settings, clips: list[Path], runs: int) -> dict[str, fl
     """Seconds of video analysed per second, per resolution, with one worker process per core, each
     clip cut into one segment per worker (as a long video is) and all segments submitted at once."""
     workers = os.cpu_count() or 1
-    settings = settings.replace(torch_threads=1)
     options = VideoOptions.from_settings(settings)
     groups: dict[str, list] = {}
     for clip in clips:
@@ -116,7 +117,7 @@ def main() -> None:
     args.refs = args.refs or args.videos.parent / "video_refs"
     scratch = Path(tempfile.mkdtemp(prefix="facesearch-video-bench-"))
     data_dir = args.data_dir or scratch / "data"
-    settings = Settings.from_env().replace(embedder=args.embedder, data_dir=data_dir, es_url=None)
+    settings = Settings.from_env().replace(embedder=args.embedder, data_dir=data_dir, es_url=None, torch_threads=1)
 
     clips = [args.videos / name for name in CLIPS]
     lfw = collect_photos([args.lfw], person_from_folder=True).photos
@@ -166,7 +167,7 @@ def main() -> None:
     best = max(float((named @ face.embedding).max()) for face in crowd) if crowd else float("nan")
     print(f"\ncrowd clip: {len(crowd)} tracks; {above} match a named person's photo at >= {threshold} (highest {best:.3f})")
 
-    print(f"\nspeed: in-process, torch on all cores, median of {args.runs} runs; machine: {cpu_name()}, {os.cpu_count()} cores")
+    print(f"\nspeed: one process, one torch thread, median of {args.runs} runs; machine: {cpu_name()}, {os.cpu_count()} cores")
     print("| clip | resolution | length (s) | tracks | documents per minute | frames analysed / sampled | x real time |")
     print("|---|---|---|---|---|---|---|")
     options = VideoOptions.from_settings(settings)
