@@ -1,15 +1,22 @@
 """The Celery application: Redis broker and result backend, settings for long CPU-bound tasks.
 
-Callers submit tasks by name (:data:`INDEX_CHUNK`), so the CLI and the web app never import torch.
+Callers submit tasks by name (:data:`INDEX_CHUNK`, :data:`INDEX_VIDEO`), so the CLI and the web
+app never import torch.
 """
 
 from __future__ import annotations
+
+import gc
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from celery import Celery
 
 from search_engine.config import Settings
 
 INDEX_CHUNK = "facesearch.index_chunk"
+INDEX_VIDEO = "facesearch.index_video"
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app for ``settings.broker_url``; builds no connection until it is used."""
@@ -35,3 +42,22 @@ def create_celery(settings: Settings) -> Celery:
     )
     app.conf.facesearch_settings = settings
     return app
+
+
+@contextmanager
+def celery_client(settings: Settings) -> Iterator[Celery]:
+    """:func:`create_celery` for a short-lived client (the CLI), its connections closed after:
+    the broker pool by ``Celery.close``, the Redis result backend's pool explicitly, and the
+    connections ``control.ping`` opens and drops (kombu leaves them to the garbage collector)
+    collected right here rather than at some random later point in the process."""
+    app = create_celery(settings)
+    try:
+        yield app
+    finally:
+        app.close()
+        client = getattr(app.backend, "client", None)
+        if client is not None:
+            client.connection_pool.disconnect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()

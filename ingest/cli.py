@@ -213,22 +213,23 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.celery_app import create_celery
-    from ingest.jobs import job_status, submit_photos
+    from ingest.celery_app import celery_client
+    from ingest.jobs import submit_photos
     from ingest.sources import collect_photos
 
     collected = collect_photos(args.paths, person=args.person, person_from_folder=args.person_from_folder)
-    if not collected.photos:
-        print("facesearch: no photos (jpg, jpeg, png, webp, bmp) found under the given paths", file=sys.stderr)
+    if not collected.photos and not collected.videos:
+        print("facesearch: no photos or videos found under the given paths", file=sys.stderr)
         return EXIT_ERROR
-    app = create_celery(settings)
-    job_id = submit_photos(app, collected.photos, args.chunk_size)
-    if not args.wait:
-        print(json.dumps({"job_id": job_id}) if args.json else job_id)
-        return 0
-    if not args.json:
-        print(f"job {job_id}: {len(collected.photos)} photos submitted")
-    status = _follow(app, job_id, len(collected.photos), progress=not args.json)
+    with celery_client(settings) as app:
+        job_id = submit_photos(app, collected.photos, args.chunk_size, videos=collected.videos)
+        if not args.wait:
+            print(json.dumps({"job_id": job_id}) if args.json else job_id)
+            return 0
+        if not args.json:
+            print(f"job {job_id}: {len(collected.photos)} photos and {len(collected.videos)} videos submitted")
+        total = len(collected.photos) + len(collected.videos)
+        status = _follow(app, job_id, total, progress=not args.json)
     return _report(status, args.json)
 
 
@@ -239,7 +240,7 @@ def _follow(app, job_id: str, total: int, progress: bool):
 
     from ingest.jobs import job_status
 
-    with tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=total, unit="file", disable=not progress, dynamic_ncols=True) as bar:
         while True:
             status = job_status(app, job_id)
             bar.update(status.summary.files - bar.n)
@@ -271,10 +272,12 @@ def _print_failures(summary) -> None:
 
 
 def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.celery_app import create_celery
+    from ingest.celery_app import celery_client
     from ingest.jobs import job_status
 
-    return _report(job_status(create_celery(settings), args.job_id), args.json)
+    with celery_client(settings) as app:
+        status = job_status(app, args.job_id)
+    return _report(status, args.json)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -331,11 +334,13 @@ def cmd_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_ERROR
     import socket
 
-    from ingest.celery_app import create_celery
+    from ingest.celery_app import celery_client
 
     # `facesearch worker` names its node facesearch@<hostname>; in a container that is the container's.
     node = f"facesearch@{socket.gethostname()}"
-    if create_celery(settings).control.ping(destination=[node], timeout=args.timeout):
+    with celery_client(settings) as app:
+        answered = app.control.ping(destination=[node], timeout=args.timeout)
+    if answered:
         return 0
     print(f"facesearch: worker {node} did not answer a ping within {args.timeout} s", file=sys.stderr)
     return EXIT_ERROR

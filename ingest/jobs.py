@@ -1,6 +1,8 @@
-"""Batch jobs on the Celery workers: submit photos as chunk tasks, follow them, summarise them.
+"""Batch jobs on the Celery workers: submit photos as chunk tasks and videos as video tasks, follow
+them, summarise them.
 
-A job is a Celery group of :data:`~ingest.celery_app.INDEX_CHUNK` tasks, saved in the result
+A job is a Celery group of :data:`~ingest.celery_app.INDEX_CHUNK` and
+:data:`~ingest.celery_app.INDEX_VIDEO` tasks, saved in the result
 backend under the group id, which is the job id users see. Everything here is client side: it
 sends tasks by name and reads results, never importing the models.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from celery import Celery, group
 from celery.result import GroupResult
@@ -17,7 +20,7 @@ from celery.result import GroupResult
 from search_engine.errors import FaceSearchError
 from search_engine.indexing import BatchSummary, PhotoInput, source_name
 
-from .celery_app import INDEX_CHUNK
+from .celery_app import INDEX_CHUNK, INDEX_VIDEO
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,9 @@ class JobStatus:
         return {"job_id": self.job_id, "state": self.state, "chunks": chunks} | self.summary.to_dict()
 
 
-def submit_photos(app: Celery, photos: Sequence[PhotoInput], chunk_size: int) -> str:
-    """Send ``photos`` as chunk tasks; returns the job id. Paths are made absolute first."""
+def submit_photos(app: Celery, photos: Sequence[PhotoInput], chunk_size: int, videos: Sequence[Path] = ()) -> str:
+    """Send ``photos`` as chunk tasks and each of ``videos`` as a video task; returns the job id.
+    Paths are made absolute first."""
     signatures = [
         app.signature(
             INDEX_CHUNK,
@@ -60,9 +64,10 @@ def submit_photos(app: Celery, photos: Sequence[PhotoInput], chunk_size: int) ->
         )
         for i in range(0, len(photos), chunk_size)
     ]
+    signatures += [app.signature(INDEX_VIDEO, args=(source_name(path),)) for path in videos]
     result = group(signatures).apply_async()
     result.save()
-    log.info("submitted job %s: %d photos in %d chunks", result.id, len(photos), len(signatures))
+    log.info("submitted job %s: %d photos, %d videos in %d tasks", result.id, len(photos), len(videos), len(signatures))
     return result.id
 
 
@@ -79,7 +84,8 @@ def job_status(app: Celery, job_id: str) -> JobStatus:
         elif chunk.state == "FAILURE":
             # The whole chunk failed (e.g. the index stayed unreachable through every retry).
             status.chunks_failed += 1
-            paths = (chunk.args or [[]])[0]
+            first = (chunk.args or [[]])[0]
+            paths = [first] if isinstance(first, str) else first  # a video task's one path, or a chunk's
             reason = f"chunk task failed: {type(chunk.result).__name__}: {chunk.result}"
             status.summary.files += len(paths)
             status.summary.failures.extend((path, reason) for path in paths)

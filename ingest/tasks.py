@@ -12,8 +12,9 @@ from search_engine.config import Settings
 from search_engine.errors import IndexUnavailableError
 from search_engine.indexing import BatchSummary, PhotoInput
 from search_engine.service import SearchService
+from search_engine.video_indexing import VideoOptions, VideoStep, index_video_step
 
-from .celery_app import INDEX_CHUNK
+from .celery_app import INDEX_CHUNK, INDEX_VIDEO
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +58,31 @@ def index_chunk(self, paths: list[str], persons: list[str | None]) -> dict:
     """Index photos ``paths`` (absolute, on a file system the worker sees), labelling their subjects
     with ``persons`` (one name or None per path)."""
     return index_chunk_files(self.service, paths, persons)
+
+
+def index_video_segment(service: SearchService, path: str, start: float, digest: str, faces: int) -> VideoStep:
+    """One segment of a video into ``service``'s index (see :func:`index_video_step`)."""
+    options = VideoOptions.from_settings(service.settings)
+    return index_video_step(service.pipeline, service.index, Path(path), options, start, digest, faces)
+
+
+@shared_task(
+    name=INDEX_VIDEO,
+    base=ServiceTask,
+    bind=True,
+    autoretry_for=(IndexUnavailableError,),
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=8,
+)
+def index_video(self, path: str, start: float = 0.0, digest: str = "", faces: int = 0) -> dict:
+    """Index a video (absolute path) one segment per task: each task does the segment at ``start``
+    seconds and replaces itself with the next, so no task outlives the broker's visibility timeout
+    and the job sees one result, the video's summary, when the last segment is in."""
+    step = index_video_segment(self.service, path, start, digest, faces)
+    if step.outcome is None:
+        raise self.replace(self.app.signature(INDEX_VIDEO, args=(path, step.next_start, step.digest, step.faces)))
+    summary = BatchSummary()
+    summary.add([step.outcome])
+    return summary.to_dict()

@@ -21,7 +21,8 @@ from .embedding import same_person_similarity
 from .errors import ImageError
 from .ids import face_id
 from .imageio import file_hash
-from .indexing import FAILED, INDEXED, NO_FACE, SKIPPED, FileAnalysis, FileOutcome, source_name
+from .index.base import FaceIndex
+from .indexing import FAILED, INDEXED, NO_FACE, SKIPPED, FileAnalysis, FileOutcome, source_name, store_analyses
 from .pipeline import FacePipeline
 from .tracking import FaceTracker, Track
 from .types import VIDEO, FaceRecord, SourceRecord
@@ -220,3 +221,67 @@ def analyse_video(
         return done
     parts = [analyse_segment(pipeline, path, start, end, options, digest) for start, end in segments(info, options.segment_seconds)]
     return combine_segments(parts, digest, replaces=source_name(path) in known)
+
+
+@dataclass(frozen=True)
+class VideoStep:
+    """Where indexing a video one segment at a time stands: ``outcome`` once the video is done
+    (indexed, skipped or failed), else the ``next_start`` second, the content ``digest`` and the
+    tracks stored so far (``faces``), to be passed to the next step."""
+
+    outcome: FileOutcome | None = None
+    next_start: float | None = None
+    digest: str = ""
+    faces: int = 0
+
+
+def index_video_step(
+    pipeline: FacePipeline,
+    index: FaceIndex,
+    path: Path,
+    options: VideoOptions,
+    start: float = 0.0,
+    digest: str = "",
+    faces: int = 0,
+) -> VideoStep:
+    """Index the segment of ``path`` that begins at ``start`` seconds and say what comes next.
+
+    The first step (``start == 0``) skips an unchanged video, records an unreadable one as failed,
+    and removes the faces of an older version. Each step stores its tracks at once; the last one
+    records the video in the index's list of files, so a video counts as indexed only when every
+    segment is in. Steps of one video run one after another, so none races another's writes.
+    """
+    source = source_name(path)
+    if start == 0.0:
+        known = index.get_sources([source])
+        done, info, digest = plan_video(path, known)
+        if done is not None:
+            return VideoStep(store_analyses(index, [done])[0])
+        if known:
+            index.delete_source(source)
+    else:
+        try:
+            info = probe(path)
+        except ImageError as exc:
+            return VideoStep(_fail(index, source, digest, exc.reason))
+    bounds = segments(info, options.segment_seconds)
+    end = next((e for s, e in bounds if abs(s - start) < 1e-6), None)
+    part = analyse_segment(pipeline, path, start, end, options, digest)
+    if part.error:
+        return VideoStep(_fail(index, source, digest, f"{part.error} at {start:.0f} s"))
+    result = index.upsert(part.records)
+    if result.failed:
+        face, reason = result.failed[0]
+        return VideoStep(_fail(index, source, digest, f"could not store face {face}: {reason}"))
+    faces += len(part.records)
+    if end is not None:
+        return VideoStep(next_start=end, digest=digest, faces=faces)
+    outcome = FileOutcome(source, INDEXED if faces else NO_FACE, faces)
+    index.record_sources([SourceRecord(source, digest, index.model.key, faces, outcome.status, media_type=VIDEO)])
+    return VideoStep(outcome)
+
+
+def _fail(index: FaceIndex, source: str, digest: str, reason: str) -> FileOutcome:
+    # replaces: the segments stored before this one go too; a failed video leaves no tracks.
+    analysis = FileAnalysis(FileOutcome(source, FAILED, error=reason), digest, replaces=True, media_type=VIDEO)
+    return store_analyses(index, [analysis])[0]

@@ -15,6 +15,7 @@ from search_engine.index.embedded import EmbeddedFaceIndex
 from search_engine.types import SearchFilters
 
 from .test_cli import variant
+from .test_video import STEP, scene  # noqa: F401  (a fixture: the 12 s two-person clip)
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,8 @@ def worker_env(redis_url, tmp_path_factory):
         "FACESEARCH_BROKER_URL": redis_url,
         "FACESEARCH_DATA_DIR": str(tmp_path_factory.mktemp("worker-data")),
         "FACESEARCH_EMBEDDER": "dlib",
+        # Short segments, so the test video takes several tasks in a row.
+        "FACESEARCH_VIDEO_SEGMENT_SECONDS": "5",
     }
 
 
@@ -104,3 +107,29 @@ def test_healthcheck_of_an_address_nobody_serves(capsys):
     url = f"http://127.0.0.1:{closed_port()}/"
     assert main(["healthcheck", "--url", url, "--timeout", "2"]) == 1
     assert f"{url} does not answer" in capsys.readouterr().err
+
+
+def test_a_video_is_indexed_one_segment_task_after_another(worker, worker_env, scene, tmp_path, monkeypatch, capsys):  # noqa: F811
+    for name, value in worker_env.items():
+        monkeypatch.setenv(name, value)
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    code = main(["submit", str(scene), str(broken), "--wait", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == EXIT_PARTIAL
+    assert (summary["files"], summary["indexed"]) == (2, 1)
+    assert summary["failures"][0]["source"] == str(broken)
+    assert "cannot be decoded as a video" in summary["failures"][0]["error"]
+
+    index = EmbeddedFaceIndex(Path(worker_env["FACESEARCH_DATA_DIR"]) / "lancedb", DlibEmbedder.info)
+    tracks = sorted((f.start, f.end) for f in index.faces_of_source(str(scene)))
+    assert summary["faces"] == len(tracks)
+    # 5 s segments: the astronaut's 2-7 s appearance is cut at 5 s; the cameraman's 5-11 s at 10 s.
+    starts = [start for start, _ in tracks]
+    assert starts == pytest.approx([2.0, 5.0, 5.0, 10.0], abs=STEP)
+    assert max(end for _, end in tracks) == pytest.approx(11.0, abs=STEP)
+
+    main(["submit", str(scene), "--wait", "--json"])
+    rerun = json.loads(capsys.readouterr().out)
+    assert rerun["skipped_unchanged"] == 1 and rerun["faces"] == len(tracks)
+    assert len(index.faces_of_source(str(scene))) == len(tracks)
