@@ -11,6 +11,8 @@ from pathlib import Path
 from .errors import ConfigError
 
 EMBEDDERS = ("auto", "facenet", "dlib")
+#: The most hits one search may ask for (the web app's "more results" stops there).
+MAX_RESULTS = 1000
 
 
 def _default_data_dir() -> Path:
@@ -40,6 +42,14 @@ class Settings:
         broker_url: the Celery broker (Redis) that ingest jobs go through; also its result backend.
         visibility_timeout: seconds before Redis hands a task whose worker vanished to another
             worker; must exceed the longest task (a chunk of photos takes seconds).
+        media_roots: folders the web app may serve indexed files (and face thumbnails) from; a file
+            outside all of them, or a link leading out of them, is never served. Empty: none served.
+        max_upload_bytes: largest query upload the web app accepts, in bytes; larger ones get 413.
+        api_keys: when any is set, every web page and API call must present one of them.
+        results_per_page: hits the search page shows at first and adds per "more results".
+        keep_uploads: folder where the web app keeps a copy of every query photo; None keeps none.
+        same_person_threshold: cosine similarity from which two faces are called the same person;
+            None uses the calibrated value of the embedder (see ``SAME_PERSON_THRESHOLDS``).
     """
 
     embedder: str = "auto"
@@ -59,6 +69,12 @@ class Settings:
     workers: int = 0
     broker_url: str = "redis://127.0.0.1:6379/0"
     visibility_timeout: int = 900
+    media_roots: tuple[Path, ...] = ()
+    max_upload_bytes: int = 20 * 1024 * 1024
+    api_keys: tuple[str, ...] = ()
+    results_per_page: int = 20
+    keep_uploads: Path | None = None
+    same_person_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDERS:
@@ -69,6 +85,18 @@ class Settings:
             raise ConfigError("FACESEARCH_MIN_FACE_SIZE and FACESEARCH_BATCH_SIZE must be positive")
         if self.workers < 0 or self.torch_threads < 0:
             raise ConfigError("FACESEARCH_WORKERS and FACESEARCH_TORCH_THREADS must be 0 (automatic) or more")
+        if self.max_upload_bytes < 1:
+            raise ConfigError(f"FACESEARCH_MAX_UPLOAD_BYTES must be positive, got {self.max_upload_bytes}")
+        if not 1 <= self.results_per_page <= MAX_RESULTS:
+            raise ConfigError(
+                f"FACESEARCH_RESULTS_PER_PAGE must be within [1, {MAX_RESULTS}], got {self.results_per_page}"
+            )
+        if any(not key or "," in key or any(c.isspace() for c in key) for key in self.api_keys):
+            raise ConfigError("FACESEARCH_API_KEYS must be comma-separated keys without spaces")
+        if self.same_person_threshold is not None and not -1.0 <= self.same_person_threshold <= 1.0:
+            raise ConfigError(
+                f"FACESEARCH_SAME_PERSON_THRESHOLD must be a cosine similarity within [-1, 1], got {self.same_person_threshold}"
+            )
 
     @property
     def backend(self) -> str:
@@ -120,5 +148,25 @@ class Settings:
             "workers": number("WORKERS", int),
             "broker_url": get("BROKER_URL"),
             "visibility_timeout": number("VISIBILITY_TIMEOUT", int),
+            "media_roots": _paths(get("MEDIA_ROOTS")),
+            "max_upload_bytes": number("MAX_UPLOAD_BYTES", int),
+            "api_keys": _keys(get("API_KEYS")),
+            "results_per_page": number("RESULTS_PER_PAGE", int),
+            "keep_uploads": Path(get("KEEP_UPLOADS")).expanduser() if get("KEEP_UPLOADS") else None,
+            "same_person_threshold": number("SAME_PERSON_THRESHOLD", float),
         }
         return cls(**{key: value for key, value in values.items() if value is not None})
+
+
+def _paths(raw: str | None) -> tuple[Path, ...] | None:
+    """A ``os.pathsep``-separated list of folders (``:`` on Linux), ``~`` expanded, empty entries dropped."""
+    if raw is None:
+        return None
+    return tuple(Path(part).expanduser() for part in raw.split(os.pathsep) if part.strip())
+
+
+def _keys(raw: str | None) -> tuple[str, ...] | None:
+    """Comma-separated API keys, blanks around them dropped."""
+    if raw is None:
+        return None
+    return tuple(key.strip() for key in raw.split(",") if key.strip())
