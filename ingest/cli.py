@@ -23,6 +23,9 @@ from search_engine.errors import FaceSearchError, InvalidRequestError  # noqa: E
 from search_engine.types import SearchFilters  # noqa: E402
 
 EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 1, 2, 3
+#: Request threads per ``serve`` process: enough to read uploads and answer health checks while
+#: one search holds the models (see bench/web_load.py).
+SERVE_THREADS = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, help="worker processes (default: FACESEARCH_WORKERS, or one per core)")
     worker.add_argument("--loglevel", default="INFO")
 
+    serve = commands.add_parser("serve", parents=[common], help="run the web search page and JSON API (gunicorn)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument(
+        "--workers", type=int, help="server processes, each with its own models (env FACESEARCH_WORKERS; 0 = per core)"
+    )
+    serve.add_argument(
+        "--threads", type=int, default=SERVE_THREADS, help=f"request threads per process (default {SERVE_THREADS})"
+    )
+    serve.add_argument(
+        "--media-root",
+        type=Path,
+        action="append",
+        dest="media_roots",
+        metavar="DIR",
+        help="folder whose files the web app may serve; repeat for several (env FACESEARCH_MEDIA_ROOTS)",
+    )
+
     stats = commands.add_parser("stats", parents=[common], help="counts of faces, people and videos in the index")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
@@ -88,6 +109,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "es_url": args.es_url,
         "batch_size": getattr(args, "batch_size", None),
         "workers": getattr(args, "workers", None),
+        "media_roots": tuple(args.media_roots) if getattr(args, "media_roots", None) else None,
     }
     return Settings.from_env().replace(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -227,14 +249,29 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.celery_app import create_celery
 
     concurrency = args.concurrency or settings.worker_count
-    if not settings.torch_threads:
-        # Processes x threads = cores: more only makes the pools fight.
-        settings = settings.replace(torch_threads=max(1, (os.cpu_count() or 1) // concurrency))
-    app = create_celery(settings)
+    app = create_celery(_share_cores(settings, concurrency))
     app.worker_main(
         ["worker", f"--concurrency={concurrency}", f"--loglevel={args.loglevel}", "--pool=prefork", "-n", "facesearch@%h"]
     )
     return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from web.server import serve
+
+    if args.threads < 1:
+        print("facesearch: error: --threads must be 1 or more", file=sys.stderr)
+        return EXIT_USAGE
+    workers = settings.worker_count
+    serve(_share_cores(settings, workers), args.host, args.port, workers, args.threads)
+    return 0
+
+
+def _share_cores(settings: Settings, processes: int) -> Settings:
+    """Unless set, torch threads = cores / processes: more only makes the processes' pools fight."""
+    if settings.torch_threads:
+        return settings
+    return settings.replace(torch_threads=max(1, (os.cpu_count() or 1) // processes))
 
 
 COMMANDS = {
@@ -244,6 +281,7 @@ COMMANDS = {
     "submit": cmd_submit,
     "job": cmd_job,
     "worker": cmd_worker,
+    "serve": cmd_serve,
 }
 
 
