@@ -80,14 +80,16 @@ class SearchService:
             NoFaceError: the image holds no detectable face.
             InvalidRequestError: ``face`` is out of range.
         """
-        faces = self.faces_in(image)
-        if not faces:
+        detections = self.pipeline.detector.detect([image])[0]
+        if not detections:
             raise NoFaceError("no face found in the query image")
-        chosen = largest_index([f.detection for f in faces]) if face is None else face
-        if not 0 <= chosen < len(faces):
-            raise InvalidRequestError(f"the query image has {len(faces)} face(s); face {face} does not exist")
-        hits = self.index.search(faces[chosen].embedding, k=k, filters=filters, collapse=collapse)
-        return SearchResult(tuple(f.detection for f in faces), chosen, tuple(hits))
+        chosen = largest_index(detections) if face is None else face
+        if not 0 <= chosen < len(detections):
+            raise InvalidRequestError(f"the query image has {len(detections)} face(s); face {face} does not exist")
+        # Only the face searched with is embedded: in a group photo each other face would cost as much.
+        (vector,) = self.pipeline.embedder.embed([(image, [detections[chosen]])])[0]
+        hits = self.index.search(vector, k=k, filters=filters, collapse=collapse)
+        return SearchResult(tuple(detections), chosen, tuple(hits))
 
     def search_file(self, path: Path, **options) -> SearchResult:
         """:meth:`search_image` on a photo file (an :class:`ImageError` names it if unusable)."""
