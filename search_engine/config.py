@@ -70,7 +70,7 @@ class Settings:
     broker_url: str = "redis://127.0.0.1:6379/0"
     visibility_timeout: int = 900
     media_roots: tuple[Path, ...] = ()
-    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_bytes: int = 20_000_000
     api_keys: tuple[str, ...] = ()
     results_per_page: int = 20
     keep_uploads: Path | None = None

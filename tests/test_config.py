@@ -64,7 +64,7 @@ def test_web_settings_from_env(tmp_path):
     assert settings.keep_uploads == tmp_path / "kept" and settings.same_person_threshold == 0.8
     defaults = Settings.from_env({})
     assert defaults.media_roots == () and defaults.api_keys == () and defaults.keep_uploads is None
-    assert defaults.max_upload_bytes == 20 * 1024 * 1024 and defaults.results_per_page == 20
+    assert defaults.max_upload_bytes == 20_000_000 and defaults.results_per_page == 20
 
 
 @pytest.mark.parametrize(

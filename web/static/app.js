@@ -131,7 +131,9 @@ function initSearch() {
       hits.replaceChildren();
       $("summary").textContent = "";
       more.hidden = true;
-      if (body?.error?.code === "no_face") $("query-boxes").replaceChildren();
+      $("query-boxes").replaceChildren();
+      $("query-hint").textContent = "";
+      if (body?.error?.code === "invalid_image") $("query").hidden = true;
       return;
     }
     showMessage("");
