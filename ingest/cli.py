@@ -1,4 +1,4 @@
-"""``facesearch``: index photos and search them from the command line.
+"""``facesearch``: index photos, search them from the command line, and serve the web search page.
 
 Exit codes: 0 success; 1 error (bad query file, no face, index or model unavailable);
 2 bad usage; 3 an index run or job finished but some files failed (each is listed with its reason).

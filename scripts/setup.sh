@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake pkg-config libopenblas-dev liblapack-dev)
-# The tests start a real Redis for the Celery workers.
-[ "${1:-}" = "--test" ] && APT_PACKAGES+=(redis-server)
+# The tests start a real Redis for the Celery workers, and drive the search page in headless
+# Chromium through its WebDriver (Debian's packages; Ubuntu ships these two as snaps).
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=(redis-server chromium chromium-driver)
 
 if command -v apt-get >/dev/null 2>&1; then
   missing=()

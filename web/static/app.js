@@ -36,7 +36,7 @@ function drawBoxes(svg, image, boxes, chosen, onPick) {
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("preserveAspectRatio", "none");
   svg.replaceChildren();
-  const labelSize = Math.max(12, Math.round(Math.min(width, height) / 18));
+  const labelSize = Math.max(12, Math.round(Math.min(width, height) / 12));
   boxes.forEach((box, n) => {
     const [x1, y1, x2, y2] = box;
     const group = svgEl("g", { class: n === chosen ? "face chosen" : "face", "data-face": n });
