@@ -31,4 +31,8 @@ def face(face_id: str):
 @bp.get("/media/<path:path>", merge_slashes=False)
 def media(path: str):
     real, mimetype = current_engine().media_file("/" + path)
-    return send_file(real, mimetype=mimetype, conditional=True, max_age=3600)
+    response = send_file(real, mimetype=mimetype, conditional=True, max_age=3600)
+    # Werkzeug marks it public; these are someone's photos, so no shared cache may keep them.
+    response.cache_control.public = False
+    response.cache_control.private = True
+    return response

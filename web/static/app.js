@@ -162,9 +162,12 @@ function initSearch() {
 
   function hitCard(hit) {
     const card = el("li", { class: "hit" });
-    const picture = hit.thumbnail_url
-      ? el("img", { src: hit.thumbnail_url, alt: hit.person ? displayName(hit.person) : "unlabelled face", loading: "lazy" })
-      : el("div", { class: "no-thumbnail" }, "file not served");
+    const missing = (why) => el("div", { class: "no-thumbnail" }, why);
+    let picture = missing("file not served");
+    if (hit.thumbnail_url) {
+      picture = el("img", { src: hit.thumbnail_url, alt: hit.person ? displayName(hit.person) : "unlabelled face", loading: "lazy" });
+      picture.addEventListener("error", () => picture.replaceWith(missing("no preview")), { once: true });
+    }
     card.append(el("a", { href: hit.face_url, class: "thumb" }, picture));
     const verdict = hit.same_person === null ? "" : hit.same_person ? "same person" : "different person";
     card.append(el("p", { class: "score" }, `${Math.round(hit.score * 100)}%`,
