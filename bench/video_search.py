@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from ingest.local import analyse_segment_in_worker, index_locally, worker_pool  # noqa: E402
 from ingest.sources import collect_photos  # noqa: E402
 from search_engine.config import Settings  # noqa: E402
-from search_engine.embedding import same_person_similarity  # noqa: E402
+from search_engine.embedding import same_person_threshold  # noqa: E402
 from search_engine.imageio import is_image_path  # noqa: E402
 from search_engine.indexing import source_name  # noqa: E402
 from search_engine.service import SearchService  # noqa: E402
@@ -129,7 +129,7 @@ def main() -> None:
     index.close()
 
     service = SearchService.from_settings(settings)
-    threshold = same_person_similarity(service.pipeline.embedder.info)
+    threshold = same_person_threshold(settings, service.pipeline.embedder.info)
     video_only = SearchFilters(media_type="video")
     print(f"\nper clip and person (video results only; matched = score >= {threshold}, the same-person threshold)")
     print("| clip | person | query photos | clip ranked 1st | worst rank | time ranges matched (s) | clip length (s) |")

@@ -1,4 +1,4 @@
-"""``facesearch``: index photos and search them from the command line.
+"""``facesearch``: index photos, search them from the command line, and serve the web search page.
 
 Exit codes: 0 success; 1 error (bad query file, no face, index or model unavailable);
 2 bad usage; 3 an index run or job finished but some files failed (each is listed with its reason).
@@ -23,6 +23,9 @@ from search_engine.errors import FaceSearchError, InvalidRequestError  # noqa: E
 from search_engine.types import SearchFilters  # noqa: E402
 
 EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 1, 2, 3
+#: Request threads per ``serve`` process: enough to read uploads and answer health checks while
+#: one search holds the models (see bench/web_load.py).
+SERVE_THREADS = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, help="worker processes (default: FACESEARCH_WORKERS, or one per core)")
     worker.add_argument("--loglevel", default="INFO")
 
+    serve = commands.add_parser("serve", parents=[common], help="run the web search page and JSON API (gunicorn)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument(
+        "--workers", type=int, help="server processes, each with its own models (env FACESEARCH_WORKERS; 0 = per core)"
+    )
+    serve.add_argument(
+        "--threads", type=int, default=SERVE_THREADS, help=f"request threads per process (default {SERVE_THREADS})"
+    )
+    serve.add_argument(
+        "--media-root",
+        type=Path,
+        action="append",
+        dest="media_roots",
+        metavar="DIR",
+        help="folder whose files the web app may serve; repeat for several (env FACESEARCH_MEDIA_ROOTS)",
+    )
+
     stats = commands.add_parser("stats", parents=[common], help="counts of faces, people and videos in the index")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -121,6 +142,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "workers": getattr(args, "workers", None),
         "web_url": getattr(args, "web_url", None),
         "kibana_url": getattr(args, "kibana_url", None),
+        "media_roots": tuple(args.media_roots) if getattr(args, "media_roots", None) else None,
     }
     return Settings.from_env().replace(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -284,10 +306,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.celery_app import create_celery
 
     concurrency = args.concurrency or settings.worker_count
-    if not settings.torch_threads:
-        # Processes x threads = cores: more only makes the pools fight.
-        settings = settings.replace(torch_threads=max(1, (os.cpu_count() or 1) // concurrency))
-    app = create_celery(settings)
+    app = create_celery(_share_cores(settings, concurrency))
     app.worker_main(
         ["worker", f"--concurrency={concurrency}", f"--loglevel={args.loglevel}", "--pool=prefork", "-n", "facesearch@%h"]
     )
@@ -344,6 +363,22 @@ def cmd_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(f"facesearch: worker {node} did not answer a ping within {args.timeout} s", file=sys.stderr)
     return EXIT_ERROR
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from web.server import serve
+
+    if args.threads < 1:
+        print("facesearch: error: --threads must be 1 or more", file=sys.stderr)
+        return EXIT_USAGE
+    workers = settings.worker_count
+    serve(_share_cores(settings, workers), args.host, args.port, workers, args.threads)
+    return 0
+
+
+def _share_cores(settings: Settings, processes: int) -> Settings:
+    """Unless set, torch threads = cores / processes: more only makes the processes' pools fight."""
+    if settings.torch_threads:
+        return settings
+    return settings.replace(torch_threads=max(1, (os.cpu_count() or 1) // processes))
 
 
 COMMANDS = {
@@ -356,6 +391,7 @@ COMMANDS = {
     "init": cmd_init,
     "kibana-export": cmd_kibana_export,
     "healthcheck": cmd_healthcheck,
+    "serve": cmd_serve,
 }
 
 

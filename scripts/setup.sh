@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake pkg-config libopenblas-dev liblapack-dev)
-# The tests start a real Redis for the Celery workers, and validate docker/compose*.yml offline
-# with Debian's docker-compose (1.29; needs no Docker engine for `config`).
-[ "${1:-}" = "--test" ] && APT_PACKAGES+=(redis-server docker-compose)
+# The tests start a real Redis for the Celery workers, validate docker/compose*.yml offline with
+# Debian's docker-compose (1.29; needs no Docker engine for `config`), and drive the search page in
+# headless Chromium through its WebDriver (Debian's packages; Ubuntu ships these two as snaps).
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=(redis-server docker-compose chromium chromium-driver)
 
 if command -v apt-get >/dev/null 2>&1; then
   missing=()

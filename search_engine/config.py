@@ -11,6 +11,8 @@ from pathlib import Path
 from .errors import ConfigError
 
 EMBEDDERS = ("auto", "facenet", "dlib")
+#: The most hits one search may ask for (the web app's "more results" stops there).
+MAX_RESULTS = 1000
 
 
 def _default_data_dir() -> Path:
@@ -50,6 +52,14 @@ class Settings:
         kibana_url: Kibana that ``facesearch init`` imports the saved objects into; it accepts
             the Elasticsearch credentials above.
         web_url: the web app's address as a browser reaches it; Kibana's face thumbnails link there.
+        media_roots: folders the web app may serve indexed files (and face thumbnails) from; a file
+            outside all of them, or a link leading out of them, is never served. Empty: none served.
+        max_upload_bytes: largest query upload the web app accepts, in bytes; larger ones get 413.
+        api_keys: when any is set, every web page and API call must present one of them.
+        results_per_page: hits the search page shows at first and adds per "more results".
+        keep_uploads: folder where the web app keeps a copy of every query photo; None keeps none.
+        same_person_threshold: cosine similarity from which two faces are called the same person;
+            None uses the calibrated value of the embedder (see ``SAME_PERSON_THRESHOLDS``).
     """
 
     embedder: str = "auto"
@@ -76,6 +86,12 @@ class Settings:
     device: str = "cpu"
     kibana_url: str | None = None
     web_url: str = "http://localhost:8000"
+    media_roots: tuple[Path, ...] = ()
+    max_upload_bytes: int = 20_000_000
+    api_keys: tuple[str, ...] = ()
+    results_per_page: int = 20
+    keep_uploads: Path | None = None
+    same_person_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDERS:
@@ -96,6 +112,18 @@ class Settings:
         for name, url in (("WEB_URL", self.web_url), ("KIBANA_URL", self.kibana_url)):
             if url is not None and not url.startswith(("http://", "https://")):
                 raise ConfigError(f"FACESEARCH_{name} must start with http:// or https://, got {url!r}")
+        if self.max_upload_bytes < 1:
+            raise ConfigError(f"FACESEARCH_MAX_UPLOAD_BYTES must be positive, got {self.max_upload_bytes}")
+        if not 1 <= self.results_per_page <= MAX_RESULTS:
+            raise ConfigError(
+                f"FACESEARCH_RESULTS_PER_PAGE must be within [1, {MAX_RESULTS}], got {self.results_per_page}"
+            )
+        if any(not key or "," in key or any(c.isspace() for c in key) for key in self.api_keys):
+            raise ConfigError("FACESEARCH_API_KEYS must be comma-separated keys without spaces")
+        if self.same_person_threshold is not None and not -1.0 <= self.same_person_threshold <= 1.0:
+            raise ConfigError(
+                f"FACESEARCH_SAME_PERSON_THRESHOLD must be a cosine similarity within [-1, 1], got {self.same_person_threshold}"
+            )
 
     @property
     def backend(self) -> str:
@@ -154,5 +182,25 @@ class Settings:
             "device": get("DEVICE"),
             "kibana_url": get("KIBANA_URL"),
             "web_url": get("WEB_URL"),
+            "media_roots": _paths(get("MEDIA_ROOTS")),
+            "max_upload_bytes": number("MAX_UPLOAD_BYTES", int),
+            "api_keys": _keys(get("API_KEYS")),
+            "results_per_page": number("RESULTS_PER_PAGE", int),
+            "keep_uploads": Path(get("KEEP_UPLOADS")).expanduser() if get("KEEP_UPLOADS") else None,
+            "same_person_threshold": number("SAME_PERSON_THRESHOLD", float),
         }
         return cls(**{key: value for key, value in values.items() if value is not None})
+
+
+def _paths(raw: str | None) -> tuple[Path, ...] | None:
+    """A ``os.pathsep``-separated list of folders (``:`` on Linux), ``~`` expanded, empty entries dropped."""
+    if raw is None:
+        return None
+    return tuple(Path(part).expanduser() for part in raw.split(os.pathsep) if part.strip())
+
+
+def _keys(raw: str | None) -> tuple[str, ...] | None:
+    """Comma-separated API keys, blanks around them dropped."""
+    if raw is None:
+        return None
+    return tuple(key.strip() for key in raw.split(",") if key.strip())

@@ -107,13 +107,15 @@ class SearchService:
             NoFaceError: the image holds no detectable face.
             InvalidRequestError: ``face`` is out of range.
         """
-        faces = self.faces_in(image)
-        if not faces:
+        detections = self.pipeline.detector.detect([image])[0]
+        if not detections:
             raise NoFaceError("no face found in the query image")
-        chosen = largest_index([f.detection for f in faces]) if face is None else face
-        _check_face(chosen, len(faces), "image")
-        hits, groups = self._search(faces[chosen].embedding, k, filters, collapse, by_video)
-        return SearchResult(tuple(f.detection for f in faces), chosen, hits, groups=groups)
+        chosen = largest_index(detections) if face is None else face
+        _check_face(chosen, len(detections), "image")
+        # Only the face searched with is embedded: in a group photo each other face would cost as much.
+        (vector,) = self.pipeline.embedder.embed([(image, [detections[chosen]])])[0]
+        hits, groups = self._search(vector, k, filters, collapse, by_video)
+        return SearchResult(tuple(detections), chosen, hits, groups=groups)
 
     def search_video(
         self,

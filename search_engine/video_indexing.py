@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Settings
-from .embedding import same_person_similarity
+from .embedding import track_link_similarity
 from .errors import ImageError
 from .ids import face_id
 from .imageio import file_hash
@@ -102,7 +102,7 @@ def analyse_segment(
     """
     source = source_name(path)
     result = SegmentAnalysis(source, start, end)
-    tracker = FaceTracker(same_person_similarity(pipeline.embedder.info))
+    tracker = FaceTracker(track_link_similarity(pipeline.embedder.info))
     changes = ChangeDetector(options.change_threshold, options.max_hold)
     pending: list[Frame | float] = []
     size: tuple[int, int] = (0, 0)

@@ -6,13 +6,14 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from ingest.cli import EXIT_ERROR, EXIT_PARTIAL, main
+from ingest.cli import EXIT_ERROR, EXIT_PARTIAL, build_parser, main, settings_from
 
 from .test_imageio import huge_png
 
@@ -136,3 +137,12 @@ def test_bad_query_file_names_it(tmp_path, capsys):
     assert main(["search", str(bad), "--embedder", "dlib", "--data-dir", str(tmp_path)]) == EXIT_ERROR
     err = capsys.readouterr().err
     assert str(bad) in err and "not an image" in err
+
+
+def test_serve_flags_override_the_environment(monkeypatch):
+    monkeypatch.setenv("FACESEARCH_MEDIA_ROOTS", "/from/env")
+    args = build_parser().parse_args(["serve", "--media-root", "/a", "--media-root", "/b", "--workers", "3"])
+    assert (args.host, args.port, args.threads) == ("127.0.0.1", 8000, 4)
+    settings = settings_from(args)
+    assert settings.media_roots == (Path("/a"), Path("/b")) and settings.workers == 3
+    assert settings_from(build_parser().parse_args(["serve"])).media_roots == (Path("/from/env"),)

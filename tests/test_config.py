@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,12 @@ def test_defaults_and_overrides():
         ({"FACESEARCH_EMBEDDER": "arcface"}, "FACESEARCH_EMBEDDER"),
         ({"FACESEARCH_BATCH_SIZE": "many"}, "FACESEARCH_BATCH_SIZE"),
         ({"FACESEARCH_MIN_PROBABILITY": "2"}, "FACESEARCH_MIN_PROBABILITY"),
+        ({"FACESEARCH_MAX_UPLOAD_BYTES": "0"}, "FACESEARCH_MAX_UPLOAD_BYTES"),
+        ({"FACESEARCH_MAX_UPLOAD_BYTES": "20MB"}, "FACESEARCH_MAX_UPLOAD_BYTES"),
+        ({"FACESEARCH_RESULTS_PER_PAGE": "0"}, "FACESEARCH_RESULTS_PER_PAGE"),
+        ({"FACESEARCH_RESULTS_PER_PAGE": "5000"}, "FACESEARCH_RESULTS_PER_PAGE"),
+        ({"FACESEARCH_API_KEYS": "a b,c"}, "FACESEARCH_API_KEYS"),
+        ({"FACESEARCH_SAME_PERSON_THRESHOLD": "1.5"}, "FACESEARCH_SAME_PERSON_THRESHOLD"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
@@ -61,3 +68,32 @@ def test_stack_settings():
         Settings.from_env({"FACESEARCH_WEB_URL": "faces.example.org"})
     with pytest.raises(ConfigError, match="FACESEARCH_KIBANA_URL"):
         Settings.from_env({"FACESEARCH_KIBANA_URL": "kibana:5601"})
+def test_web_settings_from_env(tmp_path):
+    roots = f"{tmp_path / 'photos'}{os.pathsep}~/videos{os.pathsep}"
+    settings = Settings.from_env(
+        {
+            "FACESEARCH_MEDIA_ROOTS": roots,
+            "FACESEARCH_MAX_UPLOAD_BYTES": "1000",
+            "FACESEARCH_API_KEYS": " one, two ,",
+            "FACESEARCH_RESULTS_PER_PAGE": "12",
+            "FACESEARCH_KEEP_UPLOADS": str(tmp_path / "kept"),
+            "FACESEARCH_SAME_PERSON_THRESHOLD": "0.8",
+        }
+    )
+    assert settings.media_roots == (tmp_path / "photos", Path("~/videos").expanduser())
+    assert settings.max_upload_bytes == 1000 and settings.results_per_page == 12
+    assert settings.api_keys == ("one", "two")
+    assert settings.keep_uploads == tmp_path / "kept" and settings.same_person_threshold == 0.8
+    defaults = Settings.from_env({})
+    assert defaults.media_roots == () and defaults.api_keys == () and defaults.keep_uploads is None
+    assert defaults.max_upload_bytes == 20_000_000 and defaults.results_per_page == 20
+
+
+def test_same_person_threshold_is_calibrated_per_embedder():
+    from search_engine.embedding import same_person_threshold
+    from search_engine.types import EmbedderInfo
+
+    dlib, other = EmbedderInfo("dlib", "r1", 128), EmbedderInfo("facenet", "vggface2-r1", 512)
+    assert same_person_threshold(Settings(), dlib) == 0.912
+    assert same_person_threshold(Settings(), other) is None
+    assert same_person_threshold(Settings(same_person_threshold=0.7), other) == 0.7

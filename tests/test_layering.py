@@ -30,7 +30,7 @@ def test_importing_the_core_loads_no_model():
     import sys
 
     code = (
-        "import sys, search_engine.service, search_engine.index, ingest.cli; "
+        "import sys, search_engine.service, search_engine.index, ingest.cli, web, web.server; "
         "heavy = {'torch', 'dlib', 'facenet_pytorch', 'lancedb', 'elasticsearch'} & set(sys.modules); "
         "print(sorted(heavy))"
     )

@@ -14,6 +14,12 @@ from ..types import Detection, EmbedderInfo
 
 log = logging.getLogger(__name__)
 
+#: Cosine similarity from which two faces are called the same person, per embedder key. Calibrated on
+#: LFW's 6,000 ``pairs.txt`` verification pairs by ``bench/lfw_retrieval.py``: the mean of the 10
+#: folds' thresholds (measured 2026-11-21, 99.22% accuracy). FaceNet is not calibrated yet: its
+#: weights could not be had where this was measured.
+SAME_PERSON_THRESHOLDS: dict[str, float] = {"dlib-r1": 0.912}
+
 
 class Embedder(Protocol):
     """Aligns and embeds faces. ``embed`` returns unit-length float32 vectors of ``info.dim``."""
@@ -34,17 +40,16 @@ class Embedder(Protocol):
         """
 
 
-#: Cosine similarity at and above which two faces are taken for the same person, per embedder name.
-#: dlib: the threshold that maximises LFW verification accuracy with our flip-averaged vectors,
-#: measured by bench/lfw_retrieval.py (mean over the 10 folds). facenet: facenet-pytorch's VGGFace2
-#: model separates LFW pairs at a Euclidean distance of about 1.1 between unit vectors, i.e. cosine
-#: 1 - 1.1**2 / 2; not measured here, where its weights cannot be downloaded.
-SAME_PERSON_SIMILARITY = {"dlib": 0.912, "facenet": 0.395}
+#: For a model without a calibrated threshold, the similarity that links faces into one video track:
+#: facenet-pytorch's VGGFace2 model separates LFW pairs at a Euclidean distance of about 1.1 between
+#: unit vectors, i.e. cosine 1 - 1.1**2 / 2 (published, not measured here: no weights here).
+_PUBLISHED_SAME_PERSON = {"facenet": 0.395}
 
 
-def same_person_similarity(info: EmbedderInfo) -> float:
-    """The cosine similarity at which ``info``'s model calls two faces one person."""
-    return SAME_PERSON_SIMILARITY[info.name]
+def track_link_similarity(model: EmbedderInfo) -> float:
+    """The cosine similarity a face needs to its track's last face to join it: the calibrated
+    same-person threshold where there is one, else the published one."""
+    return SAME_PERSON_THRESHOLDS.get(model.key, _PUBLISHED_SAME_PERSON.get(model.name, 0.5))
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -57,6 +62,13 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 def split_rows(vectors: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
     """``vectors`` cut into consecutive blocks of ``counts`` rows (one block per image)."""
     return np.split(vectors, np.cumsum(counts)[:-1]) if counts else []
+
+
+def same_person_threshold(settings: Settings, model: EmbedderInfo) -> float | None:
+    """``FACESEARCH_SAME_PERSON_THRESHOLD`` when set, else ``model``'s calibrated value, else None."""
+    if settings.same_person_threshold is not None:
+        return settings.same_person_threshold
+    return SAME_PERSON_THRESHOLDS.get(model.key)
 
 
 def build_embedder(name: str, settings: Settings) -> Embedder:

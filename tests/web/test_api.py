@@ -1,0 +1,267 @@
+"""The JSON API through Flask's test client, on a real index searched with the real models."""
+
+from __future__ import annotations
+
+import io
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from search_engine.errors import IndexUnavailableError
+from search_engine.ids import face_id
+from search_engine.service import SearchService
+from search_engine.types import VIDEO, Box, FaceRecord
+from web import create_app
+
+from .conftest import PEOPLE, PHOTOS_EACH, service_for
+
+
+def search(client, photo, **fields):
+    with open(photo, "rb") as handle:
+        data = {"image": (handle, photo.name), **{k: str(v) for k, v in fields.items()}}
+        return client.post("/api/v1/search", data=data, content_type="multipart/form-data")
+
+
+def error_of(response) -> tuple[int, str, str]:
+    body = response.get_json()
+    return response.status_code, body["error"]["code"], body["error"]["message"]
+
+
+def test_each_face_of_a_two_face_photo_finds_its_person(client, library):
+    people = {}
+    for face in (0, 1):
+        response = search(client, library.queries / "pair.jpg", face=face, k=3)
+        assert response.status_code == 200
+        body = response.get_json()
+        assert len(body["query_faces"]) == 2 and body["face"] == face
+        assert all(len(f["box"]) == 4 and f["probability"] > 0.9 for f in body["query_faces"])
+        assert len(body["hits"]) == 3
+        # The group photo's faces are unlabelled: the best labelled hit names the person.
+        people[face] = next(hit["person"] for hit in body["hits"] if hit["person"])
+    assert sorted(people.values()) == sorted(PEOPLE)
+
+    best = search(client, library.queries / "eileen.jpg").get_json()
+    assert best["model"] == "dlib-r1" and best["same_person_threshold"] == 0.912
+    top = next(hit for hit in best["hits"] if hit["person"])
+    assert top["person"] == "Eileen_Collins" and top["score"] > 0.912 and top["same_person"] is True
+    assert top["media_type"] == "photo" and top["source"].startswith(str(library.root))
+    assert top["thumbnail_url"] == f"/api/v1/faces/{top['face_id']}/thumbnail"
+    assert top["face_url"] == f"/faces/{top['face_id']}"
+    assert top["media_url"] == "/media" + top["source"]
+    others = [hit for hit in best["hits"] if hit["person"] == "Cameraman"]
+    assert others and all(hit["same_person"] is False for hit in others)
+
+
+def test_filters_k_and_collapse(client, library):
+    query = library.queries / "eileen.jpg"
+    everything = search(client, query).get_json()["hits"]
+    assert len(everything) == PHOTOS_EACH * 2 + 2  # default k (20) exceeds the 12 faces indexed
+    assert [h["score"] for h in everything] == sorted((h["score"] for h in everything), reverse=True)
+
+    cameraman = search(client, query, person="Cameraman").get_json()["hits"]
+    assert [h["person"] for h in cameraman] == ["Cameraman"] * PHOTOS_EACH
+    assert len(search(client, query, k=3).get_json()["hits"]) == 3
+    close = search(client, query, min_score=0.95).get_json()["hits"]
+    assert close and all(h["score"] >= 0.95 for h in close)
+    assert search(client, query, media_type="video").get_json()["hits"] == []
+    collapsed = [h["person"] for h in search(client, query, collapse="person").get_json()["hits"]]
+    assert len(collapsed) == 3 and [p for p in collapsed if p] == ["Eileen_Collins", "Cameraman"]
+
+
+@pytest.mark.parametrize(
+    "fields, status, code, words",
+    [
+        ({"face": 5}, 400, "invalid_request", "face 5 does not exist"),
+        ({"face": "first"}, 400, "invalid_request", "face must be a whole number"),
+        ({"k": "many"}, 400, "invalid_request", "k must be a whole number from 1 to 1000, got 'many'"),
+        ({"k": 0}, 400, "invalid_request", "k must be"),
+        ({"min_score": 2}, 400, "invalid_request", "min_score must be a number from -1 to 1"),
+        ({"media_type": "audio"}, 400, "invalid_request", "media_type must be one of photo, video"),
+        ({"collapse": "colour"}, 400, "invalid_request", "collapse must be one of"),
+    ],
+)
+def test_bad_search_fields_are_named(client, library, fields, status, code, words):
+    status_, code_, message = error_of(search(client, library.queries / "pair.jpg", **fields))
+    assert (status_, code_) == (status, code) and words in message
+
+
+def test_bad_uploads_say_why(client, library):
+    status, code, message = error_of(search(client, library.queries / "blank.png"))
+    assert (status, code, message) == (422, "no_face", "no face found in the query image")
+    status, code, message = error_of(search(client, library.queries / "notes.jpg"))
+    assert (status, code) == (400, "invalid_image") and "notes.jpg" in message and "not an image" in message
+    response = client.post("/api/v1/search", data={"k": "3"}, content_type="multipart/form-data")
+    assert error_of(response)[:2] == (400, "invalid_request") and "'image'" in error_of(response)[2]
+    empty = client.post("/api/v1/search", data={"image": (io.BytesIO(b""), "empty.jpg")})
+    assert error_of(empty)[:2] == (400, "invalid_image") and "empty file" in error_of(empty)[2]
+
+
+def test_people_and_videos_facets(client):
+    people = client.get("/api/v1/people").get_json()
+    assert people == {"people": [{"person": p, "faces": PHOTOS_EACH} for p in sorted(PEOPLE)], "matching": 2}
+    # Case and LFW's underscores don't matter to the autocomplete.
+    assert [p["person"] for p in client.get("/api/v1/people?q=eileen col").get_json()["people"]] == ["Eileen_Collins"]
+    assert client.get("/api/v1/people?q=nobody").get_json() == {"people": [], "matching": 0}
+    assert len(client.get("/api/v1/people?limit=1").get_json()["people"]) == 1
+    assert error_of(client.get("/api/v1/people?limit=none"))[:2] == (400, "invalid_request")
+    assert client.get("/api/v1/videos").get_json() == {"videos": []}
+
+
+def test_face_record_thumbnail_page_and_file(client, library):
+    hit = search(client, library.queries / "cameraman.jpg", k=1, person="Cameraman").get_json()["hits"][0]
+    face = client.get(f"/api/v1/faces/{hit['face_id']}").get_json()
+    assert face["face_id"] == hit["face_id"] and face["person"] == "Cameraman" and "embedding" not in face
+    assert face["box"] == hit["box"] and face["image_width"] > 0 and face["media_url"] == hit["media_url"]
+
+    thumbnail = client.get(hit["thumbnail_url"])
+    assert thumbnail.status_code == 200 and thumbnail.mimetype == "image/jpeg"
+    with Image.open(io.BytesIO(thumbnail.data)) as crop:
+        assert crop.format == "JPEG" and max(crop.size) <= 160 and min(crop.size) > 40
+
+    page = client.get(hit["face_url"])
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert hit["media_url"].encode() in page.data and b"Cameraman" in page.data
+
+    # Files are streamed: closing each response closes its file.
+    with client.get(hit["media_url"]) as photo:
+        assert photo.status_code == 200 and photo.mimetype in ("image/jpeg", "image/png")
+        assert photo.data == Path(hit["source"]).read_bytes()
+    with client.get("/media" + str(library.root / "Cameraman" / "Cameraman_0000.png")) as png:
+        assert png.status_code == 200 and png.mimetype == "image/png"
+    with client.get(hit["media_url"], headers={"Range": "bytes=0-9"}) as part:
+        assert part.status_code == 206 and len(part.data) == 10
+
+
+def test_unknown_faces_and_routes_are_json_404s(client):
+    assert error_of(client.get("/api/v1/faces/nope")) == (404, "not_found", "no face with id 'nope'")
+    assert error_of(client.get("/api/v1/faces/nope/thumbnail"))[:2] == (404, "not_found")
+    assert error_of(client.get("/api/v1/nothing"))[:2] == (404, "not_found")
+    assert error_of(client.get("/api/v1/search"))[:2] == (405, "method_not_allowed")
+    assert client.get("/faces/nope").status_code == 404
+
+
+def test_health_reports_model_and_counts(client):
+    response = client.get("/api/v1/health")
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "status": "ok",
+        "model": {"loaded": True, "name": "dlib-r1", "same_person_threshold": 0.912},
+        "index": {"reachable": True, "backend": "embedded", "faces": PHOTOS_EACH * 2 + 2, "people": 2, "videos": 0},
+    }
+
+
+class DownIndex:
+    """An index whose engine does not answer."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        def unavailable(*args, **kwargs):
+            raise IndexUnavailableError("cannot reach Elasticsearch at http://es:9200: connection refused")
+
+        return unavailable
+
+
+def test_an_unreachable_index_is_a_503_not_a_crash(library, service):
+    app = create_app(library.settings, service=SearchService(library.settings, service.pipeline, DownIndex(service.index.model)))
+    client = app.test_client()
+    status, code, message = error_of(search(client, library.queries / "eileen.jpg"))
+    assert (status, code) == (503, "index_unavailable") and "connection refused" in message
+    assert error_of(client.get("/api/v1/people"))[:2] == (503, "index_unavailable")
+    health = client.get("/api/v1/health")
+    assert health.status_code == 503
+    body = health.get_json()
+    assert body["status"] == "unavailable" and body["index"]["reachable"] is False and body["model"]["loaded"] is True
+
+
+@pytest.fixture()
+def video_client(tmp_path, library, service, astronaut, detector, dlib_embedder):
+    """An index holding one video track of the astronaut, its (fake) clip inside a media root."""
+    clip = tmp_path / "media" / "launch.mp4"
+    clip.parent.mkdir()
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    settings = library.settings.replace(data_dir=tmp_path / "data", media_roots=(clip.parent,))
+    video_service = service_for(settings, detector, dlib_embedder)
+    (face,) = service.faces_in(astronaut)
+    key = service.index.model.key
+    video_service.index.upsert(
+        [
+            FaceRecord(
+                face_id=face_id(key, str(clip), 0),
+                source=str(clip),
+                face_no=0,
+                box=Box(181, 62, 268, 172),
+                probability=0.99,
+                embedding=face.embedding,
+                model=key,
+                person="Eileen_Collins",
+                media_type=VIDEO,
+                video=clip.name,
+                frame=300,
+                timestamp=12.5,
+                start=12.0,
+                end=31.0,
+            )
+        ]
+    )
+    return create_app(settings, service=video_service).test_client()
+
+
+def test_video_hits_carry_their_clip_and_time_range(video_client, library, monkeypatch, astronaut):
+    (hit,) = search(video_client, library.queries / "eileen.jpg").get_json()["hits"]
+    assert hit["media_type"] == "video" and hit["video"] == "launch.mp4"
+    assert (hit["frame"], hit["timestamp"], hit["start"], hit["end"]) == (300, 12.5, 12.0, 31.0)
+    assert hit["media_url"].endswith("/launch.mp4")
+    with video_client.get(hit["media_url"]) as clip:
+        assert clip.status_code == 200 and clip.mimetype == "video/mp4"
+    assert video_client.get("/api/v1/videos").get_json() == {"videos": [{"video": "launch.mp4", "faces": 1}]}
+    page = video_client.get(hit["face_url"]).data.decode()
+    assert f'src="{hit["media_url"]}#t=12.0,31.0"' in page and "0:12–0:31" in page
+
+    # Before search_engine.video exists, a video thumbnail is a clear 404 ...
+    monkeypatch.setitem(sys.modules, "search_engine.video", None)
+    status, code, message = error_of(video_client.get(hit["thumbnail_url"]))
+    assert (status, code) == (404, "not_available") and "video frames" in message
+
+    # ... and once it does, the crop comes from the track's best frame.
+    frames = []
+    fake = types.ModuleType("search_engine.video")
+    fake.read_frame = lambda path, frame: frames.append((path.name, frame)) or astronaut
+    monkeypatch.setitem(sys.modules, "search_engine.video", fake)
+    thumbnail = video_client.get(hit["thumbnail_url"])
+    assert thumbnail.status_code == 200 and thumbnail.mimetype == "image/jpeg" and frames == [("launch.mp4", 300)]
+
+
+def test_openapi_describes_every_route(client):
+    doc = client.get("/api/v1/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.")
+    routes = {
+        (rule.rule.removeprefix("/api/v1").replace("<", "{").replace(">", "}"), method.lower())
+        for rule in client.application.url_map.iter_rules()
+        if rule.rule.startswith("/api/v1/")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    described = {(path, method) for path, item in doc["paths"].items() for method in item}
+    assert routes == described
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            assert operation["summary"] and "200" in operation["responses"], (path, method)
+
+
+def test_same_person_verdict_follows_the_setting(library, service):
+    settings = library.settings.replace(same_person_threshold=0.999)
+    client = create_app(settings, service=service).test_client()
+    body = search(client, library.queries / "eileen.jpg", k=1).get_json()
+    assert body["same_person_threshold"] == 0.999 and body["hits"][0]["same_person"] is False
+
+
+def test_the_largest_face_is_searched_by_default(client, library):
+    body = search(client, library.queries / "pair.jpg", k=1).get_json()
+    boxes = [np.array(f["box"]) for f in body["query_faces"]]
+    areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
+    assert body["face"] == int(np.argmax(areas)) and [f["face"] for f in body["query_faces"]] == [0, 1]

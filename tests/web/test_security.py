@@ -1,0 +1,132 @@
+"""Only files inside the media roots are served, uploads are capped and not kept, API keys are enforced."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from web import create_app
+
+from .test_api import error_of, search
+
+
+@pytest.fixture()
+def outside(library):
+    """A real photo next to the media root, reachable by a symlink from inside it."""
+    secret = library.root.parent / "secret.jpg"
+    secret.write_bytes((library.root / "Cameraman" / "Cameraman_0001.jpg").read_bytes())
+    link = library.root / "Cameraman" / "escape.jpg"
+    link.symlink_to(secret)
+    inside = library.root / "group" / "alias.jpg"
+    inside.symlink_to(library.root / "Cameraman" / "Cameraman_0001.jpg")
+    (library.root / "group" / "notes.txt").write_text("not media")
+    yield secret
+    for path in (link, inside, library.root / "group" / "notes.txt", secret):
+        path.unlink()
+
+
+def test_nothing_outside_the_media_roots_is_served(client, library, outside):
+    root = str(library.root).lstrip("/")
+    attempts = [
+        f"/media/{root}/../secret.jpg",
+        f"/media/{root}/Cameraman/../../secret.jpg",
+        f"/media/{root}/%2e%2e/secret.jpg",
+        f"/media/{root}/%2e%2e%2fsecret.jpg",
+        f"/media/{root}/..%2Fsecret.jpg",
+        f"/media/{root}/%2E%2E%2F%2E%2E%2F%2E%2E%2Fetc%2Fpasswd",
+        "/media/etc/passwd",
+        "/media//etc/passwd",
+        f"/media/%2F{str(outside).lstrip('/')}",
+        f"/media/{str(outside).lstrip('/')}",
+        f"/media/{root}/Cameraman/escape.jpg",  # a symlink leading out of the root
+        f"/media/{root}/group/notes.txt",  # inside, but not a photo or video
+        f"/media/{root}/Cameraman",  # a folder
+        f"/media/{root}/Cameraman/Cameraman_0001.jpg%00.txt",
+        f"/media/{root}/Cameraman/missing.jpg",
+    ]
+    for url in attempts:
+        with client.get(url) as response:
+            assert response.status_code == 404, url
+            assert outside.read_bytes() != response.data
+    with client.get(f"/media/{root}/group/alias.jpg") as allowed:  # a symlink that stays inside
+        assert allowed.status_code == 200 and allowed.mimetype == "image/jpeg"
+
+
+def test_without_media_roots_no_file_or_thumbnail_is_served(library, service):
+    client = create_app(library.settings.replace(media_roots=()), service=service).test_client()
+    hit = search(client, library.queries / "eileen.jpg", k=1).get_json()["hits"][0]
+    assert hit["media_url"] is None and hit["thumbnail_url"] is None
+    assert error_of(client.get(f"/api/v1/faces/{hit['face_id']}/thumbnail"))[:2] == (404, "not_found")
+    assert client.get("/media" + hit["source"]).status_code == 404
+
+
+def test_oversized_uploads_get_413(library, service):
+    client = create_app(library.settings.replace(max_upload_bytes=50_000), service=service).test_client()
+    photo = (library.queries / "pair.jpg").read_bytes()
+    assert len(photo) > 50_000
+    response = client.post("/api/v1/search", data={"image": (io.BytesIO(photo), "pair.jpg")})
+    status, code, message = error_of(response)
+    assert (status, code) == (413, "too_large") and "0.05 MB" in message
+
+
+def test_non_images_get_400(client):
+    for name, data in (("photo.jpg", b"<html>hello</html>"), ("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(50))):
+        status, code, message = error_of(client.post("/api/v1/search", data={"image": (io.BytesIO(data), name)}))
+        assert (status, code) == (400, "invalid_image") and message.startswith(f"{name}: ")
+
+
+def test_uploads_are_kept_only_when_asked(tmp_path, library, service):
+    search(create_app(library.settings, service=service).test_client(), library.queries / "eileen.jpg")
+    assert library.settings.keep_uploads is None
+    kept = tmp_path / "kept"
+    client = create_app(library.settings.replace(keep_uploads=kept), service=service).test_client()
+    assert search(client, library.queries / "eileen.jpg").status_code == 200
+    (copy,) = kept.iterdir()
+    assert copy.suffix == ".jpg" and copy.read_bytes() == (library.queries / "eileen.jpg").read_bytes()
+
+
+@pytest.fixture()
+def keyed(library, service):
+    return create_app(library.settings.replace(api_keys=("k-one", "k-two")), service=service).test_client()
+
+
+def test_api_keys_guard_every_call(keyed, library):
+    for url in ("/api/v1/health", "/api/v1/people", "/api/v1/videos", "/api/v1/openapi.json", "/api/v1/faces/x"):
+        response = keyed.get(url)
+        assert error_of(response)[:2] == (401, "unauthorized"), url
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert error_of(search(keyed, library.queries / "eileen.jpg"))[:2] == (401, "unauthorized")
+    status, code, message = error_of(keyed.get("/api/v1/health", headers={"X-API-Key": "k-three"}))
+    assert (status, code) == (401, "unauthorized") and "not valid" in message
+    assert keyed.get("/api/v1/health", headers={"Authorization": "Basic k-one"}).status_code == 401
+
+    assert keyed.get("/api/v1/health", headers={"X-API-Key": "k-one"}).status_code == 200
+    assert keyed.get("/api/v1/health", headers={"Authorization": "Bearer k-two"}).status_code == 200
+    assert keyed.get("/api/v1/people?key=k-one").status_code == 200
+
+
+def test_a_browser_keeps_its_key_in_a_cookie(keyed, library):
+    page = keyed.get("/")
+    assert page.status_code == 401 and page.mimetype == "text/html" and b'name="key"' in page.data
+    with keyed.get("/static/app.js") as script:  # static files hold nothing private
+        assert script.status_code == 200
+    source = library.root / "Cameraman" / "Cameraman_0001.jpg"
+    assert keyed.get(f"/media{source}").status_code == 401
+
+    opened = keyed.get("/?key=k-two&x=1")
+    assert opened.status_code == 302 and opened.headers["Location"] == "/?x=1"
+    cookie = opened.headers["Set-Cookie"]
+    assert cookie.startswith("facesearch_key=k-two;") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+    # The test client now sends the cookie, as a browser would for the page, its API calls and media.
+    assert keyed.get("/").status_code == 200
+    assert keyed.get("/api/v1/health").status_code == 200
+    with keyed.get(f"/media{source}") as photo:
+        assert photo.status_code == 200
+    hit = search(keyed, library.queries / "eileen.jpg", k=1).get_json()["hits"][0]
+    with keyed.get(hit["thumbnail_url"]) as thumbnail:
+        assert thumbnail.status_code == 200
+
+    keyed.set_cookie("facesearch_key", "stale")
+    assert keyed.get("/").status_code == 401

@@ -1,0 +1,110 @@
+"""The JSON API under ``/api/v1`` (described by ``openapi.json``, served at ``/api/v1/openapi.json``)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.datastructures import MultiDict
+
+from search_engine.config import MAX_RESULTS
+from search_engine.errors import InvalidRequestError
+from search_engine.index import FACET_FIELDS
+from search_engine.types import PHOTO, VIDEO, SearchFilters
+
+from .engine import SearchQuery, current_engine
+
+bp = Blueprint("api", __name__)
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+
+
+def _number(form: MultiDict, name: str, kind: type, low: float, high: float):
+    """Field ``name`` as a ``kind`` within [low, high], None when absent or empty."""
+    raw = form.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        noun = "a whole number" if kind is int else "a number"
+        raise InvalidRequestError(f"{name} must be {noun} from {low:g} to {high:g}, got {raw!r}")
+    return value
+
+
+def _choice(form: MultiDict, name: str, choices: tuple[str, ...]) -> str | None:
+    value = form.get(name, "").strip() or None
+    if value is not None and value not in choices:
+        raise InvalidRequestError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def parse_search(form: MultiDict, default_k: int) -> SearchQuery:
+    """A search's options from its form fields; a bad one is an :class:`InvalidRequestError` naming it."""
+    k = _number(form, "k", int, 1, MAX_RESULTS)
+    return SearchQuery(
+        k=default_k if k is None else k,
+        face=_number(form, "face", int, 0, 10_000),
+        filters=SearchFilters(
+            person=form.get("person", "").strip() or None,
+            video=form.get("video", "").strip() or None,
+            media_type=_choice(form, "media_type", (PHOTO, VIDEO)),
+            min_score=_number(form, "min_score", float, -1.0, 1.0),
+        ),
+        collapse=_choice(form, "collapse", FACET_FIELDS),
+    )
+
+
+@bp.post("/search")
+def search():
+    upload = request.files.get("image")
+    if upload is None:
+        raise InvalidRequestError("send the query photo as the multipart/form-data field 'image'")
+    query = parse_search(request.form, current_engine().settings.results_per_page)
+    return current_engine().search(upload.read(), upload.filename or "upload", query)
+
+
+@bp.get("/people")
+def people():
+    limit = _number(request.args, "limit", int, 1, 10_000) or 100
+    return current_engine().people(request.args.get("q", "").strip() or None, limit)
+
+
+@bp.get("/videos")
+def videos():
+    return current_engine().videos(_number(request.args, "limit", int, 1, 10_000) or 1000)
+
+
+@bp.get("/faces/<face_id>")
+def face(face_id: str):
+    return current_engine().face(face_id)
+
+
+@bp.get("/faces/<face_id>/thumbnail")
+def face_thumbnail(face_id: str):
+    response = Response(current_engine().thumbnail(face_id), mimetype="image/jpeg")
+    # A results grid asks again for the same faces on every "more results"; ten minutes is short
+    # enough for a re-indexed file's new face to show soon.
+    response.cache_control.private = True
+    response.cache_control.max_age = 600
+    return response
+
+
+@bp.get("/health")
+def health():
+    body, healthy = current_engine().health()
+    return jsonify(body), 200 if healthy else 503
+
+
+@cache
+def _openapi() -> dict:
+    return json.loads(OPENAPI_PATH.read_text())
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return _openapi()

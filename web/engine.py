@@ -1,0 +1,217 @@
+"""The one object the views call (``app.extensions["facesearch"]``): the search service, built once
+per process, and the operation behind each page and API call. Views only parse and render."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from flask import current_app, url_for
+
+from search_engine.config import Settings
+from search_engine.embedding import same_person_threshold
+from search_engine.errors import (
+    DimensionMismatchError,
+    ImageError,
+    IndexUnavailableError,
+    ModelUnavailableError,
+)
+from search_engine.imageio import IMAGE_EXTENSIONS, content_hash, decode_image, read_file
+from search_engine.index import FaceIndex, create_index
+from search_engine.pipeline import FacePipeline
+from search_engine.service import SearchService
+from search_engine.types import VIDEO, FaceRecord, SearchFilters
+
+from .errors import WebError
+from .media import MediaRoots, content_type, face_thumbnail
+
+log = logging.getLogger(__name__)
+
+#: The most facet values read when listing or counting people and videos.
+FACET_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A search's options: ``k`` hits, which query face (0-based, as listed; None = the largest),
+    filters applied before ranking, and an optional ``collapse`` field (best hit per value)."""
+
+    k: int
+    face: int | None = None
+    filters: SearchFilters = field(default_factory=SearchFilters)
+    collapse: str | None = None
+
+
+class Engine:
+    """Settings, media roots and the lazily built :class:`SearchService` of one app.
+
+    Args:
+        settings: the app's settings.
+        service: an already built service (tests share one); None builds it on first use.
+    """
+
+    def __init__(self, settings: Settings, service: SearchService | None = None) -> None:
+        self.settings = settings
+        self.media = MediaRoots(settings.media_roots)
+        self._service = service
+        self._pipeline = service.pipeline if service else None
+        self._loading = threading.Lock()
+        # One query through the models at a time per process: its torch threads already take its
+        # share of the cores, and dlib's network must not run on two threads at once.
+        self._inference = threading.Lock()
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._pipeline is not None
+
+    def load(self) -> None:
+        """Load the models now; open the index too if it answers (otherwise on a later request)."""
+        try:
+            self.service()
+        except IndexUnavailableError as exc:
+            log.warning("the index is not reachable yet (%s); retrying on the next request", exc.message)
+
+    def service(self) -> SearchService:
+        """The process's search service. The models load once; the index, if it does not answer,
+        is tried again on the next call (Elasticsearch may come up after the web app)."""
+        if self._service is None:
+            with self._loading:
+                if self._pipeline is None:
+                    self._pipeline = FacePipeline.from_settings(self.settings)
+                if self._service is None:
+                    index = create_index(self.settings, self._pipeline.embedder.info)
+                    index.ensure()
+                    self._service = SearchService(self.settings, self._pipeline, index)
+        return self._service
+
+    def _index(self) -> FaceIndex:
+        return self.service().index
+
+    def search(self, data: bytes, filename: str, query: SearchQuery) -> dict:
+        """Search with one face of an uploaded photo: the faces found in it, which one was used,
+        the model, its same-person threshold and the hits, each with its links and verdict."""
+        image = decode_image(data, filename, self.settings.max_image_pixels)
+        if self.settings.keep_uploads is not None:
+            self._keep(data, filename)
+        service = self.service()
+        with self._inference:
+            result = service.search_image(
+                image, k=query.k, filters=query.filters, face=query.face, collapse=query.collapse
+            )
+        threshold = same_person_threshold(self.settings, service.index.model)
+        body = result.to_dict()
+        for hit in body["hits"]:
+            hit["same_person"] = None if threshold is None else hit["score"] >= threshold
+            hit.update(self._links(hit["face_id"], hit["source"]))
+        return {"model": service.index.model.key, "same_person_threshold": threshold, **body}
+
+    def _keep(self, data: bytes, filename: str) -> None:
+        suffix = Path(filename).suffix.lower()
+        name = content_hash(data) + (suffix if suffix in IMAGE_EXTENSIONS else "")
+        try:
+            self.settings.keep_uploads.mkdir(parents=True, exist_ok=True)
+            (self.settings.keep_uploads / name).write_bytes(data)
+        except OSError as exc:
+            # Keeping a copy is a convenience; the search itself still runs.
+            log.warning("could not keep the upload %s: %s", name, exc)
+
+    def _links(self, face_id: str, source: str) -> dict:
+        """URLs of a face's page and thumbnail, and of its file when that may be served (else None)."""
+        served = self.media.resolve(source) is not None
+        return {
+            "face_url": url_for("pages.face", face_id=face_id),
+            "thumbnail_url": url_for("api.face_thumbnail", face_id=face_id) if served else None,
+            "media_url": url_for("pages.media", path=source.lstrip("/")) if served else None,
+        }
+
+    def people(self, contains: str | None, limit: int) -> dict:
+        """Labelled people with their face counts, most faces first; ``contains`` keeps the names
+        holding it, ignoring case and treating ``_`` as a space (LFW writes ``Ada_Lovelace``)."""
+        facets = self._index().facets("person", size=FACET_LIMIT)
+        if contains:
+            needle = _loose(contains)
+            facets = [f for f in facets if needle in _loose(f.value)]
+        return {"people": [{"person": f.value, "faces": f.count} for f in facets[:limit]], "matching": len(facets)}
+
+    def videos(self, limit: int) -> dict:
+        """Videos with their face (track) counts, most first."""
+        facets = self._index().facets("video", size=min(limit, FACET_LIMIT))
+        return {"videos": [{"video": f.value, "faces": f.count} for f in facets]}
+
+    def face(self, face_id: str) -> dict:
+        """One stored face without its embedding, box ``[x1, y1, x2, y2]`` in source pixels, with links."""
+        record = self._record(face_id)
+        values = {f.name: getattr(record, f.name) for f in fields(record) if f.name != "embedding"}
+        values.update(box=record.box.as_list(), probability=round(record.probability, 4))
+        return values | self._links(record.face_id, record.source)
+
+    def _record(self, face_id: str) -> FaceRecord:
+        record = self._index().get(face_id)
+        if record is None:
+            raise WebError(404, "not_found", f"no face with id {face_id!r}")
+        return record
+
+    def thumbnail(self, face_id: str) -> bytes:
+        """A JPEG of one face cut from its photo or video frame (see :func:`face_thumbnail`)."""
+        record = self._record(face_id)
+        path = self.media.resolve(record.source)
+        if path is None:
+            raise WebError(404, "not_found", f"the file of face {face_id} is not inside a media root")
+        try:
+            if record.media_type == VIDEO:
+                image = _video_frame(path, record.frame)
+            else:
+                image = decode_image(read_file(path), record.source, self.settings.max_image_pixels)
+        except ImageError as exc:
+            raise WebError(404, "unreadable", f"the file of face {face_id} cannot be read: {exc.reason}") from None
+        return face_thumbnail(image, record.box)
+
+    def media_file(self, path: str) -> tuple[Path, str]:
+        """The real file behind a requested absolute path and its content type; 404 unless it may be served."""
+        real = self.media.resolve(path)
+        if real is None:
+            raise WebError(404, "not_found", "no such file in the media roots")
+        return real, content_type(real)
+
+    def health(self) -> tuple[dict, bool]:
+        """Whether the model is loaded and the index answers, with its counts; and whether all is well."""
+        body: dict = {
+            "status": "ok",
+            "model": {"loaded": False},
+            "index": {"reachable": False, "backend": self.settings.backend},
+        }
+        try:
+            index = self._index()
+            counts = {
+                "faces": index.count(),
+                "people": len(index.facets("person", size=FACET_LIMIT)),
+                "videos": len(index.facets("video", size=FACET_LIMIT)),
+            }
+            body["index"].update(reachable=True, **counts)
+        except (ModelUnavailableError, IndexUnavailableError, DimensionMismatchError) as exc:
+            body.update(status="unavailable", problem=exc.message)
+        if self._pipeline is not None:
+            info = self._pipeline.embedder.info
+            threshold = same_person_threshold(self.settings, info)
+            body["model"] = {"loaded": True, "name": info.key, "same_person_threshold": threshold}
+        return body, body["status"] == "ok"
+
+
+def _loose(text: str) -> str:
+    return text.replace("_", " ").casefold()
+
+
+def _video_frame(path: Path, frame: int | None):
+    """Frame ``frame`` of a video as (H, W, 3) uint8 RGB, if this version can read video frames."""
+    try:
+        from search_engine.video import read_frame
+    except ImportError:
+        raise WebError(404, "not_available", "this version cannot read video frames yet") from None
+    return read_frame(path, frame or 0)
+
+
+def current_engine() -> Engine:
+    """The engine of the app handling the current request."""
+    return current_app.extensions["facesearch"]

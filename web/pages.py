@@ -1,0 +1,38 @@
+"""HTML pages: the search page, one face in its photo or video, and the media files themselves."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template, send_file
+
+from search_engine.config import MAX_RESULTS
+
+from .engine import current_engine
+
+bp = Blueprint("pages", __name__)
+
+
+@bp.get("/")
+def search():
+    settings = current_engine().settings
+    return render_template(
+        "search.html",
+        per_page=settings.results_per_page,
+        max_results=MAX_RESULTS,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+
+
+@bp.get("/faces/<face_id>")
+def face(face_id: str):
+    return render_template("face.html", face=current_engine().face(face_id))
+
+
+# merge_slashes off: "/media//etc/passwd" must be refused as it stands, not redirected.
+@bp.get("/media/<path:path>", merge_slashes=False)
+def media(path: str):
+    real, mimetype = current_engine().media_file("/" + path)
+    response = send_file(real, mimetype=mimetype, conditional=True, max_age=3600)
+    # Werkzeug marks it public; these are someone's photos, so no shared cache may keep them.
+    response.cache_control.public = False
+    response.cache_control.private = True
+    return response

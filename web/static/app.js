@@ -1,0 +1,257 @@
+// facesearch pages: the search page (upload, pick a face, results, filters) and the face page.
+// Plain JS on purpose: no build step. Face numbers are 0-based in the API and 1-based on screen.
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  node.append(...children);
+  return node;
+}
+
+function svgEl(tag, attrs = {}) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  return node;
+}
+
+// Seconds as m:ss (h:mm:ss from an hour), like the server's "clock" filter.
+function clock(seconds) {
+  const total = Math.floor(seconds || 0);
+  const h = Math.floor(total / 3600), m = Math.floor((total % 3600) / 60), s = total % 60;
+  const ss = String(s).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+}
+
+const megabytes = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
+const basename = (path) => path.split("/").pop();
+const displayName = (person) => person.replaceAll("_", " ");
+
+// Face boxes drawn over an image: the SVG's viewBox is the image's own pixel grid, so boxes given in
+// source pixels land right whatever size the image is shown at.
+function drawBoxes(svg, image, boxes, chosen, onPick) {
+  const width = image.naturalWidth, height = image.naturalHeight;
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.replaceChildren();
+  const labelSize = Math.max(12, Math.round(Math.min(width, height) / 12));
+  boxes.forEach((box, n) => {
+    const [x1, y1, x2, y2] = box;
+    const group = svgEl("g", { class: n === chosen ? "face chosen" : "face", "data-face": n });
+    group.append(svgEl("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1 }));
+    if (onPick) {
+      const label = svgEl("text", { x: x1 + 2, y: Math.max(labelSize, y1 - 4), "font-size": labelSize });
+      label.textContent = String(n + 1);
+      group.append(label);
+      group.setAttribute("role", "button");
+      group.setAttribute("tabindex", "0");
+      group.setAttribute("aria-label", `search for face ${n + 1}`);
+      group.addEventListener("click", () => onPick(n));
+      group.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" || event.key === " ") onPick(n);
+      });
+    }
+    svg.append(group);
+  });
+}
+
+function whenLoaded(image, callback) {
+  if (image.complete && image.naturalWidth) callback();
+  else image.addEventListener("load", callback, { once: true });
+}
+
+function initSearch() {
+  const app = document.getElementById("app");
+  const urls = { search: app.dataset.searchUrl, people: app.dataset.peopleUrl, videos: app.dataset.videosUrl };
+  const perPage = Number(app.dataset.perPage);
+  const maxResults = Number(app.dataset.maxResults);
+  const maxUpload = Number(app.dataset.maxUpload);
+  const $ = (id) => document.getElementById(id);
+  const message = $("message"), queryImage = $("query-image"), hits = $("hits"), more = $("more");
+  const state = { file: null, face: null, k: perPage, preview: null, sent: 0 };
+
+  function showMessage(text, kind = "error") {
+    message.textContent = text;
+    message.className = `message ${kind}`;
+    message.hidden = !text;
+  }
+
+  function useFile(file) {
+    if (!file) return;
+    if (file.size > maxUpload) {
+      showMessage(`This file is ${megabytes(file.size)}; the limit is ${megabytes(maxUpload)}.`);
+      return;
+    }
+    if (state.preview) URL.revokeObjectURL(state.preview);
+    state.file = file;
+    state.face = null;
+    state.k = perPage;
+    state.preview = URL.createObjectURL(file);
+    queryImage.src = state.preview;
+    $("query-boxes").replaceChildren();
+    $("query-hint").textContent = "";
+    $("query").hidden = false;
+    search();
+  }
+
+  function formData() {
+    const form = new FormData();
+    form.append("image", state.file, state.file.name || "pasted-image");
+    form.append("k", String(state.k));
+    if (state.face !== null) form.append("face", String(state.face));
+    for (const [name, id] of [["person", "person"], ["video", "video"], ["media_type", "media-type"]]) {
+      const value = $(id).value.trim();
+      if (value) form.append(name, value);
+    }
+    const minimum = $("min-score").value.trim();
+    if (minimum) form.append("min_score", String(Number(minimum) / 100));
+    return form;
+  }
+
+  async function search() {
+    if (!state.file) {
+      showMessage("Choose, drop or paste a photo first.", "info");
+      return;
+    }
+    const ticket = ++state.sent;
+    showMessage("Searching…", "info");
+    let response, body = null;
+    try {
+      response = await fetch(urls.search, { method: "POST", body: formData() });
+      body = await response.json();
+    } catch (error) {
+      if (ticket === state.sent) showMessage(`The server could not be reached or answered oddly (${error.message}).`);
+      return;
+    }
+    if (ticket !== state.sent) return; // a newer search has been sent meanwhile
+    if (!response.ok) {
+      showMessage(body?.error?.message || `The server answered ${response.status}.`);
+      hits.replaceChildren();
+      $("summary").textContent = "";
+      more.hidden = true;
+      $("query-boxes").replaceChildren();
+      $("query-hint").textContent = "";
+      if (body?.error?.code === "invalid_image") $("query").hidden = true;
+      return;
+    }
+    showMessage("");
+    showQueryFaces(body);
+    showHits(body);
+  }
+
+  function showQueryFaces(body) {
+    const boxes = body.query_faces.map((face) => face.box);
+    const pick = boxes.length > 1 ? (n) => { state.face = n; state.k = perPage; search(); } : null;
+    whenLoaded(queryImage, () => drawBoxes($("query-boxes"), queryImage, boxes, body.face, pick));
+    $("query-hint").textContent = boxes.length > 1
+      ? `${boxes.length} faces found; searching for face ${body.face + 1}. Click another face to search for it.`
+      : "";
+  }
+
+  function showHits(body) {
+    hits.replaceChildren(...body.hits.map(hitCard));
+    const faces = body.query_faces.length > 1 ? ` like face ${body.face + 1}` : "";
+    $("summary").textContent = body.hits.length
+      ? `${body.hits.length} most similar faces${faces}` +
+        (body.same_person_threshold === null ? "" : ` (same person from ${Math.round(body.same_person_threshold * 100)}%)`)
+      : "No matching faces. Try fewer filters.";
+    more.hidden = body.hits.length < state.k || state.k >= maxResults;
+  }
+
+  function hitCard(hit) {
+    const card = el("li", { class: "hit" });
+    const missing = (why) => el("div", { class: "no-thumbnail" }, why);
+    let picture = missing("file not served");
+    if (hit.thumbnail_url) {
+      picture = el("img", { src: hit.thumbnail_url, alt: hit.person ? displayName(hit.person) : "unlabelled face", loading: "lazy" });
+      picture.addEventListener("error", () => picture.replaceWith(missing("no preview")), { once: true });
+    }
+    card.append(el("a", { href: hit.face_url, class: "thumb" }, picture));
+    const verdict = hit.same_person === null ? "" : hit.same_person ? "same person" : "different person";
+    card.append(el("p", { class: "score" }, `${Math.round(hit.score * 100)}%`,
+      verdict ? el("span", { class: hit.same_person ? "verdict same" : "verdict other" }, verdict) : ""));
+    card.append(el("p", { class: hit.person ? "person" : "person unlabelled" },
+      hit.person ? displayName(hit.person) : "unlabelled"));
+    if (hit.media_type === "video") {
+      const times = `${clock(hit.start ?? hit.timestamp)}–${clock(hit.end ?? hit.timestamp)}`;
+      const line = el("p", { class: "source video" }, `${hit.video} · ${times}`);
+      if (hit.media_url) line.append(" ", el("a", { href: `${hit.media_url}#t=${hit.start ?? hit.timestamp ?? 0}` }, "play"));
+      card.append(line);
+    } else {
+      card.append(el("p", { class: "source", title: hit.source }, basename(hit.source)));
+    }
+    return card;
+  }
+
+  async function loadOptions(url, build) {
+    try {
+      const response = await fetch(url);
+      if (response.ok) build(await response.json());
+    } catch (error) {
+      // Filters are a convenience; the search itself reports a server that is down.
+    }
+  }
+
+  let typing = null;
+  function suggestPeople() {
+    clearTimeout(typing);
+    typing = setTimeout(() => {
+      const q = encodeURIComponent($("person").value.trim());
+      loadOptions(`${urls.people}?limit=20&q=${q}`, (body) => {
+        $("people").replaceChildren(...body.people.map((p) =>
+          el("option", { value: p.person }, `${displayName(p.person)} (${p.faces})`)));
+      });
+    }, 200);
+  }
+
+  loadOptions(urls.videos, (body) => {
+    $("video").append(...body.videos.map((v) => el("option", { value: v.video }, `${v.video} (${v.faces})`)));
+    $("video-filter").hidden = body.videos.length === 0;
+  });
+  suggestPeople();
+
+  $("file").addEventListener("change", (event) => useFile(event.target.files[0]));
+  $("person").addEventListener("input", suggestPeople);
+  $("filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.k = perPage;
+    search();
+  });
+  for (const id of ["video", "media-type"]) $(id).addEventListener("change", () => state.file && $("apply").click());
+  more.addEventListener("click", () => {
+    state.k = Math.min(state.k + perPage, maxResults);
+    search();
+  });
+
+  const drop = $("drop");
+  for (const type of ["dragenter", "dragover"]) {
+    drop.addEventListener(type, (event) => { event.preventDefault(); drop.classList.add("over"); });
+  }
+  for (const type of ["dragleave", "drop"]) drop.addEventListener(type, () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    useFile(event.dataTransfer.files[0]);
+  });
+  // A photo dropped beside the zone must not make the browser leave the page to show it.
+  for (const type of ["dragover", "drop"]) window.addEventListener(type, (event) => event.preventDefault());
+  document.addEventListener("paste", (event) => {
+    const item = [...event.clipboardData.items].find((i) => i.kind === "file" && i.type.startsWith("image/"));
+    if (item) useFile(item.getAsFile());
+  });
+}
+
+function initFace() {
+  const image = document.getElementById("face-image");
+  const svg = document.getElementById("face-box");
+  if (!image || !svg) return;
+  const box = svg.dataset.box.split(",").map(Number);
+  whenLoaded(image, () => drawBoxes(svg, image, [box], 0, null));
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const page = document.body.dataset.page;
+  if (page === "search") initSearch();
+  else if (page === "face") initFace();
+});
