@@ -344,9 +344,11 @@ def cmd_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
     if args.url:
         import urllib.request
 
+        # With API keys configured the web app answers 401 to anyone without one, itself included.
+        headers = {"X-API-Key": settings.api_keys[0]} if settings.api_keys else {}
         try:
             # Raises HTTPError (an OSError) for any 4xx/5xx answer.
-            with urllib.request.urlopen(args.url, timeout=args.timeout):
+            with urllib.request.urlopen(urllib.request.Request(args.url, headers=headers), timeout=args.timeout):
                 return 0
         except OSError as exc:
             print(f"facesearch: {args.url} does not answer well: {exc}", file=sys.stderr)

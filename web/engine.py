@@ -23,6 +23,7 @@ from search_engine.index import FaceIndex, create_index
 from search_engine.pipeline import FacePipeline
 from search_engine.service import SearchService
 from search_engine.types import VIDEO, FaceRecord, SearchFilters
+from search_engine.video import read_frame
 
 from .errors import WebError
 from .media import MediaRoots, content_type, face_thumbnail
@@ -161,7 +162,7 @@ class Engine:
             raise WebError(404, "not_found", f"the file of face {face_id} is not inside a media root")
         try:
             if record.media_type == VIDEO:
-                image = _video_frame(path, record.frame)
+                image = read_frame(path, record.frame or 0)
             else:
                 image = decode_image(read_file(path), record.source, self.settings.max_image_pixels)
         except ImageError as exc:
@@ -201,15 +202,6 @@ class Engine:
 
 def _loose(text: str) -> str:
     return text.replace("_", " ").casefold()
-
-
-def _video_frame(path: Path, frame: int | None):
-    """Frame ``frame`` of a video as (H, W, 3) uint8 RGB, if this version can read video frames."""
-    try:
-        from search_engine.video import read_frame
-    except ImportError:
-        raise WebError(404, "not_available", "this version cannot read video frames yet") from None
-    return read_frame(path, frame or 0)
 
 
 def current_engine() -> Engine:
