@@ -212,17 +212,6 @@ def combine_segments(parts: Sequence[SegmentAnalysis], digest: str, replaces: bo
     return FileAnalysis(FileOutcome(source, status, len(records)), digest, records, replaces, VIDEO)
 
 
-def analyse_video(
-    pipeline: FacePipeline, path: Path, known: Mapping[str, SourceRecord], options: VideoOptions
-) -> FileAnalysis:
-    """The whole of one video analysed in this process, segment after segment (no index access)."""
-    done, info, digest = plan_video(path, known)
-    if done is not None:
-        return done
-    parts = [analyse_segment(pipeline, path, start, end, options, digest) for start, end in segments(info, options.segment_seconds)]
-    return combine_segments(parts, digest, replaces=source_name(path) in known)
-
-
 @dataclass(frozen=True)
 class VideoStep:
     """Where indexing a video one segment at a time stands: ``outcome`` once the video is done
