@@ -33,6 +33,19 @@ class ServiceTask(Task):
         return ServiceTask._service
 
 
+#: Options of every indexing task. Only the index being unreachable is worth retrying (with backoff
+#: and jitter); a bad file is a recorded failure, never a retry.
+_INDEXING_TASK = {
+    "base": ServiceTask,
+    "bind": True,
+    "autoretry_for": (IndexUnavailableError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
+
 def index_chunk_files(service: SearchService, paths: Sequence[str], persons: Sequence[str | None]) -> dict:
     """Index one chunk of photos with ``service``; returns :meth:`BatchSummary.to_dict`."""
     summary = BatchSummary()
@@ -43,17 +56,7 @@ def index_chunk_files(service: SearchService, paths: Sequence[str], persons: Seq
     return summary.to_dict()
 
 
-@shared_task(
-    name=INDEX_CHUNK,
-    base=ServiceTask,
-    bind=True,
-    # Only the index being unreachable is worth retrying; a bad file is a recorded failure.
-    autoretry_for=(IndexUnavailableError,),
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=8,
-)
+@shared_task(name=INDEX_CHUNK, **_INDEXING_TASK)
 def index_chunk(self, paths: list[str], persons: list[str | None]) -> dict:
     """Index photos ``paths`` (absolute, on a file system the worker sees), labelling their subjects
     with ``persons`` (one name or None per path)."""
@@ -66,16 +69,7 @@ def index_video_segment(service: SearchService, path: str, start: float, digest:
     return index_video_step(service.pipeline, service.index, Path(path), options, start, digest, faces)
 
 
-@shared_task(
-    name=INDEX_VIDEO,
-    base=ServiceTask,
-    bind=True,
-    autoretry_for=(IndexUnavailableError,),
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=8,
-)
+@shared_task(name=INDEX_VIDEO, **_INDEXING_TASK)
 def index_video(self, path: str, start: float = 0.0, digest: str = "", faces: int = 0) -> dict:
     """Index a video (absolute path) one segment per task: each task does the segment at ``start``
     seconds and replaces itself with the next, so no task outlives the broker's visibility timeout

@@ -10,6 +10,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+#: Frame rate of the generated test clip, and the default sampling interval (2 frames per second).
+FPS = 10
+STEP = 0.5
+
 #: Read before the per-test environment reset, so the Elasticsearch contract tests can find a
 #: cluster and log in to it (URL, API key or user and password, CA bundle, index prefix).
 ES_ENV = {name: value for name, value in os.environ.items() if name.startswith("FACESEARCH_ES_")}
@@ -65,3 +69,38 @@ def dlib_embedder():
     from search_engine.embedding.dlib_resnet import DlibEmbedder
 
     return DlibEmbedder().load()
+
+
+def write_video(path, frames, fps: int = FPS) -> None:
+    """Write RGB frames as an MPEG-4 part 2 .mp4 (OpenCV's bundled FFmpeg always has that encoder)."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def face_crop(image: np.ndarray, size: int = 200) -> np.ndarray:
+    """The face region of a 512x512 test photo (astronaut or cameraman), resized to ``size``."""
+    return cv2.resize(image[20:300, 120:360], (size, size), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory, astronaut, cameraman):
+    """A 12 s, 640x360 clip: the astronaut on the left from 2 s to 7 s, the cameraman on the right
+    from 5 s to 11 s, on a still grey background."""
+    root = tmp_path_factory.mktemp("videos")
+    left, right = face_crop(astronaut), face_crop(cameraman)
+    frames = []
+    for i in range(12 * FPS):
+        t = i / FPS
+        frame = np.full((360, 640, 3), 128, np.uint8)
+        if 2.0 <= t < 7.0:
+            frame[80:280, 40:240] = left
+        if 5.0 <= t < 11.0:
+            frame[80:280, 400:600] = right
+        frames.append(frame)
+    path = root / "scene.mp4"
+    write_video(path, frames)
+    return path

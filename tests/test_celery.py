@@ -15,7 +15,7 @@ from search_engine.index.embedded import EmbeddedFaceIndex
 from search_engine.types import SearchFilters
 
 from .test_cli import variant
-from .test_video import STEP, scene  # noqa: F401  (a fixture: the 12 s two-person clip)
+from .conftest import STEP
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_healthcheck_of_an_address_nobody_serves(capsys):
     assert f"{url} does not answer" in capsys.readouterr().err
 
 
-def test_a_video_is_indexed_one_segment_task_after_another(worker, worker_env, scene, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_a_video_is_indexed_one_segment_task_after_another(worker, worker_env, scene, tmp_path, monkeypatch, capsys):
     for name, value in worker_env.items():
         monkeypatch.setenv(name, value)
     broken = tmp_path / "broken.mp4"

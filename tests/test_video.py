@@ -16,43 +16,7 @@ from search_engine.types import Box, Detection
 from search_engine.video import ChangeDetector, VideoInfo, probe, read_frame, sample_frames
 from search_engine.video_indexing import segments
 
-FPS = 10
-STEP = 0.5  # the default sampling interval (2 frames per second)
-
-
-def write_video(path, frames, fps: int = FPS) -> None:
-    """Write RGB frames as an MPEG-4 part 2 .mp4 (OpenCV's bundled FFmpeg always has that encoder)."""
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    assert writer.isOpened()
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-
-
-def face_crop(image: np.ndarray, size: int = 200) -> np.ndarray:
-    """The face region of a 512x512 test photo (astronaut or cameraman), resized to ``size``."""
-    return cv2.resize(image[20:300, 120:360], (size, size), interpolation=cv2.INTER_AREA)
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory, astronaut, cameraman):
-    """A 12 s, 640x360 clip: the astronaut on the left from 2 s to 7 s, the cameraman on the right
-    from 5 s to 11 s, on a still grey background."""
-    root = tmp_path_factory.mktemp("videos")
-    left, right = face_crop(astronaut), face_crop(cameraman)
-    frames = []
-    for i in range(12 * FPS):
-        t = i / FPS
-        frame = np.full((360, 640, 3), 128, np.uint8)
-        if 2.0 <= t < 7.0:
-            frame[80:280, 40:240] = left
-        if 5.0 <= t < 11.0:
-            frame[80:280, 400:600] = right
-        frames.append(frame)
-    path = root / "scene.mp4"
-    write_video(path, frames)
-    return path
+from .conftest import FPS, STEP
 
 
 # --- reading

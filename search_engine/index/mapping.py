@@ -247,20 +247,9 @@ def record_from_document(doc: Mapping[str, Any]) -> FaceRecord:
             "vectors out of _source (index.mapping.exclude_source_vectors)"
         )
     return FaceRecord(
-        face_id=doc["face_id"],
-        source=doc["source"],
         face_no=int(doc["face_no"]),
-        box=_box(doc),
-        probability=float(doc["probability"]),
         embedding=np.asarray(doc[EMBEDDING_FIELD], dtype=np.float32),
-        model=doc["model"],
-        person=doc.get("person"),
-        media_type=doc.get("media_type") or PHOTO,
-        video=doc.get("video"),
-        frame=doc.get("frame"),
-        timestamp=doc.get("timestamp"),
-        start=doc.get("start"),
-        end=doc.get("end"),
+        **_hit_fields(doc),
         image_width=doc.get("image_width"),
         image_height=doc.get("image_height"),
         content_hash=doc.get("content_hash"),
@@ -270,21 +259,25 @@ def record_from_document(doc: Mapping[str, Any]) -> FaceRecord:
 
 def hit_from_document(doc: Mapping[str, Any], score: float) -> Hit:
     """A :class:`Hit` from a face's ``_source`` (embedding not needed) and its cosine ``score`` in [-1, 1]."""
-    return Hit(
-        face_id=doc["face_id"],
-        score=float(score),
-        source=doc["source"],
-        box=_box(doc),
-        probability=float(doc["probability"]),
-        model=doc["model"],
-        person=doc.get("person"),
-        media_type=doc.get("media_type") or PHOTO,
-        video=doc.get("video"),
-        frame=doc.get("frame"),
-        timestamp=doc.get("timestamp"),
-        start=doc.get("start"),
-        end=doc.get("end"),
-    )
+    return Hit(score=float(score), **_hit_fields(doc))
+
+
+def _hit_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a stored face and a search hit share, read from a face's ``_source``."""
+    return {
+        "face_id": doc["face_id"],
+        "source": doc["source"],
+        "box": _box(doc),
+        "probability": float(doc["probability"]),
+        "model": doc["model"],
+        "person": doc.get("person"),
+        "media_type": doc.get("media_type") or PHOTO,
+        "video": doc.get("video"),
+        "frame": doc.get("frame"),
+        "timestamp": doc.get("timestamp"),
+        "start": doc.get("start"),
+        "end": doc.get("end"),
+    }
 
 
 def source_document(record: SourceRecord) -> dict[str, Any]:
