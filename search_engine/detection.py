@@ -18,12 +18,17 @@ from .types import Box, Detection
 
 log = logging.getLogger(__name__)
 
+#: Smallest face MTCNN is asked to look for in the (possibly downscaled) image it runs on: its
+#: default, below which the image pyramid grows and false positives with it.
+MIN_DETECTED_FACE = 20
+
 
 class FaceDetector:
     """Finds every face in RGB images.
 
     Args:
-        min_face_size: smallest face searched for, in pixels of the image as detected.
+        min_face_size: smallest face kept, as the width of its box in source pixels: smaller ones
+            are not looked for, and any MTCNN returns anyway are dropped.
         min_probability: detections whose MTCNN probability is below this are dropped. MTCNN's own
             last-stage cut is 0.7; on large photos false positives around 0.8 are common, hence 0.9.
         max_side: images whose longer side exceeds this are downscaled for detection (boxes and
@@ -34,7 +39,7 @@ class FaceDetector:
 
     def __init__(
         self,
-        min_face_size: int = 20,
+        min_face_size: int = 32,
         min_probability: float = 0.9,
         max_side: int = 1600,
         batch_size: int = 32,
@@ -56,7 +61,7 @@ class FaceDetector:
             except ImportError as exc:
                 raise ModelUnavailableError(f"facenet-pytorch is not importable: {exc}") from exc
             self._mtcnn = MTCNN(
-                min_face_size=self.min_face_size,
+                min_face_size=MIN_DETECTED_FACE,
                 keep_all=True,
                 select_largest=False,
                 post_process=False,
@@ -88,14 +93,16 @@ class FaceDetector:
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 batch = np.stack([prepared[i][0] for i in chunk])
-                boxes, probs, points = self._run(batch)
+                boxes, probs, points = self._run(batch, prepared[chunk[0]][1])
                 for i, b, p, pts in zip(chunk, boxes, probs, points):
                     results[i] = self._detections(b, p, pts, prepared[i][1])
         return results
 
-    def _run(self, batch: np.ndarray):
+    def _run(self, batch: np.ndarray, scale: float):
         import torch
 
+        # The pyramid starts at the scale where the smallest wanted face is MTCNN's 12-px window.
+        self._mtcnn.min_face_size = max(MIN_DETECTED_FACE, round(self.min_face_size * scale))
         with torch.inference_mode():
             return self._mtcnn.detect(batch, landmarks=True)
 
@@ -117,6 +124,8 @@ class FaceDetector:
             if prob is None or float(prob) < self.min_probability:
                 continue
             x1, y1, x2, y2 = (float(v) / scale for v in box)
+            if x2 - x1 < self.min_face_size:
+                continue
             landmarks = tuple((float(x) / scale, float(y) / scale) for x, y in pts)
             found.append(Detection(Box(x1, y1, x2, y2), float(prob), landmarks))
         found.sort(key=lambda d: -d.probability)

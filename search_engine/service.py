@@ -109,7 +109,7 @@ class SearchService:
         """
         detections = self.pipeline.detector.detect([image])[0]
         if not detections:
-            raise NoFaceError("no face found in the query image")
+            raise NoFaceError(f"no face found in the query image (smallest face looked for: {self._min_face} px wide)")
         chosen = largest_index(detections) if face is None else face
         _check_face(chosen, len(detections), "image")
         # Only the face searched with is embedded: in a group photo each other face would cost as much.
@@ -140,7 +140,7 @@ class SearchService:
             raise ImageError(str(path), analysis.error)
         tracks = analysis.records
         if not tracks:
-            raise NoFaceError("no face found in the query video")
+            raise NoFaceError(f"no face found in the query video (smallest face looked for: {self._min_face} px wide)")
         chosen = max(range(len(tracks)), key=lambda i: tracks[i].end - tracks[i].start) if face is None else face
         _check_face(chosen, len(tracks), "video")
         hits, groups = self._search(tracks[chosen].embedding, k, filters, collapse, by_video)
@@ -174,6 +174,10 @@ class SearchService:
             groups = self.group_by_video(vector, k, filters)
             return tuple(g.hits[0] for g in groups), groups
         return tuple(self.index.search(vector, k=k, filters=filters, collapse=collapse)), None
+
+    @property
+    def _min_face(self) -> int:
+        return self.pipeline.detector.min_face_size
 
     def close(self) -> None:
         self.index.close()

@@ -145,3 +145,13 @@ def test_a_huge_face_embeds_like_a_small_one(detector, dlib_embedder, astronaut)
     detections = detector.detect([astronaut, big])
     small_vec, big_vec = dlib_embedder.embed(list(zip([astronaut, big], detections)))
     assert float(small_vec[0] @ big_vec[0]) > 0.95
+
+
+def test_faces_narrower_than_the_minimum_are_dropped_in_source_pixels(astronaut):
+    from search_engine.detection import FaceDetector
+
+    big = cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_CUBIC)  # face about 350 px wide
+    (kept,) = FaceDetector(min_face_size=300, max_side=512).load().detect([big])
+    (dropped,) = FaceDetector(min_face_size=400, max_side=512).load().detect([big])
+    assert len(kept) == 1 and kept[0].box.x2 - kept[0].box.x1 >= 300
+    assert dropped == []
