@@ -10,7 +10,8 @@ the same person may), the worst such rank, the time ranges matched (score at or 
 clip's length; track documents per minute of video; the crowd clip's tracks that match a named
 person above the threshold; and processing speed as a multiple of real time: per clip in one
 process with one torch thread, and per resolution as the throughput of one such worker process per
-core analysing those clips side by side (models loaded beforehand; median of ``--runs``). One torch
+core kept busy as on a folder of many videos of that resolution: each clip is submitted once per
+process (models loaded beforehand; median of ``--runs``). One torch
 thread per process because MTCNN's hundreds of tiny per-box resizes each wake torch's thread pool:
 with two threads on two busy cores they cost ten times more than the convolutions gain.
 
@@ -42,7 +43,7 @@ from search_engine.indexing import source_name  # noqa: E402
 from search_engine.service import SearchService  # noqa: E402
 from search_engine.types import SearchFilters  # noqa: E402
 from search_engine.video import probe, read_frame  # noqa: E402
-from search_engine.video_indexing import VideoOptions, analyse_segment  # noqa: E402
+from search_engine.video_indexing import VideoOptions, analyse_segment, segments  # noqa: E402
 
 from ingest_throughput import cpu_name  # noqa: E402
 
@@ -77,14 +78,15 @@ def clock(seconds: float) -> str:
 
 
 def throughput(settings: Settings, clips: list[Path], runs: int) -> dict[str, float]:
-    """Seconds of video analysed per second, per resolution, with one worker process per core, each
-    clip cut into one segment per worker (as a long video is) and all segments submitted at once."""
+    """Seconds of video analysed per second of wall time, per resolution, with one worker process
+    per core kept busy as on a folder of many videos: every clip of that resolution is submitted
+    once per worker, cut into segments as ``facesearch index`` cuts them, all at once."""
     workers = os.cpu_count() or 1
     options = VideoOptions.from_settings(settings)
     groups: dict[str, list] = {}
     for clip in clips:
         info = probe(clip)
-        groups.setdefault(f"{info.width}x{info.height}", []).append((clip, info.duration))
+        groups.setdefault(f"{info.width}x{info.height}", []).append((clip, info))
     speeds = {}
     with worker_pool(settings, workers) as pool:
         for future in [pool.submit(analyse_segment_in_worker, clips[0], 0.0, 1.0, options) for _ in range(workers)]:
@@ -94,14 +96,16 @@ def throughput(settings: Settings, clips: list[Path], runs: int) -> dict[str, fl
             for _ in range(runs):
                 started = time.perf_counter()
                 futures = [
-                    pool.submit(analyse_segment_in_worker, clip, i * length / workers, (i + 1) * length / workers, options)
-                    for clip, length in members
-                    for i in range(workers)
+                    pool.submit(analyse_segment_in_worker, clip, start, end, options)
+                    for clip, info in members
+                    for start, end in segments(info, options.segment_seconds)
+                    for _ in range(workers)
                 ]
                 for future in futures:
                     future.result()
                 timings.append(time.perf_counter() - started)
-            speeds[resolution] = sum(length for _, length in members) / statistics.median(timings)
+            video_seconds = workers * sum(info.duration for _, info in members)
+            speeds[resolution] = video_seconds / statistics.median(timings)
     return speeds
 
 
@@ -187,7 +191,7 @@ def main() -> None:
         )
     service.close()
 
-    print(f"\nthroughput: {os.cpu_count()} worker processes x 1 torch thread, each clip in {os.cpu_count()} segments")
+    print(f"\nthroughput: {os.cpu_count()} worker processes x 1 torch thread, each clip submitted once per process")
     print("| resolution | x real time |\n|---|---|")
     for resolution, speed in throughput(settings, clips, args.runs).items():
         print(f"| {resolution} | {speed:.1f} |")
