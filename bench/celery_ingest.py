@@ -41,7 +41,7 @@ def celery_run(photos, workers: int) -> float:
         worker = start_worker(env, work / "worker.log", concurrency=workers)
         job_id = submit_photos(app, photos, chunk_size=32)
         while not (status := job_status(app, job_id)).finished:
-            time.sleep(0.2)
+            time.sleep(0.5)
         seconds = time.perf_counter() - started
         assert not status.summary.failures and status.summary.files == len(photos), status.to_dict()
         stop_worker(worker)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from celery import Celery, group
+from celery import Celery, group, states
 from celery.result import GroupResult
 
 from search_engine.errors import FaceSearchError
@@ -72,21 +72,30 @@ def submit_photos(app: Celery, photos: Sequence[PhotoInput], chunk_size: int, vi
 
 
 def job_status(app: Celery, job_id: str) -> JobStatus:
-    """The current status of a job, read from the result backend."""
+    """The current status of a job, read from the result backend.
+
+    The finished chunks' results come in one round trip (``get_many``), and the backend keeps
+    them cached, so polling a job of hundreds of chunks stays cheap for the machine that also
+    runs the workers.
+    """
     result = GroupResult.restore(job_id, app=app)
     if result is None:
         raise JobNotFoundError(f"no job {job_id} (unknown id, or its results expired)")
-    status = JobStatus(job_id, chunks_total=len(result.results))
-    for chunk in result.results:
-        if chunk.state == "SUCCESS":
+    ids = [chunk.id for chunk in result.results]
+    finished = dict(app.backend.get_many(ids, interval=0, max_iterations=1))
+    status = JobStatus(job_id, chunks_total=len(ids))
+    for task_id in ids:
+        meta = finished.get(task_id, {})
+        if meta.get("status") == states.SUCCESS:
             status.chunks_done += 1
-            status.summary.merge(chunk.result)
-        elif chunk.state == "FAILURE":
+            status.summary.merge(meta["result"])
+        elif meta.get("status") == states.FAILURE:
             # The whole chunk failed (e.g. the index stayed unreachable through every retry).
             status.chunks_failed += 1
-            first = (chunk.args or [[]])[0]
+            first = (meta.get("args") or [[]])[0]
             paths = [first] if isinstance(first, str) else first  # a video task's one path, or a chunk's
-            reason = f"chunk task failed: {type(chunk.result).__name__}: {chunk.result}"
+            error = meta["result"]
+            reason = f"chunk task failed: {type(error).__name__}: {error}"
             status.summary.files += len(paths)
             status.summary.failures.extend((path, reason) for path in paths)
     return status

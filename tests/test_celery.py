@@ -133,3 +133,31 @@ def test_a_video_is_indexed_one_segment_task_after_another(worker, worker_env, s
     rerun = json.loads(capsys.readouterr().out)
     assert rerun["skipped_unchanged"] == 1 and rerun["faces"] == len(tracks)
     assert len(index.faces_of_source(str(scene))) == len(tracks)
+
+
+def test_job_status_reads_finished_and_failed_chunks_from_the_backend(redis_url):
+    """A chunk task that failed as a whole (its retries spent) names each of its files."""
+    from celery import states
+    from celery.app.task import Context
+    from celery.result import AsyncResult, GroupResult
+
+    from ingest.celery_app import create_celery
+    from ingest.jobs import job_status
+    from search_engine.config import Settings
+    from search_engine.indexing import BatchSummary
+
+    app = create_celery(Settings.from_env({"FACESEARCH_BROKER_URL": redis_url}))
+    done, failed, pending = (AsyncResult(f"chunk-{n}", app=app) for n in range(3))
+    GroupResult("job-with-a-failed-chunk", [done, failed, pending], app=app).save()
+    summary = BatchSummary(files=2, indexed=2, faces=3).to_dict()
+    app.backend.store_result(done.id, summary, states.SUCCESS, request=Context(args=[["a.jpg", "b.jpg"]]))
+    error = ConnectionError("index unreachable")
+    app.backend.store_result(failed.id, error, states.FAILURE, request=Context(args=[["c.jpg", "d.jpg"]]))
+
+    status = job_status(app, "job-with-a-failed-chunk")
+    assert (status.chunks_total, status.chunks_done, status.chunks_failed) == (3, 1, 1)
+    assert status.summary.files == 4 and status.summary.faces == 3
+    assert status.summary.failures == [
+        (path, "chunk task failed: ConnectionError: index unreachable") for path in ("c.jpg", "d.jpg")
+    ]
+    app.close()
