@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from ingest.local import analyse_segment_in_worker, index_locally, worker_pool  # noqa: E402
 from ingest.sources import collect_photos  # noqa: E402
 from search_engine.config import Settings  # noqa: E402
-from search_engine.embedding import same_person_threshold  # noqa: E402
+from search_engine.embedding import embedder_info, same_person_threshold  # noqa: E402
 from search_engine.imageio import is_image_path  # noqa: E402
 from search_engine.indexing import source_name  # noqa: E402
 from search_engine.service import SearchService  # noqa: E402
@@ -123,6 +123,11 @@ def main() -> None:
     data_dir = args.data_dir or scratch / "data"
     settings = Settings.from_env().replace(embedder=args.embedder, data_dir=data_dir, es_url=None, torch_threads=1)
 
+    if same_person_threshold(settings, embedder_info(settings)) is None:
+        parser.error(
+            f"{args.embedder} has no calibrated same-person threshold: set FACESEARCH_SAME_PERSON_THRESHOLD "
+            "to the one bench/lfw_retrieval.py prints for it"
+        )
     clips = [args.videos / name for name in CLIPS]
     lfw = collect_photos([args.lfw], person_from_folder=True).photos
     started = time.perf_counter()
