@@ -20,13 +20,13 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import platform  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from ingest_throughput import cpu_name  # noqa: E402
 from lfw_retrieval import read_pairs  # noqa: E402
 from search_engine.config import Settings  # noqa: E402
 from search_engine.detection import MIN_DETECTED_FACE  # noqa: E402
@@ -36,11 +36,6 @@ from search_engine.pipeline import EmbeddedFace, FacePipeline, subject_index  # 
 
 SIZES = (0, 80, 64, 56, 48, 40, 32, 24)
 PAIRS_PER_SET = 600
-MAX_PIXELS = 10**8
-
-
-def load_rgb(path: str) -> np.ndarray:
-    return load_image(Path(path), MAX_PIXELS)[0]
 
 
 def subject(pipeline: FacePipeline, image: np.ndarray) -> EmbeddedFace | None:
@@ -71,6 +66,9 @@ def main() -> None:
     pairs = [(a, b) for a, b, same in read_pairs(args.pairs, args.lfw)[: args.sets * PAIRS_PER_SET] if same]
     sizes = [int(s) for s in args.sizes.split(",")]
 
+    def load_rgb(path: str) -> np.ndarray:
+        return load_image(Path(path), settings.max_image_pixels)[0]
+
     references, targets, people = [], [], []
     for a, b in tqdm(pairs, desc="full-size faces", unit="pair"):
         reference, target = subject(pipeline, load_rgb(a)), subject(pipeline, load_rgb(b))
@@ -83,7 +81,7 @@ def main() -> None:
 
     print(
         f"\n{len(targets)} LFW same-person pairs with faces at full size, {int(strangers.sum())} stranger comparisons; "
-        f"dlib embedder, same-person threshold {threshold}; machine: {platform.processor() or platform.machine()}"
+        f"dlib embedder, same-person threshold {threshold}; machine: {cpu_name()}"
     )
     print("| face width (px) | face found | true accepts | false accepts |")
     print("|---|---|---|---|")
@@ -96,7 +94,7 @@ def main() -> None:
                 vectors[i], found[i] = face.embedding, True
         scores = vectors @ references.T
         genuine = np.diag(scores)[found]
-        impostor = scores[found][:, :][strangers[found]]
+        impostor = scores[found][strangers[found]]
         print(
             f"| {size or 'full size'} | {found.mean():.3f} | {np.mean(genuine >= threshold):.3f} | "
             f"{np.mean(impostor >= threshold):.4f} |"
