@@ -7,6 +7,7 @@ arrays for batches, and batches only images of one size. Callers see :class:`Det
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -51,6 +52,7 @@ class FaceDetector:
         self.batch_size = batch_size
         self.device = device
         self._mtcnn = None
+        self._lock = threading.Lock()
 
     def load(self) -> FaceDetector:
         """Build MTCNN (its weights ship inside facenet-pytorch). Idempotent."""
@@ -102,8 +104,9 @@ class FaceDetector:
         import torch
 
         # The pyramid starts at the scale where the smallest wanted face is MTCNN's 12-px window.
-        self._mtcnn.min_face_size = max(MIN_DETECTED_FACE, round(self.min_face_size * scale))
-        with torch.inference_mode():
+        # MTCNN keeps that size on itself, so the web app's request threads take turns.
+        with self._lock, torch.inference_mode():
+            self._mtcnn.min_face_size = max(MIN_DETECTED_FACE, round(self.min_face_size * scale))
             return self._mtcnn.detect(batch, landmarks=True)
 
     @staticmethod
