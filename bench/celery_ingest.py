@@ -4,7 +4,8 @@ For 1 and 2 worker processes: a fresh Redis, a fresh index, a ``facesearch worke
 LFW sample submitted in chunks of 32, timed from worker start to the job's end; and the same
 photos indexed in-process (``facesearch index`` code, same number of processes), timed from the
 call to its return. Both timings include starting processes and loading the models.
-Median of ``--runs`` runs.
+Median of ``--runs`` runs; the two sides take turns, run by run, so that a slower spell of a shared
+machine does not land on one side only.
 
 Usage: python bench/celery_ingest.py --lfw ../shared/data/lfw [--images 13233] [--runs 3] [--processes 1 2]
 """
@@ -33,7 +34,11 @@ from ingest_throughput import cpu_name  # noqa: E402
 
 
 def celery_run(photos, workers: int) -> float:
-    work = Path(tempfile.mkdtemp(prefix="facesearch-celery-bench-"))
+    with tempfile.TemporaryDirectory(prefix="facesearch-celery-bench-") as tmp:
+        return _celery_run(photos, workers, Path(tmp))
+
+
+def _celery_run(photos, workers: int, work: Path) -> float:
     with redis_server(work) as url:
         env = {"FACESEARCH_BROKER_URL": url, "FACESEARCH_DATA_DIR": str(work / "data"), "FACESEARCH_EMBEDDER": "dlib"}
         app = create_celery(Settings.from_env(env))
@@ -51,12 +56,14 @@ def celery_run(photos, workers: int) -> float:
 
 
 def local_run(photos, workers: int) -> float:
-    data = Path(tempfile.mkdtemp(prefix="facesearch-local-bench-"))
-    settings = Settings.from_env().replace(embedder="dlib", data_dir=data, es_url=None, workers=workers)
-    started = time.perf_counter()
-    summary, _ = index_locally(settings, photos, progress=False)
+    with tempfile.TemporaryDirectory(prefix="facesearch-local-bench-") as data:
+        settings = Settings.from_env().replace(embedder="dlib", data_dir=Path(data), es_url=None, workers=workers)
+        started = time.perf_counter()
+        summary, index = index_locally(settings, photos, progress=False)
+        seconds = time.perf_counter() - started
+        index.close()
     assert not summary.failures
-    return len(photos) / (time.perf_counter() - started)
+    return len(photos) / seconds
 
 
 def main() -> None:
@@ -72,8 +79,10 @@ def main() -> None:
     photos = collect_photos(paths, person_from_folder=True).photos
     rows = []
     for workers in args.processes:
-        local = [local_run(photos, workers) for _ in range(args.runs)]
-        celery = [celery_run(photos, workers) for _ in range(args.runs)]
+        local, celery = [], []
+        for _ in range(args.runs):
+            local.append(local_run(photos, workers))
+            celery.append(celery_run(photos, workers))
         rows.append((workers, statistics.median(local), statistics.median(celery), local, celery))
 
     print(f"\nCelery vs in-process ingest: {len(photos)} LFW images, dlib, median of {args.runs} runs")
