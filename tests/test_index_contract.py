@@ -175,6 +175,16 @@ def test_get_faces_of_source_and_delete_source(index, filled):
     assert index.faces_of_source(target.source) == []
 
 
+def test_embeddings_by_face_id(index, filled):
+    wanted = [filled[4], filled[9], filled[4]]
+    found = index.embeddings([f.face_id for f in wanted] + ["no-such-face"])
+    assert set(found) == {filled[4].face_id, filled[9].face_id}
+    for face in wanted:
+        assert found[face.face_id].dtype == np.float32
+        assert np.allclose(found[face.face_id], face.embedding, atol=1e-6)
+    assert index.embeddings([]) == {}
+
+
 def test_counts_and_facets(index, filled):
     assert index.count() == len(filled)
     assert index.count(SearchFilters(person="Ada_Lovelace")) == sum(f.person == "Ada_Lovelace" for f in filled)

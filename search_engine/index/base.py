@@ -47,6 +47,9 @@ class FaceIndex(Protocol):
     def get(self, face_id: str) -> FaceRecord | None:
         """One stored face with its embedding, or None."""
 
+    def embeddings(self, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored unit vectors (float32, shape (dim,)) of those faces that exist, by face id."""
+
     def faces_of_source(self, source: str) -> list[FaceRecord]:
         """Every stored face of one file, ordered by ``face_no``."""
 

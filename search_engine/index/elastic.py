@@ -40,7 +40,9 @@ from ..types import BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilt
 from .base import FACET_FIELDS
 from .mapping import (
     DEFAULT_VECTOR_INDEX,
+    EMBEDDING_FIELD,
     embedding_dims,
+    embedding_from_document,
     face_document,
     faces_mapping,
     hit_from_document,
@@ -376,6 +378,19 @@ class ElasticFaceIndex:
             except NotFoundError:
                 return None
         return record_from_document(response["_source"])
+
+    def embeddings(self, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        self.ensure()
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(face_ids))
+        with self._talking(f"reading face vectors from {self.names.faces_alias}"):
+            for start in range(0, len(unique), PAGE_SIZE):
+                ids = unique[start : start + PAGE_SIZE]
+                response = self._client.mget(index=self.names.faces_alias, ids=ids, source_includes=[EMBEDDING_FIELD])
+                for doc in response["docs"]:
+                    if doc.get("found"):
+                        found[doc["_id"]] = embedding_from_document(doc["_id"], doc["_source"])
+        return found
 
     def faces_of_source(self, source: str) -> list[FaceRecord]:
         self.ensure()

@@ -37,9 +37,11 @@ log = logging.getLogger(__name__)
 
 #: Written faces are compacted into fewer files after this many small upserts.
 _COMPACT_EVERY = 64
+#: Values per SQL ``IN`` list: bounded lists keep the SQL small for folders of many thousand files.
+_IN_LIST = 500
 
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(FaceRecord))
-_HIT_FIELDS = tuple(f.name for f in dataclasses.fields(Hit) if f.name != "score")
+_HIT_FIELDS = tuple(f.name for f in dataclasses.fields(Hit) if f.name not in ("score", "rank_score"))
 #: Columns a search reads: a hit's fields and LanceDB's distance, never the embedding.
 _HIT_COLUMNS = [*_HIT_FIELDS, "_distance"]
 
@@ -274,6 +276,16 @@ class EmbeddedFaceIndex:
         rows = self._rows(f"face_id = {sql_literal(face_id)}").to_pylist()
         return _record(rows[0]) if rows else None
 
+    def embeddings(self, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(face_ids))
+        for start in range(0, len(unique), _IN_LIST):
+            listed = ", ".join(sql_literal(f) for f in unique[start : start + _IN_LIST])
+            rows = self._rows(f"face_id IN ({listed})", ["face_id", "embedding"])
+            vectors = rows["embedding"].combine_chunks().flatten().to_numpy().reshape(-1, self.model.dim)
+            found.update(zip(rows["face_id"].to_pylist(), vectors))
+        return found
+
     def faces_of_source(self, source: str) -> list[FaceRecord]:
         rows = self._rows(f"source = {sql_literal(source)}").to_pylist()
         return sorted((_record(row) for row in rows), key=lambda r: (r.frame or 0, r.face_no))
@@ -317,9 +329,8 @@ class EmbeddedFaceIndex:
             return {}
         self.ensure()
         found: dict[str, SourceRecord] = {}
-        # Bounded IN lists keep the SQL small for folders of many thousand files.
-        for start in range(0, len(sources), 500):
-            chunk = sources[start : start + 500]
+        for start in range(0, len(sources), _IN_LIST):
+            chunk = sources[start : start + _IN_LIST]
             where = f"source IN ({', '.join(sql_literal(s) for s in chunk)})"
             rows = self._sources.search().where(where).limit(len(chunk)).to_list()
             for row in rows:

@@ -239,16 +239,21 @@ def _box(doc: Mapping[str, Any]) -> Box:
     return Box(float(box["x1"]), float(box["y1"]), float(box["x2"]), float(box["y2"]))
 
 
-def record_from_document(doc: Mapping[str, Any]) -> FaceRecord:
-    """A :class:`FaceRecord` from a stored face's ``_source``, embedding included (float32)."""
+def embedding_from_document(face_id: str, doc: Mapping[str, Any]) -> np.ndarray:
+    """The float32 embedding in a stored face's ``_source``; ValueError when the index left it out."""
     if EMBEDDING_FIELD not in doc:
         raise ValueError(
-            f"face {doc.get('face_id')!r} came back without its {EMBEDDING_FIELD!r}: the index leaves "
+            f"face {face_id!r} came back without its {EMBEDDING_FIELD!r}: the index leaves "
             "vectors out of _source (index.mapping.exclude_source_vectors)"
         )
+    return np.asarray(doc[EMBEDDING_FIELD], dtype=np.float32)
+
+
+def record_from_document(doc: Mapping[str, Any]) -> FaceRecord:
+    """A :class:`FaceRecord` from a stored face's ``_source``, embedding included (float32)."""
     return FaceRecord(
         face_no=int(doc["face_no"]),
-        embedding=np.asarray(doc[EMBEDDING_FIELD], dtype=np.float32),
+        embedding=embedding_from_document(doc.get("face_id"), doc),
         **_hit_fields(doc),
         image_width=doc.get("image_width"),
         image_height=doc.get("image_height"),
