@@ -64,6 +64,11 @@ class Settings:
         keep_uploads: folder where the web app keeps a copy of every query photo; None keeps none.
         same_person_threshold: cosine similarity from which two faces are called the same person;
             None uses the calibrated value of the embedder (see ``SAME_PERSON_THRESHOLDS``).
+        expansion_neighbours: how many of a query's nearest faces may join it to rank the hits
+            (query expansion, see :mod:`search_engine.expansion`); 0 ranks by the query face alone.
+        expansion_threshold: cosine similarity a nearest face needs to join the query; None uses
+            the embedder's calibrated value (``EXPANSION_THRESHOLDS``), and a model without one
+            ranks by the query face alone.
     """
 
     embedder: str = "auto"
@@ -96,6 +101,8 @@ class Settings:
     results_per_page: int = 20
     keep_uploads: Path | None = None
     same_person_threshold: float | None = None
+    expansion_neighbours: int = 3
+    expansion_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDERS:
@@ -127,6 +134,12 @@ class Settings:
         if self.same_person_threshold is not None and not -1.0 <= self.same_person_threshold <= 1.0:
             raise ConfigError(
                 f"FACESEARCH_SAME_PERSON_THRESHOLD must be a cosine similarity within [-1, 1], got {self.same_person_threshold}"
+            )
+        if self.expansion_neighbours < 0:
+            raise ConfigError(f"FACESEARCH_EXPANSION_NEIGHBOURS must be 0 (off) or more, got {self.expansion_neighbours}")
+        if self.expansion_threshold is not None and not -1.0 <= self.expansion_threshold < 1.0:
+            raise ConfigError(
+                f"FACESEARCH_EXPANSION_THRESHOLD must be a cosine similarity within [-1, 1), got {self.expansion_threshold}"
             )
 
     @property
@@ -192,6 +205,8 @@ class Settings:
             "results_per_page": number("RESULTS_PER_PAGE", int),
             "keep_uploads": Path(get("KEEP_UPLOADS")).expanduser() if get("KEEP_UPLOADS") else None,
             "same_person_threshold": number("SAME_PERSON_THRESHOLD", float),
+            "expansion_neighbours": number("EXPANSION_NEIGHBOURS", int),
+            "expansion_threshold": number("EXPANSION_THRESHOLD", float),
         }
         return cls(**{key: value for key, value in values.items() if value is not None})
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from .config import Settings
 from .errors import ImageError, InvalidRequestError, NoFaceError
+from .expansion import rank
 from .imageio import decode_image, read_file
 from .index import FaceIndex, create_index
 from .indexing import FileOutcome, PhotoInput, index_photos
@@ -173,7 +174,7 @@ class SearchService:
         if by_video:
             groups = self.group_by_video(vector, k, filters)
             return tuple(g.hits[0] for g in groups), groups
-        return tuple(self.index.search(vector, k=k, filters=filters, collapse=collapse)), None
+        return tuple(rank(self.settings, self.index, vector, k, filters, collapse)), None
 
     @property
     def _min_face(self) -> int:

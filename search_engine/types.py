@@ -136,7 +136,11 @@ class SearchFilters:
 
 @dataclass(frozen=True)
 class Hit:
-    """A stored face returned by a search, ``score`` being its cosine similarity to the query."""
+    """A stored face returned by a search, ``score`` being its cosine similarity to the query.
+
+    ``rank_score`` is the similarity the hits are ordered by where that is another one (an
+    expanded query, see :mod:`search_engine.expansion`); None means ``score`` itself.
+    """
 
     face_id: str
     score: float
@@ -151,11 +155,13 @@ class Hit:
     timestamp: float | None = None
     start: float | None = None
     end: float | None = None
+    rank_score: float | None = None
 
     def to_dict(self) -> dict:
         return {
             "face_id": self.face_id,
             "score": round(self.score, 4),
+            "rank_score": round(self.score if self.rank_score is None else self.rank_score, 4),
             "person": self.person,
             "source": self.source,
             "box": self.box.as_list(),

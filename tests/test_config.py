@@ -40,6 +40,8 @@ def test_defaults_and_overrides():
         ({"FACESEARCH_RESULTS_PER_PAGE": "5000"}, "FACESEARCH_RESULTS_PER_PAGE"),
         ({"FACESEARCH_API_KEYS": "a b,c"}, "FACESEARCH_API_KEYS"),
         ({"FACESEARCH_SAME_PERSON_THRESHOLD": "1.5"}, "FACESEARCH_SAME_PERSON_THRESHOLD"),
+        ({"FACESEARCH_EXPANSION_NEIGHBOURS": "-1"}, "FACESEARCH_EXPANSION_NEIGHBOURS"),
+        ({"FACESEARCH_EXPANSION_THRESHOLD": "1"}, "FACESEARCH_EXPANSION_THRESHOLD"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
@@ -97,3 +99,15 @@ def test_same_person_threshold_is_calibrated_per_embedder():
     assert same_person_threshold(Settings(), dlib) == 0.912
     assert same_person_threshold(Settings(), other) is None
     assert same_person_threshold(Settings(same_person_threshold=0.7), other) == 0.7
+
+
+def test_expansion_threshold_is_calibrated_per_embedder_and_settable():
+    from search_engine.embedding import expansion_threshold
+    from search_engine.types import EmbedderInfo
+
+    dlib, other = EmbedderInfo("dlib", "r1", 128), EmbedderInfo("facenet", "vggface2-r1", 512)
+    assert Settings.from_env({}).expansion_neighbours == 3
+    assert expansion_threshold(Settings(), dlib) == 0.93
+    assert expansion_threshold(Settings(), other) is None
+    settings = Settings.from_env({"FACESEARCH_EXPANSION_THRESHOLD": "0.6", "FACESEARCH_EXPANSION_NEIGHBOURS": "0"})
+    assert expansion_threshold(settings, other) == 0.6 and settings.expansion_neighbours == 0

@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 #: weights could not be had where this was measured.
 SAME_PERSON_THRESHOLDS: dict[str, float] = {"dlib-r1": 0.912}
 
+#: Cosine similarity from which a stored face is close enough to the query to join it in ranking
+#: (query expansion, :mod:`search_engine.expansion`), per embedder key. Chosen on LFW retrieval by
+#: ``bench/lfw_retrieval.py``: 0.92 to 0.94 give the same mAP@20; lower lets other people in.
+EXPANSION_THRESHOLDS: dict[str, float] = {"dlib-r1": 0.93}
+
 
 class Embedder(Protocol):
     """Aligns and embeds faces. ``embed`` returns unit-length float32 vectors of ``info.dim``."""
@@ -69,6 +74,14 @@ def same_person_threshold(settings: Settings, model: EmbedderInfo) -> float | No
     if settings.same_person_threshold is not None:
         return settings.same_person_threshold
     return SAME_PERSON_THRESHOLDS.get(model.key)
+
+
+def expansion_threshold(settings: Settings, model: EmbedderInfo) -> float | None:
+    """``FACESEARCH_EXPANSION_THRESHOLD`` when set, else ``model``'s calibrated value, else None
+    (no query expansion for a model nobody has calibrated)."""
+    if settings.expansion_threshold is not None:
+        return settings.expansion_threshold
+    return EXPANSION_THRESHOLDS.get(model.key)
 
 
 def build_embedder(name: str, settings: Settings) -> Embedder:

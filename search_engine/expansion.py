@@ -1,0 +1,103 @@
+"""Query expansion: rank by the query face blended with its few closest, confident matches.
+
+A face's nearest neighbours above a high similarity are almost always the same person in other
+photos; adding them to the query (average query expansion, weighted) pulls in that person's
+harder photos, those with another pose, age or lighting than the query. On LFW with dlib this
+lifts mAP@20 from 0.922 to 0.941 and leaves rank-1 as it was (``bench/lfw_retrieval.py``).
+
+What a hit's ``score`` means does not change: it stays the cosine similarity to the query face, so
+the same-person threshold still applies to it. Only the order follows the expanded query, whose
+similarity each hit carries as ``rank_score``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from .config import Settings
+from .embedding import expansion_threshold
+from .index.base import FaceIndex
+from .types import Hit, SearchFilters
+
+log = logging.getLogger(__name__)
+
+
+def expanded_query(query: np.ndarray, neighbours: Sequence[tuple[float, np.ndarray]], threshold: float) -> np.ndarray | None:
+    """The query plus each neighbour at or above ``threshold``, weighted by how far above it the
+    neighbour is, ``(score - threshold) / (1 - threshold)``, scaled back to unit length.
+
+    Args:
+        query: the query face's unit vector, shape (dim,).
+        neighbours: (cosine similarity to the query, unit vector) of the nearest stored faces.
+        threshold: the similarity a neighbour needs to count, below 1.
+
+    Returns:
+        The expanded unit vector (float32), or None when no neighbour reaches the threshold.
+    """
+    expanded = np.asarray(query, dtype=np.float64).reshape(-1).copy()
+    used = 0
+    for score, vector in neighbours:
+        if score >= threshold:
+            expanded += (score - threshold) / (1.0 - threshold) * np.asarray(vector, dtype=np.float64).reshape(-1)
+            used += 1
+    if not used:
+        return None
+    return (expanded / np.linalg.norm(expanded)).astype(np.float32)
+
+
+def search_expanded(
+    index: FaceIndex,
+    vector: np.ndarray,
+    k: int,
+    threshold: float,
+    neighbours: int,
+    filters: SearchFilters | None = None,
+    collapse: str | None = None,
+) -> list[Hit]:
+    """:meth:`FaceIndex.search`, ranked by the query expanded with its ``neighbours`` nearest faces
+    (within ``filters``) at or above ``threshold``; a plain search when none reaches it.
+
+    Every hit's ``score`` is its similarity to ``vector``, ``rank_score`` its similarity to the
+    expanded query (the order). A similarity floor (``filters.min_score``) bounds ``score``, which
+    an expanded search cannot promise, so such searches are plain.
+    """
+    query = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if neighbours < 1 or (filters is not None and filters.min_score is not None):
+        return index.search(query, k=k, filters=filters, collapse=collapse)
+    # Uncollapsed, so the neighbours may be several faces of one person; without collapse this
+    # first pass is also the answer when no neighbour is close enough.
+    first = index.search(query, k=max(k, neighbours) if collapse is None else neighbours, filters=filters)
+    nearest = [hit for hit in first[:neighbours] if hit.score >= threshold]
+    stored = index.embeddings([hit.face_id for hit in nearest])
+    expanded = expanded_query(query, [(hit.score, stored[hit.face_id]) for hit in nearest if hit.face_id in stored], threshold)
+    if expanded is None:
+        return first[:k] if collapse is None else index.search(query, k=k, filters=filters, collapse=collapse)
+    hits = index.search(expanded, k=k, filters=filters, collapse=collapse)
+    vectors = index.embeddings([hit.face_id for hit in hits])
+    # A face deleted between the two calls has no vector left; it is dropped, not mis-scored.
+    return [
+        dataclasses.replace(hit, score=float(vectors[hit.face_id] @ query), rank_score=hit.score)
+        for hit in hits
+        if hit.face_id in vectors
+    ]
+
+
+def rank(
+    settings: Settings,
+    index: FaceIndex,
+    vector: np.ndarray,
+    k: int = 20,
+    filters: SearchFilters | None = None,
+    collapse: str | None = None,
+) -> list[Hit]:
+    """The ``k`` stored faces that best match one query vector (unit length, shape (dim,)), best
+    first: with query expansion where the embedder has an expansion threshold (calibrated or set)
+    and ``settings.expansion_neighbours`` is above 0, else by similarity to ``vector`` alone."""
+    threshold = expansion_threshold(settings, index.model)
+    if threshold is None or settings.expansion_neighbours < 1:
+        return index.search(vector, k=k, filters=filters, collapse=collapse)
+    return search_expanded(index, vector, k, threshold, settings.expansion_neighbours, filters, collapse)
