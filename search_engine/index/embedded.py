@@ -277,11 +277,14 @@ class EmbeddedFaceIndex:
         return _record(rows[0]) if rows else None
 
     def embeddings(self, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        table = self._table()
         found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(face_ids))
         for start in range(0, len(unique), _IN_LIST):
-            listed = ", ".join(sql_literal(f) for f in unique[start : start + _IN_LIST])
-            rows = self._rows(f"face_id IN ({listed})", ["face_id", "embedding"])
+            chunk = unique[start : start + _IN_LIST]
+            where = f"face_id IN ({', '.join(sql_literal(f) for f in chunk)})"
+            # Face ids are unique, so the list's length bounds the rows: no count query first.
+            rows = table.search().where(where).select(["face_id", "embedding"]).limit(len(chunk)).to_arrow()
             vectors = rows["embedding"].combine_chunks().flatten().to_numpy().reshape(-1, self.model.dim)
             found.update(zip(rows["face_id"].to_pylist(), vectors))
         return found
