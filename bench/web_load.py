@@ -9,7 +9,7 @@ Model loading and a short warm-up are excluded. Queries are LFW photos spread ov
 sent as uploads the way the search page does (multipart, k = 20).
 
 Usage: python bench/web_load.py --data-dir /path/to/lfw-index --lfw ../shared/data/lfw
-       [--configs default,1x4] [--queries 200] [--clients 50] [--duration 60]
+       [--configs default,1x4] [--queries 200] [--clients 50] [--duration 60] [--setting NAME=VALUE]
 """
 
 from __future__ import annotations
@@ -134,7 +134,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
     parser.add_argument("--duration", type=float, default=60, help="seconds of concurrent load (default 60)")
     parser.add_argument("--embedder", default="dlib", choices=("dlib", "facenet"))
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="FACESEARCH_NAME=VALUE for the server (repeatable), e.g. EXPANSION_NEIGHBOURS=0",
+    )
     args = parser.parse_args()
+    try:
+        settings = {f"FACESEARCH_{name.upper()}": value for name, value in (s.split("=", 1) for s in args.setting)}
+    except ValueError:
+        parser.error("--setting takes NAME=VALUE")
 
     cores = os.cpu_count() or 1
     every = sorted(args.lfw.rglob("*.jpg"))
@@ -147,7 +158,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="facesearch-web-bench-") as scratch:
         data_dir = Path(scratch) / "data"
         shutil.copytree(args.data_dir, data_dir)
-        env = {"FACESEARCH_EMBEDDER": args.embedder, "FACESEARCH_DATA_DIR": str(data_dir)}
+        env = settings | {"FACESEARCH_EMBEDDER": args.embedder, "FACESEARCH_DATA_DIR": str(data_dir)}
         for label, workers, threads in configs:
             server_args = ["--workers", str(workers), "--threads", str(threads), "--media-root", str(args.lfw)]
             print(f"{label}: starting facesearch serve", flush=True)
@@ -162,6 +173,8 @@ def main() -> None:
 
     print(f"\nPOST /api/v1/search, {len(queries)} LFW photos as queries (k = 20), embedder {args.embedder}")
     print(f"machine: {cpu_name()}, {cores} cores, Python {platform.python_version()}")
+    if settings:
+        print("server settings: " + ", ".join(f"{name}={value}" for name, value in settings.items()))
     print(f"load average (1, 5, 15 min): before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     print(
