@@ -13,7 +13,6 @@ similarity each hit carries as ``rank_score``.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,8 +21,6 @@ from .config import Settings
 from .embedding import expansion_threshold
 from .index.base import FaceIndex
 from .types import Hit, SearchFilters
-
-log = logging.getLogger(__name__)
 
 
 def expanded_query(query: np.ndarray, neighbours: Sequence[tuple[float, np.ndarray]], threshold: float) -> np.ndarray | None:
