@@ -69,18 +69,20 @@ def search_expanded(
     # first pass is also the answer when no neighbour is close enough.
     first = index.search(query, k=max(k, neighbours) if collapse is None else neighbours, filters=filters)
     nearest = [hit for hit in first[:neighbours] if hit.score >= threshold]
-    stored = index.embeddings([hit.face_id for hit in nearest])
+    # Most queries have no neighbour that close: no read of stored vectors for them.
+    stored = index.embeddings([hit.face_id for hit in nearest]) if nearest else {}
     expanded = expanded_query(query, [(hit.score, stored[hit.face_id]) for hit in nearest if hit.face_id in stored], threshold)
     if expanded is None:
         return first[:k] if collapse is None else index.search(query, k=k, filters=filters, collapse=collapse)
     hits = index.search(expanded, k=k, filters=filters, collapse=collapse)
-    vectors = index.embeddings([hit.face_id for hit in hits])
-    # A face deleted between the two calls has no vector left; it is dropped, not mis-scored.
-    return [
-        dataclasses.replace(hit, score=float(vectors[hit.face_id] @ query), rank_score=hit.score)
-        for hit in hits
-        if hit.face_id in vectors
-    ]
+    # Faces of the first pass already carry their similarity to the query; only the others need
+    # their stored vector read.
+    scores = {hit.face_id: hit.score for hit in first}
+    unseen = [hit.face_id for hit in hits if hit.face_id not in scores]
+    if unseen:
+        scores.update((face, float(stored_vector @ query)) for face, stored_vector in index.embeddings(unseen).items())
+    # A face deleted between the calls has no vector left; it is dropped, not mis-scored.
+    return [dataclasses.replace(hit, score=scores[hit.face_id], rank_score=hit.score) for hit in hits if hit.face_id in scores]
 
 
 def rank(
@@ -95,6 +97,6 @@ def rank(
     first: with query expansion where the embedder has an expansion threshold (calibrated or set)
     and ``settings.expansion_neighbours`` is above 0, else by similarity to ``vector`` alone."""
     threshold = expansion_threshold(settings, index.model)
-    if threshold is None or settings.expansion_neighbours < 1:
+    if threshold is None:
         return index.search(vector, k=k, filters=filters, collapse=collapse)
     return search_expanded(index, vector, k, threshold, settings.expansion_neighbours, filters, collapse)
