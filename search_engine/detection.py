@@ -1,7 +1,7 @@
-"""Face detection with facenet-pytorch's MTCNN, behind a small wrapper.
+"""Face detection with MTCNN (facenet-pytorch's trained networks), behind a small wrapper.
 
-facenet-pytorch quirks stay here: ``detect`` returns ``None`` for an image without faces, object
-arrays for batches, and batches only images of one size. Callers see :class:`Detection` lists.
+The cascade itself is :mod:`search_engine.mtcnn`; it batches only images of one size, which this
+wrapper groups. Callers see :class:`Detection` lists in source pixels.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .errors import ModelUnavailableError
+from .mtcnn import Cascade, Faces
 from .types import Box, Detection
 
 log = logging.getLogger(__name__)
@@ -58,20 +59,9 @@ class FaceDetector:
         """Build MTCNN (its weights ship inside facenet-pytorch). Idempotent."""
         if self._mtcnn is None:
             try:
-                import torch
-                from facenet_pytorch import MTCNN
+                self._mtcnn = Cascade(self.device)
             except ImportError as exc:
                 raise ModelUnavailableError(f"facenet-pytorch is not importable: {exc}") from exc
-            self._mtcnn = MTCNN(
-                min_face_size=MIN_DETECTED_FACE,
-                keep_all=True,
-                select_largest=False,
-                post_process=False,
-                device=self.device,
-            )
-            # Channels-last weights make every conv output, and so MTCNN's many ceil-mode max-pools,
-            # take torch's fast CPU kernels: same boxes, 1.6-1.8x faster on LFW (bench/ingest_throughput.py).
-            self._mtcnn.to(memory_format=torch.channels_last).eval()
         return self
 
     def detect(self, images: Sequence[np.ndarray], max_side: int | None = None) -> list[list[Detection]]:
@@ -95,19 +85,17 @@ class FaceDetector:
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 batch = np.stack([prepared[i][0] for i in chunk])
-                boxes, probs, points = self._run(batch, prepared[chunk[0]][1])
-                for i, b, p, pts in zip(chunk, boxes, probs, points):
-                    results[i] = self._detections(b, p, pts, prepared[i][1])
+                faces = self._run(batch, prepared[chunk[0]][1])
+                for i, found in zip(chunk, faces):
+                    results[i] = self._detections(found, prepared[i][1])
         return results
 
     def _run(self, batch: np.ndarray, scale: float):
-        import torch
-
         # The pyramid starts at the scale where the smallest wanted face is MTCNN's 12-px window.
-        # MTCNN keeps that size on itself, so the web app's request threads take turns.
-        with self._lock, torch.inference_mode():
-            self._mtcnn.min_face_size = max(MIN_DETECTED_FACE, round(self.min_face_size * scale))
-            return self._mtcnn.detect(batch, landmarks=True)
+        # The web app's request threads take turns: one batch at a time already uses this
+        # process's share of the cores.
+        with self._lock:
+            return self._mtcnn.detect(batch, max(MIN_DETECTED_FACE, round(self.min_face_size * scale)))
 
     @staticmethod
     def _downscale(image: np.ndarray, limit: int) -> tuple[np.ndarray, float]:
@@ -119,12 +107,10 @@ class FaceDetector:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
-    def _detections(self, boxes, probs, points, scale: float) -> list[Detection]:
-        if boxes is None:
-            return []
+    def _detections(self, faces: Faces, scale: float) -> list[Detection]:
         found = []
-        for box, prob, pts in zip(boxes, probs, points):
-            if prob is None or float(prob) < self.min_probability:
+        for box, prob, pts in zip(faces.boxes, faces.probabilities, faces.landmarks):
+            if float(prob) < self.min_probability:
                 continue
             x1, y1, x2, y2 = (float(v) / scale for v in box)
             if x2 - x1 < self.min_face_size:

@@ -44,6 +44,35 @@ def test_two_faces_side_by_side(detector, astronaut, cameraman):
     assert sorted(f.box.center[0] < 512 for f in faces) == [False, True]
 
 
+def test_cascade_finds_what_facenet_pytorchs_mtcnn_finds(astronaut, cameraman, lfw_faces):
+    """search_engine.mtcnn reimplements facenet-pytorch's detect_face loop in batches: same faces,
+    probabilities, boxes and landmarks, on photos with one face, two, many candidates and none."""
+    import torch
+    from facenet_pytorch import MTCNN
+
+    from search_engine.mtcnn import Cascade
+
+    pair = np.ascontiguousarray(np.concatenate([astronaut, cameraman], axis=1))
+    crowd = np.ascontiguousarray(np.concatenate([np.concatenate(lfw_faces[:3], axis=1)] * 2, axis=0))
+    blank = np.full_like(pair, 127)
+    reference = MTCNN(min_face_size=20, keep_all=True, post_process=False).eval()
+    cascade = Cascade()
+    for batch, min_face in (([pair, blank], 20), ([crowd], 20), ([astronaut, astronaut[:, ::-1]], 40)):
+        reference.min_face_size = min_face
+        with torch.inference_mode():
+            boxes, probs, points = reference.detect(np.stack(batch), landmarks=True)
+        found = cascade.detect(np.stack(batch), min_face)
+        for ref_boxes, ref_probs, ref_points, faces in zip(boxes, probs, points, found):
+            if ref_boxes is None:
+                assert len(faces.boxes) == 0
+                continue
+            order, mine = np.argsort(-ref_probs.astype(float)), np.argsort(-faces.probabilities)
+            assert len(mine) == len(order) > 0
+            assert faces.boxes[mine] == pytest.approx(ref_boxes[order], abs=1e-3)
+            assert faces.probabilities[mine] == pytest.approx(ref_probs[order].astype(float), abs=1e-5)
+            assert faces.landmarks[mine] == pytest.approx(ref_points[order], abs=1e-3)
+
+
 def test_subject_is_the_central_large_face():
     def det(x1, y1, size):
         return Detection(Box(x1, y1, x1 + size, y1 + size), 0.99, ())
