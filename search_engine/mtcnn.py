@@ -30,7 +30,7 @@ _CHUNKS = {"pnet": 8, "rnet": 64, "onet": 16}
 
 @dataclass(frozen=True)
 class Faces:
-    """What the cascade found in one image, most faces first in no particular order.
+    """What the cascade found in one image, in no particular order.
 
     ``boxes``: (n, 4) float32 x1, y1, x2, y2 in pixels of the image given; ``probabilities``: (n,)
     float32; ``landmarks``: (n, 5, 2) float32 (x, y) of left eye, right eye, nose, left and right
@@ -73,7 +73,9 @@ class Cascade:
         import torch
 
         net, chunk = getattr(self, name), _CHUNKS[name]
-        outputs = [net(_standardise(pixels[start : start + chunk].to(self.device))) for start in range(0, len(pixels), chunk)]
+        outputs = [
+            net(_standardise(pixels[start : start + chunk].to(self.device))) for start in range(0, len(pixels), chunk)
+        ]
         return tuple(torch.cat(parts).cpu() for parts in zip(*outputs))
 
     def detect(self, images: np.ndarray, min_face: float) -> list[Faces]:
@@ -125,54 +127,46 @@ class Cascade:
         ]
 
     def _run_on_crops(self, name: str, images: np.ndarray, boxes, owners, size: int):
-        """``net``'s outputs for each box's pixels (see :func:`_crops`), in the order of ``boxes``,
-        which must be grouped by owner (see :func:`_inside`). ``images`` are (B, H, W, 3) uint8."""
+        """Network ``name``'s outputs for each box's pixels (see :func:`_crops`), in the order of
+        ``boxes``, which must all cover pixels of their image (see :func:`_inside`). ``images``
+        are (B, H, W, 3) uint8."""
         import torch
 
         height, width = images.shape[1:3]
         # Summed-area tables in integers are exact; int32 holds 255 x H x W up to about 8.4 Mpixels.
         dtype = torch.int32 if 255 * height * width < 2**31 else torch.int64
-        crops = []
+        crops = torch.empty((len(boxes), 3, size, size))
         for owner in owners.unique():
             # One image's table at a time: a batch of large photos would not fit at once.
             pixels = torch.from_numpy(images[int(owner)])
             integral = torch.zeros((height + 1, width + 1, 3), dtype=dtype)
             integral[1:, 1:] = pixels.to(dtype).cumsum(0, dtype=dtype).cumsum(1, dtype=dtype)
-            crops.append(_crops(integral, boxes[owners == owner], width, height, size))
-        return self._run(name, torch.cat(crops))
+            mine = owners == owner
+            crops[mine] = _crops(integral, boxes[mine], width, height, size)
+        return self._run(name, crops)
 
     def _propose(self, images: np.ndarray, min_face: float, batched_nms):
         """First stage: PNet over the image pyramid. (N, 9) candidates (x1, y1, x2, y2, score, 4
-        regression offsets) and their image indexes, after per-scale and per-image suppression."""
-        import torch
-
-        found, owners = [], []
-        for first in range(0, len(images), _CHUNKS["pnet"]):
-            chunk = torch.from_numpy(images[first : first + _CHUNKS["pnet"]]).to(self.device)
-            # NCHW-contiguous: PyTorch's area resampling is twice as fast so.
-            chunk = chunk.permute(0, 3, 1, 2).float().contiguous()
-            for boxes, where in self._pyramid(chunk, min_face):
-                pick = batched_nms(boxes[:, :4], boxes[:, 4], where, 0.5)
-                found.append(boxes[pick])
-                owners.append(where[pick] + first)
-        if not found:
-            return torch.zeros((0, 9)), torch.zeros((0,), dtype=torch.long)
-        boxes, owners = torch.cat(found), torch.cat(owners)
-        pick = batched_nms(boxes[:, :4], boxes[:, 4], owners, 0.7)
-        return boxes[pick], owners[pick]
-
-    def _pyramid(self, imgs, min_face: float):
-        """P-Net's candidates in (B, 3, H, W) float images, per pyramid level: (N, 9) boxes in
-        image pixels (x1, y1, x2, y2, score, 4 regression offsets) and their image indexes."""
+        regression offsets) and their image indexes, after per-scale and per-image suppression,
+        in facenet-pytorch's order (which decides between boxes of equal score later on)."""
         import torch
         import torch.nn.functional as F
 
-        height, width = imgs.shape[2:]
+        height, width = images.shape[1:3]
+        step = _CHUNKS["pnet"]
+        # NCHW-contiguous float: PyTorch's area resampling is twice as fast so. Converted and
+        # resampled a few images at a time, which keeps them in cache.
+        chunks = [
+            torch.from_numpy(images[first : first + step]).to(self.device).permute(0, 3, 1, 2).float().contiguous()
+            for first in range(0, len(images), step)
+        ]
         scale = 12.0 / min_face
         shortest = min(height, width) * scale
+        found, owners = [], []
         while shortest >= 12:
-            level = F.interpolate(imgs, size=(int(height * scale + 1), int(width * scale + 1)), mode="area")
-            regression, probabilities = self._run("pnet", level)
+            size = (int(height * scale + 1), int(width * scale + 1))
+            outputs = [self._run("pnet", F.interpolate(chunk, size=size, mode="area")) for chunk in chunks]
+            regression, probabilities = (torch.cat(parts) for parts in zip(*outputs))
             mask = probabilities[:, 1] >= THRESHOLDS[0]
             where = mask.nonzero()
             cells = where[:, 1:].flip(1).float()
@@ -185,9 +179,16 @@ class Cascade:
                 ],
                 dim=1,
             )
-            yield boxes, where[:, 0]
+            pick = batched_nms(boxes[:, :4], boxes[:, 4], where[:, 0], 0.5)
+            found.append(boxes[pick])
+            owners.append(where[pick, 0])
             scale *= SCALE_FACTOR
             shortest *= SCALE_FACTOR
+        if not found:
+            return torch.zeros((0, 9)), torch.zeros((0,), dtype=torch.long)
+        boxes, owners = torch.cat(found), torch.cat(owners)
+        pick = batched_nms(boxes[:, :4], boxes[:, 4], owners, 0.7)
+        return boxes[pick], owners[pick]
 
 
 def _standardise(pixels):
@@ -227,12 +228,13 @@ def _pixels(boxes, width: int, height: int):
 
 
 def _inside(boxes, owners, width: int, height: int):
-    """The boxes that cover pixels of their image, and their owners, grouped by owner."""
+    """The boxes that cover pixels of their image, and their owners, in the same order.
+
+    (facenet-pytorch skips the crop of a box outside its image but keeps the box, which puts the
+    later boxes' scores on the wrong boxes.)"""
     x0, y0, x1, y1 = _pixels(boxes, width, height)
     inside = (x1 > x0) & (y1 > y0)
-    boxes, owners = boxes[inside], owners[inside]
-    order = owners.argsort(stable=True)
-    return boxes[order], owners[order]
+    return boxes[inside], owners[inside]
 
 
 def _crops(integral, boxes, width: int, height: int, size: int):
@@ -266,18 +268,24 @@ def _crops(integral, boxes, width: int, height: int, size: int):
 
 def _nms_min(boxes: np.ndarray, owners: np.ndarray, threshold: float) -> np.ndarray:
     """Greedy suppression within each image where overlap is intersection over the smaller box's
-    area (MTCNN's last step; torchvision only has IoU). Boxes are (N, 5) with the score last."""
+    area (MTCNN's last step; torchvision only has IoU). Boxes are (N, 5) with the score last.
+
+    Done as facenet-pytorch does it, boxes of all images at once, shifted apart so that images
+    never overlap, and sorted with numpy's default sort: boxes of equal score (O-Net gives many a
+    score of exactly 1.0) are then decided the same way.
+    """
+    if not len(boxes):
+        return np.zeros((0,), dtype=np.int64)
+    shifted = boxes[:, :4] + (owners.astype(np.float32) * (boxes[:, :4].max() + 1))[:, None]
+    x1, y1, x2, y2 = shifted.T
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(boxes[:, 4])
     keep = []
-    for owner in np.unique(owners):
-        (members,) = np.nonzero(owners == owner)
-        x1, y1, x2, y2, score = (boxes[members, k] for k in range(5))
-        area = (x2 - x1 + 1) * (y2 - y1 + 1)
-        order = np.argsort(score, kind="stable")
-        while order.size:
-            best, rest = order[-1], order[:-1]
-            keep.append(members[best])
-            overlap_w = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + 1)
-            overlap_h = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + 1)
-            overlap = overlap_w * overlap_h / np.minimum(area[best], area[rest])
-            order = rest[overlap <= threshold]
+    while order.size:
+        best, rest = order[-1], order[:-1]
+        keep.append(best)
+        overlap_w = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + 1)
+        overlap_h = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + 1)
+        overlap = overlap_w * overlap_h / np.minimum(area[best], area[rest])
+        order = rest[overlap <= threshold]
     return np.asarray(keep, dtype=np.int64)
