@@ -130,7 +130,7 @@ def main() -> None:
         modes[f"batched, 1 process, {cores} torch threads"] = lambda: batched(
             fresh(workers=1, torch_threads=cores), paths
         )
-    for workers in range(2 if not args.default_only else cores, cores + 1):
+    for workers in range(cores if args.default_only else 2, cores + 1):
         modes[f"batched, {workers} processes, {max(1, cores // workers)} torch thread(s) each"] = (
             lambda w=workers: batched(fresh(workers=w), paths)
         )

@@ -182,8 +182,12 @@ def build_network(weights: ResNetWeights):
         def forward(self, x):
             y = self.second(F.relu(self.first(x)))
             if self.down:
-                x = F.pad(F.avg_pool2d(x, 2), (0, 0, 0, 0, 0, self.extra_channels))
-                y = F.pad(y, (0, self.extra_pixels, 0, self.extra_pixels))
+                x = F.avg_pool2d(x, 2)
+                # Padding copies out of oneDNN's layout and back: only where the shapes differ.
+                if self.extra_channels:
+                    x = F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+                if self.extra_pixels:
+                    y = F.pad(y, (0, self.extra_pixels, 0, self.extra_pixels))
             return F.relu(x + y)
 
     class ResNet(nn.Module):
