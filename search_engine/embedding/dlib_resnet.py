@@ -16,9 +16,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from .. import alignment
 from ..errors import ModelUnavailableError
 from ..types import Detection, EmbedderInfo
 from . import normalise, split_rows
@@ -33,10 +33,6 @@ _RESNET_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 CHIP_TEMPLATE = np.array(
     [[46.85, 46.2], [103.15, 46.2], [75.0, 79.3], [50.3, 108.3], [99.7, 108.3]], dtype=np.float64
 )
-
-#: Below this scale (chip pixels per source pixel) the face is shrunk with area averaging first,
-#: as a bilinear warp alone would alias.
-_MIN_WARP_SCALE = 0.5
 
 
 def models_dir() -> Path:
@@ -53,46 +49,9 @@ def models_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The 2x3 rotation + uniform scale + translation mapping ``src`` points onto ``dst`` with the
-    least squared error (Umeyama, 1991). Both are (N, 2) arrays of (x, y)."""
-    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    u, s, vt = np.linalg.svd(dst_c.T @ src_c / len(src))
-    d = np.diag([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
-    rotation = u @ d @ vt
-    scale = np.trace(np.diag(s) @ d) / (src_c**2).sum() * len(src)
-    shift = dst_mean - scale * rotation @ src_mean
-    return np.hstack([scale * rotation, shift[:, None]])
-
-
 def align(image: np.ndarray, landmarks: Sequence[tuple[float, float]]) -> np.ndarray:
     """A (150, 150, 3) uint8 RGB chip of the face whose 5 MTCNN landmarks (source pixels) are given."""
-    points = np.asarray(landmarks, dtype=np.float64)
-    matrix = similarity_transform(points, CHIP_TEMPLATE)
-    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    if scale < _MIN_WARP_SCALE:
-        image, points = _shrink_around(image, matrix, points, scale / _MIN_WARP_SCALE)
-        matrix = similarity_transform(points, CHIP_TEMPLATE)
-    chip = cv2.warpAffine(
-        image, matrix, (CHIP_SIZE, CHIP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
-    return np.ascontiguousarray(chip)
-
-
-def _shrink_around(image: np.ndarray, matrix: np.ndarray, points: np.ndarray, factor: float):
-    """The region the chip covers, scaled by ``factor`` with area averaging, and the points in it."""
-    inverse = cv2.invertAffineTransform(matrix)
-    corners = np.array([[0, 0, 1], [CHIP_SIZE, 0, 1], [0, CHIP_SIZE, 1], [CHIP_SIZE, CHIP_SIZE, 1]], float)
-    footprint = corners @ inverse.T
-    height, width = image.shape[:2]
-    x0, y0 = np.clip(np.floor(footprint.min(axis=0)).astype(int) - 2, 0, [width - 1, height - 1])
-    x1, y1 = np.clip(np.ceil(footprint.max(axis=0)).astype(int) + 2, [x0 + 1, y0 + 1], [width, height])
-    region = image[y0:y1, x0:x1]
-    size = (max(1, round(region.shape[1] * factor)), max(1, round(region.shape[0] * factor)))
-    small = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
-    scale_xy = np.array([size[0] / region.shape[1], size[1] / region.shape[0]])
-    return small, (points - [x0, y0]) * scale_xy
+    return alignment.align(image, landmarks, CHIP_TEMPLATE, CHIP_SIZE)
 
 
 def model_file() -> Path:
