@@ -8,9 +8,18 @@ photo's subject face labelled), then:
   person)), mAP@20, recall@20; once ranked as ``facesearch search`` ranks (query expansion, see
   ``search_engine/expansion.py``), once by plain kNN;
 * verification: the 6,000 pairs of ``pairs.txt``, cosine similarity of the two subject faces,
-  10-fold accuracy with the threshold chosen on the other 9 folds.
+  10-fold accuracy with the threshold chosen on the other 9 folds;
+* calibration: the stranger model (``search_engine/calibration.py``: each face's best score among
+  other people's faces) of the subject faces of the people with >= 2 images, which leaves the 4,069 people with one image out of it; with the
+  verification threshold it is what ``search_engine/calibrations/`` ships (``--write-calibration``);
+* open set (NIST 1:N): every image queries the index with its subject face, its own photo excluded.
+  Stranger queries are the images of people with one image, whose best hit can only be someone
+  else: FPIR(t) is the share of them with a best hit at or above t. Mated queries are the other
+  images: DIR(t) is the share whose rank-1 hit is that person and scores at least t. DIR is printed
+  at FPIR 1/2/5/10% and at the product's own "same person" threshold for this gallery's size.
 
-Usage: python bench/lfw_retrieval.py --lfw ../shared/data/lfw --pairs ../shared/data/lfw_pairs.txt
+Usage: python bench/lfw_retrieval.py --lfw ../shared/data/lfw --pairs ../shared/data/lfw_pairs.txt \
+  [--embedder mobilefacenet] [--write-calibration search_engine/calibrations/KEY.json]
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -33,7 +43,14 @@ from tqdm import tqdm  # noqa: E402
 
 from ingest.local import index_locally  # noqa: E402
 from ingest.sources import collect_photos  # noqa: E402
-from search_engine.config import Settings  # noqa: E402
+from search_engine.calibration import (  # noqa: E402
+    POSSIBLE_FACTOR,
+    Calibration,
+    best_stranger_scores,
+    fit_best_stranger,
+    verdicts,
+)
+from search_engine.config import MODELS, Settings  # noqa: E402
 from search_engine.embedding import expansion_threshold  # noqa: E402
 from search_engine.expansion import rank  # noqa: E402
 from search_engine.indexing import source_name  # noqa: E402
@@ -134,11 +151,70 @@ def verification(pairs: list[tuple[str, str, bool]], vectors: dict[str, np.ndarr
     }
 
 
+def calibrate(
+    model: str, by_person: dict[str, list[str]], vectors: dict[str, np.ndarray], pair_threshold: float
+) -> Calibration:
+    """The stranger model of the subject faces of the people with >= 2 images: each face's best
+    score among the faces of everyone else there."""
+    sources = [s for person, ss in sorted(by_person.items()) if len(ss) >= 2 for s in ss if s in vectors]
+    people = {s: person for person, ss in by_person.items() for s in ss}
+    labels = np.array([people[s] for s in sources])
+    matrix = np.stack([vectors[s] for s in sources])
+    best = []
+    for start in tqdm(range(0, len(sources), 512), desc="calibration probes", unit="block"):
+        block = slice(start, start + 512)
+        best.append(best_stranger_scores(matrix[block] @ matrix.T, labels[block][:, None] != labels[None, :]))
+    location, scale = fit_best_stranger(np.concatenate(best))
+    return Calibration(
+        model=model,
+        location=location,
+        scale=scale,
+        gallery=len(sources),
+        probes=len(sources),
+        pair_threshold=round(pair_threshold, 4),
+        measured_on=(
+            f"LFW (deep-funneled): the best stranger score of each of the {len(sources):,} subject faces of the "
+            "people with two or more images among the faces of all the others; pair threshold: 10-fold mean on "
+            "pairs.txt"
+        ),
+    )
+
+
+def open_set(
+    index: FaceIndex, by_person: dict[str, list[str]], vectors: dict[str, np.ndarray], threshold: float | None
+) -> dict:
+    """DIR at fixed FPIRs and at the product's threshold (see the module docstring)."""
+    stranger, mated = [], []
+    for person, sources in tqdm(sorted(by_person.items()), desc="open-set queries", unit="person"):
+        for source in sources:
+            if source not in vectors:
+                if len(sources) >= 2:
+                    mated.append(-2.0)
+                continue
+            (best,) = index.search(vectors[source], k=1, filters=SearchFilters(exclude_sources=(source,)))
+            if len(sources) == 1:
+                stranger.append(best.score)
+            else:
+                # A mated query whose rank-1 hit is someone else is never a correct identification.
+                mated.append(best.score if best.person == person else -2.0)
+    stranger, mated = np.array(stranger), np.array(mated)
+    results = {"open-set stranger queries": len(stranger), "open-set mated queries": len(mated)}
+    for fpir in (0.01, 0.02, 0.05, 0.10):
+        t = float(np.quantile(stranger, 1.0 - fpir, method="higher"))
+        results[f"DIR at FPIR {fpir:.0%} (threshold {t:.3f})"] = float(np.mean(mated >= t))
+    if threshold is not None:
+        results[f"product threshold {threshold:.4f}: FPIR"] = float(np.mean(stranger >= threshold))
+        results[f"product threshold {threshold:.4f}: DIR"] = float(np.mean(mated >= threshold))
+        results["stranger queries with a same-person hit in their top 1"] = int(np.sum(stranger >= threshold))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lfw", type=Path, required=True, help="LFW folder (one sub-folder per person)")
     parser.add_argument("--pairs", type=Path, required=True, help="LFW pairs.txt")
-    parser.add_argument("--embedder", default="dlib", choices=("dlib", "facenet"))
+    parser.add_argument("--embedder", default="mobilefacenet", choices=MODELS)
+    parser.add_argument("--write-calibration", type=Path, help="write the calibration measured here to this JSON file")
     parser.add_argument("--data-dir", type=Path, help="index directory to (re)use; default: a fresh temporary one")
     args = parser.parse_args()
 
@@ -153,8 +229,7 @@ def main() -> None:
     for photo in collected.photos:
         by_person[photo.person].append(source_name(photo.path))
     pairs = read_pairs(args.pairs, args.lfw)
-    wanted = sorted({s for ss in by_person.values() if len(ss) >= 2 for s in ss} | {s for a, b, _ in pairs for s in (a, b)})
-    vectors = subject_vectors(index, wanted)
+    vectors = subject_vectors(index, sorted(s for ss in by_person.values() for s in ss))
 
     results = {
         "images": summary.files,
@@ -167,6 +242,18 @@ def main() -> None:
     results |= retrieval(partial(rank, settings, index), by_person, vectors, f"facesearch, expansion {expansion}")
     results |= retrieval(index.search, by_person, vectors, "plain kNN")
     results |= verification(pairs, vectors)
+
+    calibration = calibrate(index.model.key, by_person, vectors, results["threshold (mean over folds)"])
+    if args.write_calibration:
+        args.write_calibration.write_text(json.dumps(calibration.to_dict(), indent=1) + "\n")
+    gallery = index.count()
+    judged = verdicts(calibration, gallery, settings.target_fpir, settings.same_person_threshold)
+    results |= {
+        "calibration probes (Gumbel location, scale)": f"{calibration.probes} ({calibration.location:.4f}, {calibration.scale:.4f})",
+        f"same-person threshold, {gallery:,} faces, target FPIR {settings.target_fpir:.0%}": judged.same_person,
+        f"possible-match threshold (target FPIR {POSSIBLE_FACTOR * settings.target_fpir:.0%})": judged.possible,
+    }
+    results |= open_set(index, by_person, vectors, judged.same_person)
 
     print(f"\nLFW retrieval, embedder {index.model.key}, index {data_dir}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}")

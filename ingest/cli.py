@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the Kibana saved objects (ndjson) for Stack Management > Saved objects > Import",
     )
 
+    commands.add_parser(
+        "fetch-models",
+        parents=[common],
+        help="fetch the offline models' weights into the model cache now (setup does it once)",
+    )
+
     health = commands.add_parser(
         "healthcheck", parents=[common], help="exit 0 if this machine's worker answers a ping (or --url answers)"
     )
@@ -199,7 +205,36 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     for rank, hit in enumerate(result.hits, 1):
         where = hit.source if hit.start is None else f"{hit.source} {_span(hit.start, hit.end)}"
-        print(f"{rank:3d}  {hit.score:.3f}  {hit.person or '-':<28} {where}  box {hit.box.as_list()}")
+        verdict = VERDICT_WORDS.get(hit.verdict, "")
+        print(f"{rank:3d}  {hit.score:.3f}  {verdict:<12} {hit.person or '-':<28} {where}  box {hit.box.as_list()}")
+    print(_verdict_note(result))
+    return 0
+
+
+VERDICT_WORDS = {"same_person": "same person", "possible": "possible"}
+
+
+def _verdict_note(result) -> str:
+    """One line on what the verdicts rest on, and whether any hit is a confident match."""
+    v = result.verdicts
+    if v is None:
+        return "(this model is not calibrated: scores rank the hits but give no verdict)"
+    if v.fixed:
+        basis = f"same person from {v.same_person:.3f} (FACESEARCH_SAME_PERSON_THRESHOLD)"
+    else:
+        basis = (
+            f"same person from {v.same_person:.3f}, possible from {v.possible:.3f}: calibrated so that at most "
+            f"{v.target_fpir:.2%} of searches for someone not among these {v.gallery_size:,} faces get a same-person hit"
+        )
+    confident = any(hit.verdict == "same_person" for hit in result.hits)
+    return ("" if confident else "no confident match: this person may not be in the index; ") + basis
+
+
+def cmd_fetch_models(args: argparse.Namespace, settings: Settings) -> int:
+    from search_engine.embedding.mobilefacenet import MobileFaceNetEmbedder
+
+    folder = MobileFaceNetEmbedder(weights=settings.mobilefacenet_weights).weights_dir()
+    print(f"MobileFaceNet weights ready in {folder}")
     return 0
 
 
@@ -393,6 +428,7 @@ COMMANDS = {
     "init": cmd_init,
     "kibana-export": cmd_kibana_export,
     "healthcheck": cmd_healthcheck,
+    "fetch-models": cmd_fetch_models,
     "serve": cmd_serve,
 }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .calibration import SAME_PERSON, Verdicts, shipped_calibration, verdicts
 from .config import Settings
 from .errors import ImageError, InvalidRequestError, NoFaceError
 from .expansion import rank
@@ -38,6 +39,9 @@ class VideoGroup:
     def to_dict(self) -> dict:
         return {"video": self.video, "score": round(self.score, 4), "moments": [h.to_dict() for h in self.hits]}
 
+    def judged(self, verdicts: Verdicts) -> VideoGroup:
+        return dataclasses.replace(self, hits=judge(self.hits, verdicts))
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -45,6 +49,8 @@ class SearchResult:
 
     For a query video, each query face is a track and ``query_times`` holds its (start, end)
     seconds. With results grouped by video, ``groups`` holds them and ``hits`` each group's best.
+    ``verdicts`` are the thresholds each hit's ``verdict`` was decided by (None: the model is
+    uncalibrated and no threshold is set, so no hit has a verdict).
     """
 
     query_faces: tuple[Detection, ...]
@@ -52,6 +58,7 @@ class SearchResult:
     hits: tuple[Hit, ...]
     query_times: tuple[tuple[float, float], ...] = ()
     groups: tuple[VideoGroup, ...] | None = None
+    verdicts: Verdicts | None = None
 
     def to_dict(self) -> dict:
         faces = []
@@ -60,7 +67,13 @@ class SearchResult:
             if self.query_times:
                 entry["start"], entry["end"] = self.query_times[n]
             faces.append(entry)
-        result = {"query_faces": faces, "face": self.face, "hits": [hit.to_dict() for hit in self.hits]}
+        result = {
+            "query_faces": faces,
+            "face": self.face,
+            "verdicts": None if self.verdicts is None else self.verdicts.to_dict(),
+            "confident_match": any(hit.verdict == SAME_PERSON for hit in self.hits),
+            "hits": [hit.to_dict() for hit in self.hits],
+        }
         if self.groups is not None:
             result["videos"] = [group.to_dict() for group in self.groups]
         return result
@@ -115,8 +128,8 @@ class SearchService:
         _check_face(chosen, len(detections), "image")
         # Only the face searched with is embedded: in a group photo each other face would cost as much.
         (vector,) = self.pipeline.embedder.embed([(image, [detections[chosen]])])[0]
-        hits, groups = self._search(vector, k, filters, collapse, by_video)
-        return SearchResult(tuple(detections), chosen, hits, groups=groups)
+        hits, groups, judged = self._search(vector, k, filters, collapse, by_video)
+        return SearchResult(tuple(detections), chosen, hits, groups=groups, verdicts=judged)
 
     def search_video(
         self,
@@ -144,10 +157,10 @@ class SearchService:
             raise NoFaceError(f"no face found in the query video (smallest face looked for: {self._min_face} px wide)")
         chosen = max(range(len(tracks)), key=lambda i: tracks[i].end - tracks[i].start) if face is None else face
         _check_face(chosen, len(tracks), "video")
-        hits, groups = self._search(tracks[chosen].embedding, k, filters, collapse, by_video)
+        hits, groups, judged = self._search(tracks[chosen].embedding, k, filters, collapse, by_video)
         detections = tuple(Detection(t.box, t.probability, ()) for t in tracks)
         times = tuple((t.start, t.end) for t in tracks)
-        return SearchResult(detections, chosen, hits, query_times=times, groups=groups)
+        return SearchResult(detections, chosen, hits, query_times=times, groups=groups, verdicts=judged)
 
     def search_file(self, path: Path, **options) -> SearchResult:
         """:meth:`search_video` for a file named like a video, else :meth:`search_image` on the photo
@@ -168,13 +181,27 @@ class SearchService:
             groups.append(VideoGroup(top.video, top.score, tuple(hits) or (top,)))
         return tuple(groups)
 
+    def verdicts(self) -> Verdicts | None:
+        """The thresholds a search of the index as it is now is judged by: calibrated for the
+        embedder and the number of faces stored (all of them: a filter narrows what is shown, and
+        counting every face keeps the verdict on the safe side), or the fixed threshold set."""
+        return verdicts(
+            shipped_calibration(self.index.model),
+            self.index.count(),
+            self.settings.target_fpir,
+            self.settings.same_person_threshold,
+        )
+
     def _search(
         self, vector: np.ndarray, k: int, filters: SearchFilters | None, collapse: str | None, by_video: bool
-    ) -> tuple[tuple[Hit, ...], tuple[VideoGroup, ...] | None]:
+    ) -> tuple[tuple[Hit, ...], tuple[VideoGroup, ...] | None, Verdicts | None]:
+        judged = self.verdicts()
         if by_video:
             groups = self.group_by_video(vector, k, filters)
-            return tuple(g.hits[0] for g in groups), groups
-        return tuple(rank(self.settings, self.index, vector, k, filters, collapse)), None
+            if judged is not None:
+                groups = tuple(group.judged(judged) for group in groups)
+            return tuple(g.hits[0] for g in groups), groups, judged
+        return judge(rank(self.settings, self.index, vector, k, filters, collapse), judged), None, judged
 
     @property
     def _min_face(self) -> int:
@@ -182,6 +209,13 @@ class SearchService:
 
     def close(self) -> None:
         self.index.close()
+
+
+def judge(hits: Sequence[Hit], verdicts: Verdicts | None) -> tuple[Hit, ...]:
+    """The hits with their ``verdict`` set by ``verdicts`` (left None where there are none)."""
+    if verdicts is None:
+        return tuple(hits)
+    return tuple(dataclasses.replace(hit, verdict=verdicts.of(hit.score)) for hit in hits)
 
 
 def _check_face(chosen: int, count: int, what: str) -> None:

@@ -139,7 +139,9 @@ class Hit:
     """A stored face returned by a search, ``score`` being its cosine similarity to the query.
 
     ``rank_score`` is the similarity the hits are ordered by where that is another one (an
-    expanded query, see :mod:`search_engine.expansion`); None means ``score`` itself.
+    expanded query, see :mod:`search_engine.expansion`); None means ``score`` itself. ``verdict``
+    is what the score means on the archive searched (:mod:`search_engine.calibration`):
+    ``"same_person"``, ``"possible"`` or None (neither, or the model is uncalibrated).
     """
 
     face_id: str
@@ -156,12 +158,15 @@ class Hit:
     start: float | None = None
     end: float | None = None
     rank_score: float | None = None
+    verdict: str | None = None
 
     def to_dict(self) -> dict:
         return {
             "face_id": self.face_id,
             "score": round(self.score, 4),
             "rank_score": round(self.score if self.rank_score is None else self.rank_score, 4),
+            "verdict": self.verdict,
+            "same_person": self.verdict == "same_person",
             "person": self.person,
             "source": self.source,
             "box": self.box.as_list(),
@@ -174,6 +179,10 @@ class Hit:
             "end": self.end,
             "model": self.model,
         }
+
+
+#: The fields of a :class:`Hit` that a search computes rather than reads from the stored face.
+HIT_COMPUTED_FIELDS = ("score", "rank_score", "verdict")
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 from flask import current_app, url_for
 
 from search_engine.config import Settings
-from search_engine.embedding import same_person_threshold
 from search_engine.errors import (
+    ConfigError,
     DimensionMismatchError,
     ImageError,
     IndexUnavailableError,
@@ -101,12 +101,10 @@ class Engine:
             result = service.search_image(
                 image, k=query.k, filters=query.filters, face=query.face, collapse=query.collapse
             )
-        threshold = same_person_threshold(self.settings, service.index.model)
         body = result.to_dict()
         for hit in body["hits"]:
-            hit["same_person"] = None if threshold is None else hit["score"] >= threshold
             hit.update(self._links(hit["face_id"], hit["source"]))
-        return {"model": service.index.model.key, "same_person_threshold": threshold, **body}
+        return {"model": service.index.model.key, **body}
 
     def _keep(self, data: bytes, filename: str) -> None:
         suffix = Path(filename).suffix.lower()
@@ -183,6 +181,7 @@ class Engine:
             "model": {"loaded": False},
             "index": {"reachable": False, "backend": self.settings.backend},
         }
+        judged = None
         try:
             index = self._index()
             counts = {
@@ -191,12 +190,15 @@ class Engine:
                 "videos": len(index.facets("video", size=FACET_LIMIT)),
             }
             body["index"].update(reachable=True, **counts)
-        except (ModelUnavailableError, IndexUnavailableError, DimensionMismatchError) as exc:
+            judged = self._service.verdicts()
+        except (ModelUnavailableError, IndexUnavailableError, DimensionMismatchError, ConfigError) as exc:
             body.update(status="unavailable", problem=exc.message)
-        if self._pipeline is not None:
-            info = self._pipeline.embedder.info
-            threshold = same_person_threshold(self.settings, info)
-            body["model"] = {"loaded": True, "name": info.key, "same_person_threshold": threshold}
+        if self._service is not None:
+            body["model"] = {
+                "loaded": True,
+                "name": self._service.index.model.key,
+                "verdicts": None if judged is None else judged.to_dict(),
+            }
         return body, body["status"] == "ok"
 
 

@@ -27,6 +27,7 @@ from ..types import (
     EmbedderInfo,
     Facet,
     FaceRecord,
+    HIT_COMPUTED_FIELDS,
     Hit,
     SearchFilters,
     SourceRecord,
@@ -41,7 +42,7 @@ _COMPACT_EVERY = 64
 _IN_LIST = 500
 
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(FaceRecord))
-_HIT_FIELDS = tuple(f.name for f in dataclasses.fields(Hit) if f.name not in ("score", "rank_score"))
+_HIT_FIELDS = tuple(f.name for f in dataclasses.fields(Hit) if f.name not in HIT_COMPUTED_FIELDS)
 #: Columns a search reads: a hit's fields and LanceDB's distance, never the embedding.
 _HIT_COLUMNS = [*_HIT_FIELDS, "_distance"]
 

@@ -44,15 +44,18 @@ def test_each_face_of_a_two_face_photo_finds_its_person(client, library):
     assert sorted(people.values()) == sorted(PEOPLE)
 
     best = search(client, library.queries / "eileen.jpg").get_json()
-    assert best["model"] == "dlib-r1" and best["same_person_threshold"] == 0.912
+    verdicts = best["verdicts"]
+    assert best["model"] == "dlib-r1" and verdicts["gallery_size"] == PHOTOS_EACH * 2 + 2 and not verdicts["fixed"]
+    assert verdicts["possible_threshold"] <= verdicts["same_person_threshold"] and verdicts["target_fpir"] == 0.01
     top = next(hit for hit in best["hits"] if hit["person"])
-    assert top["person"] == "Eileen_Collins" and top["score"] > 0.912 and top["same_person"] is True
+    assert top["person"] == "Eileen_Collins" and top["score"] >= verdicts["same_person_threshold"]
+    assert top["same_person"] is True and top["verdict"] == "same_person" and best["confident_match"] is True
     assert top["media_type"] == "photo" and top["source"].startswith(str(library.root))
     assert top["thumbnail_url"] == f"/api/v1/faces/{top['face_id']}/thumbnail"
     assert top["face_url"] == f"/faces/{top['face_id']}"
     assert top["media_url"] == "/media" + top["source"]
     others = [hit for hit in best["hits"] if hit["person"] == "Cameraman"]
-    assert others and all(hit["same_person"] is False for hit in others)
+    assert others and all(hit["same_person"] is False and hit["verdict"] != "same_person" for hit in others)
 
 
 def test_filters_k_and_collapse(client, library):
@@ -149,11 +152,15 @@ def test_unknown_faces_and_routes_are_json_404s(client):
 def test_health_reports_model_and_counts(client):
     response = client.get("/api/v1/health")
     assert response.status_code == 200
-    assert response.get_json() == {
+    body = response.get_json()
+    verdicts = body["model"].pop("verdicts")
+    assert body == {
         "status": "ok",
-        "model": {"loaded": True, "name": "dlib-r1", "same_person_threshold": 0.912},
+        "model": {"loaded": True, "name": "dlib-r1"},
         "index": {"reachable": True, "backend": "embedded", "faces": PHOTOS_EACH * 2 + 2, "people": 2, "videos": 0},
     }
+    assert verdicts["gallery_size"] == PHOTOS_EACH * 2 + 2 and verdicts["target_fpir"] == 0.01
+    assert 0 < verdicts["possible_threshold"] <= verdicts["same_person_threshold"] < 1
 
 
 class DownIndex:
@@ -250,9 +257,10 @@ def test_openapi_describes_every_route(client):
 
 def test_same_person_verdict_follows_the_setting(library, service):
     settings = library.settings.replace(same_person_threshold=0.999)
-    client = create_app(settings, service=service).test_client()
+    client = create_app(settings, service=SearchService(settings, service.pipeline, service.index)).test_client()
     body = search(client, library.queries / "eileen.jpg", k=1).get_json()
-    assert body["same_person_threshold"] == 0.999 and body["hits"][0]["same_person"] is False
+    assert body["verdicts"]["same_person_threshold"] == 0.999 and body["verdicts"]["fixed"] is True
+    assert body["hits"][0]["same_person"] is False and body["confident_match"] is False
 
 
 def test_the_largest_face_is_searched_by_default(client, library):

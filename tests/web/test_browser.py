@@ -107,7 +107,8 @@ def test_pick_the_second_face_then_filter_by_person(server, browser, library):
     cards = css(browser, "#hits li")
     assert cards[0].find_element("css selector", ".score").text.split("%")[0].isdigit()
     verdicts = [c.text for c in css(browser, "#hits li .verdict")]
-    assert verdicts and set(verdicts) <= {"same person", "different person"}
+    assert verdicts and set(verdicts) <= {"same person", "possible"}
+    assert "Same person from" in css(browser, "#summary")[0].text
     assert all(img.get_attribute("naturalWidth") != "0" for img in css(browser, "#hits li img"))
 
     # Filter on the person the second face is not.

@@ -154,11 +154,25 @@ function initSearch() {
     hits.replaceChildren(...body.hits.map(hitCard));
     const faces = body.query_faces.length > 1 ? ` like face ${body.face + 1}` : "";
     $("summary").textContent = body.hits.length
-      ? `${body.hits.length} most similar faces${faces}` +
-        (body.same_person_threshold === null ? "" : ` (same person from ${Math.round(body.same_person_threshold * 100)}%)`)
+      ? `${body.hits.length} most similar faces${faces}. ` + verdictSummary(body)
       : "No matching faces. Try fewer filters.";
     more.hidden = body.hits.length < state.k || state.k >= maxResults;
   }
+
+  // What the verdicts on the cards rest on, and a plain word when none of them is confident.
+  function verdictSummary(body) {
+    const v = body.verdicts;
+    if (!v) return "This model is not calibrated: scores only rank, they give no verdict.";
+    const pct = (x) => `${Math.round(x * 100)}%`;
+    const basis = v.fixed
+      ? `Same person from ${pct(v.same_person_threshold)} (set by hand).`
+      : `Same person from ${pct(v.same_person_threshold)}, possible from ${pct(v.possible_threshold)}: ` +
+        `in an archive of ${v.gallery_size.toLocaleString()} faces, at most ${+(v.target_fpir * 100).toFixed(2)}% ` +
+        "of searches for someone it does not hold get a \"same person\" card.";
+    return (body.confident_match ? "" : "No confident match: this person may not be in the archive. ") + basis;
+  }
+
+  const VERDICT_LABELS = { same_person: ["same person", "verdict same"], possible: ["possible", "verdict possible"] };
 
   function hitCard(hit) {
     const card = el("li", { class: "hit" });
@@ -169,9 +183,9 @@ function initSearch() {
       picture.addEventListener("error", () => picture.replaceWith(missing("no preview")), { once: true });
     }
     card.append(el("a", { href: hit.face_url, class: "thumb" }, picture));
-    const verdict = hit.same_person === null ? "" : hit.same_person ? "same person" : "different person";
+    const label = VERDICT_LABELS[hit.verdict];
     card.append(el("p", { class: "score" }, `${Math.round(hit.score * 100)}%`,
-      verdict ? el("span", { class: hit.same_person ? "verdict same" : "verdict other" }, verdict) : ""));
+      label ? el("span", { class: label[1] }, label[0]) : ""));
     card.append(el("p", { class: hit.person ? "person" : "person unlabelled" },
       hit.person ? displayName(hit.person) : "unlabelled"));
     if (hit.media_type === "video") {
