@@ -28,9 +28,9 @@ from tqdm import tqdm  # noqa: E402
 
 from ingest_throughput import cpu_name  # noqa: E402
 from lfw_retrieval import read_pairs  # noqa: E402
-from search_engine.config import Settings  # noqa: E402
+from search_engine.config import MODELS, Settings  # noqa: E402
 from search_engine.detection import MIN_DETECTED_FACE  # noqa: E402
-from search_engine.embedding import same_person_threshold  # noqa: E402
+from search_engine.calibration import shipped_calibration  # noqa: E402
 from search_engine.imageio import load_image  # noqa: E402
 from search_engine.pipeline import EmbeddedFace, FacePipeline, subject_index  # noqa: E402
 
@@ -59,10 +59,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=Path, required=True, help="LFW pairs.txt")
     parser.add_argument("--sets", type=int, default=10, help="how many of pairs.txt's 10 sets to use (300 same-person pairs each)")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="face widths in pixels (0: full size)")
+    parser.add_argument("--embedder", default="mobilefacenet", choices=MODELS)
     args = parser.parse_args()
-    settings = Settings.from_env().replace(embedder="dlib", min_face_size=MIN_DETECTED_FACE, es_url=None)
+    settings = Settings.from_env().replace(embedder=args.embedder, min_face_size=MIN_DETECTED_FACE, es_url=None)
     pipeline = FacePipeline.from_settings(settings)
-    threshold = same_person_threshold(settings, pipeline.embedder.info)
+    # Two photos compared with each other: the 1:1 (pair) threshold, as a video track links faces.
+    threshold = shipped_calibration(pipeline.embedder.info).pair_threshold
     pairs = [(a, b) for a, b, same in read_pairs(args.pairs, args.lfw)[: args.sets * PAIRS_PER_SET] if same]
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -81,7 +83,7 @@ def main() -> None:
 
     print(
         f"\n{len(targets)} LFW same-person pairs with faces at full size, {int(strangers.sum())} stranger comparisons; "
-        f"dlib embedder, same-person threshold {threshold}; machine: {cpu_name()}"
+        f"{pipeline.embedder.info.key} embedder, pair threshold {threshold}; machine: {cpu_name()}"
     )
     print("| face width (px) | face found | true accepts | false accepts |")
     print("|---|---|---|---|")

@@ -22,7 +22,7 @@ from pathlib import Path  # noqa: E402
 
 from ingest.local import chunks, index_locally  # noqa: E402
 from ingest.sources import collect_photos  # noqa: E402
-from search_engine.config import Settings  # noqa: E402
+from search_engine.config import MODELS, Settings  # noqa: E402
 from search_engine.ids import face_id  # noqa: E402
 from search_engine.imageio import load_image  # noqa: E402
 from search_engine.index import create_index  # noqa: E402
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--lfw", type=Path, required=True)
     parser.add_argument("--images", type=int, default=2000, help="sample size (spread over all of LFW)")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--embedder", default="dlib", choices=("dlib", "facenet"))
+    parser.add_argument("--embedder", default="mobilefacenet", choices=MODELS)
     parser.add_argument(
         "--default-only",
         action="store_true",

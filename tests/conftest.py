@@ -71,6 +71,14 @@ def dlib_embedder():
     return DlibEmbedder().load()
 
 
+@pytest.fixture(scope="session")
+def mobilefacenet_embedder():
+    """MobileFaceNet from the model cache (scripts/setup.sh fetched its weights)."""
+    from search_engine.embedding.mobilefacenet import MobileFaceNetEmbedder
+
+    return MobileFaceNetEmbedder().load()
+
+
 def write_video(path, frames, fps: int = FPS) -> None:
     """Write RGB frames as an MPEG-4 part 2 .mp4 (OpenCV's bundled FFmpeg always has that encoder)."""
     height, width = frames[0].shape[:2]

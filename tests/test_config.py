@@ -91,14 +91,20 @@ def test_web_settings_from_env(tmp_path):
     assert defaults.max_upload_bytes == 20_000_000 and defaults.results_per_page == 20
 
 
-def test_same_person_threshold_is_calibrated_per_embedder():
-    from search_engine.embedding import same_person_threshold
+def test_tracks_link_at_the_calibrated_pair_threshold():
+    from search_engine.calibration import shipped_calibration
+    from search_engine.embedding import track_link_similarity
     from search_engine.types import EmbedderInfo
 
     dlib, other = EmbedderInfo("dlib", "r1", 128), EmbedderInfo("facenet", "vggface2-r1", 512)
-    assert same_person_threshold(Settings(), dlib) == 0.912
-    assert same_person_threshold(Settings(), other) is None
-    assert same_person_threshold(Settings(same_person_threshold=0.7), other) == 0.7
+    assert track_link_similarity(dlib) == shipped_calibration(dlib).pair_threshold
+    assert track_link_similarity(other) == 0.395
+
+
+def test_target_fpir_is_a_share():
+    assert Settings.from_env({"FACESEARCH_TARGET_FPIR": "0.02"}).target_fpir == 0.02
+    with pytest.raises(ConfigError, match="FACESEARCH_TARGET_FPIR"):
+        Settings(target_fpir=1.5)
 
 
 def test_expansion_threshold_is_calibrated_per_embedder_and_settable():

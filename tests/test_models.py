@@ -180,18 +180,26 @@ def test_facenet_bad_weights_path_names_it(tmp_path):
         FacenetEmbedder(weights=junk).load()
 
 
-def test_auto_falls_back_to_dlib_with_a_notice(tmp_path, caplog):
+def test_auto_takes_mobilefacenet_without_facenet_and_dlib_without_either(tmp_path, caplog, mobilefacenet_embedder):
+    from search_engine.embedding import resolve_embedder_name
+
     settings = Settings.from_env({}).replace(facenet_weights=tmp_path / "missing.pt")
     with caplog.at_level(logging.WARNING):
-        embedder = create_embedder(settings)
+        assert resolve_embedder_name(settings) == "mobilefacenet"
+    assert "facenet unavailable" in caplog.text
+    caplog.clear()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with caplog.at_level(logging.WARNING):
+        embedder = create_embedder(settings.replace(mobilefacenet_weights=empty))
     assert embedder.info.name == "dlib"
-    assert "Using the offline dlib embedder" in caplog.text
+    assert "mobilefacenet unavailable" in caplog.text and "Using the offline dlib embedder" in caplog.text
     with pytest.raises(ModelUnavailableError):
         create_embedder(settings.replace(embedder="facenet"))
 
 
 def test_similarity_transform_recovers_a_known_one():
-    from search_engine.embedding.dlib_resnet import similarity_transform
+    from search_engine.alignment import similarity_transform
 
     src = np.array([[10, 20], [60, 22], [35, 50], [15, 80], [55, 82]], float)
     angle, scale, shift = 0.3, 1.7, np.array([5.0, -8.0])

@@ -8,22 +8,18 @@ from typing import Protocol
 
 import numpy as np
 
+from ..calibration import shipped_calibration
 from ..config import Settings
 from ..errors import ModelUnavailableError
 from ..types import Detection, EmbedderInfo
 
 log = logging.getLogger(__name__)
 
-#: Cosine similarity from which two faces are called the same person, per embedder key. Calibrated on
-#: LFW's 6,000 ``pairs.txt`` verification pairs by ``bench/lfw_retrieval.py``: the mean of the 10
-#: folds' thresholds (measured 2026-11-21, 99.22% accuracy). FaceNet is not calibrated yet: its
-#: weights could not be had where this was measured.
-SAME_PERSON_THRESHOLDS: dict[str, float] = {"dlib-r1": 0.912}
-
 #: Cosine similarity from which a stored face is close enough to the query to join it in ranking
 #: (query expansion, :mod:`search_engine.expansion`), per embedder key. Chosen on LFW retrieval by
-#: ``bench/lfw_retrieval.py``: 0.92 to 0.94 give the same mAP@20; lower lets other people in.
-EXPANSION_THRESHOLDS: dict[str, float] = {"dlib-r1": 0.93}
+#: ``bench/lfw_retrieval.py``. dlib: 0.92 to 0.94 give the same mAP@20; lower lets other people in.
+#: MobileFaceNet (mAP@20 strict, 2026-12-01): 0.4 0.9802, 0.5 0.9806, 0.6 0.9793, 0.7 0.9773, off 0.9747.
+EXPANSION_THRESHOLDS: dict[str, float] = {"dlib-r1": 0.93, "mobilefacenet-ms1m-r1": 0.5}
 
 
 class Embedder(Protocol):
@@ -45,16 +41,19 @@ class Embedder(Protocol):
         """
 
 
-#: For a model without a calibrated threshold, the similarity that links faces into one video track:
+#: For a model without a calibration, the similarity that links faces into one video track:
 #: facenet-pytorch's VGGFace2 model separates LFW pairs at a Euclidean distance of about 1.1 between
 #: unit vectors, i.e. cosine 1 - 1.1**2 / 2 (published, not measured here: no weights here).
 _PUBLISHED_SAME_PERSON = {"facenet": 0.395}
 
 
 def track_link_similarity(model: EmbedderInfo) -> float:
-    """The cosine similarity a face needs to its track's last face to join it: the calibrated
-    same-person threshold where there is one, else the published one."""
-    return SAME_PERSON_THRESHOLDS.get(model.key, _PUBLISHED_SAME_PERSON.get(model.name, 0.5))
+    """The cosine similarity a face needs to its track's last face to join it: a 1:1 decision, so
+    the calibrated pair threshold where there is one, else the published one."""
+    calibration = shipped_calibration(model)
+    if calibration is not None:
+        return calibration.pair_threshold
+    return _PUBLISHED_SAME_PERSON.get(model.name, 0.5)
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -69,13 +68,6 @@ def split_rows(vectors: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
     return np.split(vectors, np.cumsum(counts)[:-1]) if counts else []
 
 
-def same_person_threshold(settings: Settings, model: EmbedderInfo) -> float | None:
-    """``FACESEARCH_SAME_PERSON_THRESHOLD`` when set, else ``model``'s calibrated value, else None."""
-    if settings.same_person_threshold is not None:
-        return settings.same_person_threshold
-    return SAME_PERSON_THRESHOLDS.get(model.key)
-
-
 def expansion_threshold(settings: Settings, model: EmbedderInfo) -> float | None:
     """``FACESEARCH_EXPANSION_THRESHOLD`` when set, else ``model``'s calibrated value, else None
     (no query expansion for a model nobody has calibrated)."""
@@ -85,35 +77,50 @@ def expansion_threshold(settings: Settings, model: EmbedderInfo) -> float | None
 
 
 def build_embedder(name: str, settings: Settings) -> Embedder:
-    """A (not yet loaded) embedder by name: ``facenet`` or ``dlib``."""
+    """A (not yet loaded) embedder by name: ``facenet``, ``mobilefacenet`` or ``dlib``."""
     if name == "dlib":
         from .dlib_resnet import DlibEmbedder
 
         return DlibEmbedder()
+    if name == "mobilefacenet":
+        from .mobilefacenet import MobileFaceNetEmbedder
+
+        return MobileFaceNetEmbedder(weights=settings.mobilefacenet_weights)
     if name == "facenet":
         from .facenet import FacenetEmbedder
 
         return FacenetEmbedder(weights=settings.facenet_weights, device=settings.device)
-    raise ModelUnavailableError(f"unknown embedder {name!r}; choose facenet or dlib")
+    raise ModelUnavailableError(f"unknown embedder {name!r}; choose facenet, mobilefacenet or dlib")
 
 
 def resolve_embedder_name(settings: Settings) -> str:
-    """The embedder the settings mean: ``auto`` becomes ``facenet`` when its weights are at hand
-    (configured, cached, or downloadable now) and otherwise ``dlib``, with a one-line notice.
+    """The embedder the settings mean. ``auto`` takes the first whose weights are at hand
+    (configured, cached, or fetchable now), with a one-line notice for each one passed over:
+
+    1. ``facenet``: the design's model (VGGFace2; LFW verification 99.65% as published), where
+       its weights can be downloaded;
+    2. ``mobilefacenet``: measured and calibrated here (README), fetched with npm;
+    3. ``dlib``: always there (a PyPI package), the weakest.
+
     Loads no model, so a parent process can decide for its workers."""
     if settings.embedder != "auto":
         return settings.embedder
     from .facenet import FacenetEmbedder
+    from .mobilefacenet import MobileFaceNetEmbedder
 
-    try:
-        FacenetEmbedder(weights=settings.facenet_weights).weights_file()
-    except ModelUnavailableError as exc:
-        log.warning(
-            "FaceNet unavailable: %s Using the offline dlib embedder (FACESEARCH_EMBEDDER=dlib skips this check).",
-            exc.message.splitlines()[0],
-        )
-        return "dlib"
-    return "facenet"
+    candidates = (
+        ("facenet", lambda: FacenetEmbedder(weights=settings.facenet_weights).weights_file()),
+        ("mobilefacenet", lambda: MobileFaceNetEmbedder(weights=settings.mobilefacenet_weights).weights_dir()),
+    )
+    for name, find_weights in candidates:
+        try:
+            find_weights()
+        except ModelUnavailableError as exc:
+            log.warning("%s unavailable: %s", name, exc.message.splitlines()[0])
+            continue
+        return name
+    log.warning("Using the offline dlib embedder (FACESEARCH_EMBEDDER names one and skips these checks).")
+    return "dlib"
 
 
 def embedder_info(settings: Settings) -> EmbedderInfo:
