@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from search_engine.embedding.mobilefacenet import FILES, MobileFaceNetEmbedder, align
+from search_engine.embedding.mobilefacenet import FILES, MobileFaceNetEmbedder, align, standardise
 from search_engine.errors import ModelUnavailableError
 from search_engine.pipeline import FacePipeline
 
@@ -36,7 +36,7 @@ def chips(detector, astronaut, cameraman):
     """Real ArcFace chips (astronaut, cameraman, the astronaut mirrored), standardised as the graph's input."""
     images = [astronaut, cameraman, np.ascontiguousarray(astronaut[:, ::-1])]
     aligned = [align(image, faces[0].landmarks) for image, faces in zip(images, detector.detect(images))]
-    return (np.stack(aligned).astype(np.float32) - 127.5) / 128.0
+    return standardise(np.stack(aligned))
 
 
 def test_uncorrected_port_computes_what_tensorflow_js_computes(mobilefacenet_embedder, chips, tmp_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -66,6 +66,42 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 def split_rows(vectors: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
     """``vectors`` cut into consecutive blocks of ``counts`` rows (one block per image)."""
     return np.split(vectors, np.cumsum(counts)[:-1]) if counts else []
+
+
+def run_in_batches(network, inputs: np.ndarray, batch_size: int, dim: int) -> np.ndarray:
+    """A torch ``network``'s (N, dim) float32 outputs for N ``inputs``, ``batch_size`` at a time."""
+    import torch
+
+    with torch.inference_mode():
+        parts = [
+            network(torch.from_numpy(inputs[start : start + batch_size])).numpy()
+            for start in range(0, len(inputs), batch_size)
+        ]
+    return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+
+
+def embed_aligned(
+    batch: Sequence[tuple[np.ndarray, Sequence[Detection]]],
+    align: Callable[[np.ndarray, Sequence[tuple[float, float]]], np.ndarray],
+    describe: Callable[[np.ndarray], np.ndarray],
+    dim: int,
+    flip: bool,
+) -> list[np.ndarray]:
+    """:meth:`Embedder.embed` for a model on landmark-aligned chips: every face cut by ``align``
+    (image, landmarks) into a uint8 RGB chip, all chips (and, with ``flip``, their mirror images,
+    whose vectors are added to theirs) described at once by ``describe`` ((N, H, W, 3) uint8 chips
+    to (N, dim) vectors), then scaled to unit length and split per image."""
+    chips = [align(image, det.landmarks) for image, detections in batch for det in detections]
+    counts = [len(detections) for _, detections in batch]
+    if not chips:
+        return [np.zeros((0, dim), np.float32) for _ in batch]
+    stacked = np.stack(chips)
+    if flip:
+        stacked = np.concatenate([stacked, stacked[:, :, ::-1]])
+    vectors = describe(np.ascontiguousarray(stacked))
+    if flip:
+        vectors = vectors[: len(chips)] + vectors[len(chips) :]
+    return split_rows(normalise(vectors), counts)
 
 
 def expansion_threshold(settings: Settings, model: EmbedderInfo) -> float | None:

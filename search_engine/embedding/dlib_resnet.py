@@ -21,7 +21,7 @@ import numpy as np
 from .. import alignment
 from ..errors import ModelUnavailableError
 from ..types import Detection, EmbedderInfo
-from . import normalise, split_rows
+from . import embed_aligned, run_in_batches
 from .dlib_model import CHIP_SIZE, build_network, read_weights
 
 log = logging.getLogger(__name__)
@@ -85,25 +85,8 @@ class DlibEmbedder:
 
     def descriptors(self, chips: np.ndarray) -> np.ndarray:
         """dlib's raw descriptors, (N, 128) float32, of (N, 150, 150, 3) uint8 RGB chips."""
-        import torch
-
         self.load()
-        with torch.inference_mode():
-            parts = [
-                self._network(torch.from_numpy(chips[start : start + self.batch_size])).numpy()
-                for start in range(0, len(chips), self.batch_size)
-            ]
-        return np.concatenate(parts) if parts else np.zeros((0, self.info.dim), np.float32)
+        return run_in_batches(self._network, chips, self.batch_size, self.info.dim)
 
     def embed(self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]]) -> list[np.ndarray]:
-        chips = [align(image, det.landmarks) for image, detections in batch for det in detections]
-        counts = [len(detections) for _, detections in batch]
-        if not chips:
-            return [np.zeros((0, self.info.dim), np.float32) for _ in batch]
-        stacked = np.stack(chips)
-        if self.flip:
-            stacked = np.concatenate([stacked, stacked[:, :, ::-1]])
-        descriptors = self.descriptors(np.ascontiguousarray(stacked))
-        if self.flip:
-            descriptors = descriptors[: len(chips)] + descriptors[len(chips) :]
-        return split_rows(normalise(descriptors), counts)
+        return embed_aligned(batch, align, self.descriptors, self.info.dim, self.flip)

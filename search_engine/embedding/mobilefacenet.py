@@ -28,7 +28,7 @@ import numpy as np
 from .. import alignment
 from ..errors import ModelUnavailableError
 from ..types import Detection, EmbedderInfo
-from . import normalise, split_rows
+from . import embed_aligned, run_in_batches
 from .mobilefacenet_model import DIM, INPUT_SIZE, build_network, compile_graph
 
 log = logging.getLogger(__name__)
@@ -166,25 +166,13 @@ class MobileFaceNetEmbedder:
     def forward(self, inputs: np.ndarray) -> np.ndarray:
         """The network's output, (N, 192) float32 unit vectors, for (N, 112, 112, 3) float32
         inputs already standardised as the graph's ``img_inputs``."""
-        import torch
-
         self.load()
-        with torch.inference_mode():
-            parts = [
-                self._network(torch.from_numpy(inputs[start : start + self.batch_size])).numpy()
-                for start in range(0, len(inputs), self.batch_size)
-            ]
-        return np.concatenate(parts) if parts else np.zeros((0, self.info.dim), np.float32)
+        return run_in_batches(self._network, inputs, self.batch_size, self.info.dim)
 
     def embed(self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]]) -> list[np.ndarray]:
-        chips = [align(image, det.landmarks) for image, detections in batch for det in detections]
-        counts = [len(detections) for _, detections in batch]
-        if not chips:
-            return [np.zeros((0, self.info.dim), np.float32) for _ in batch]
-        stacked = np.stack(chips)
-        if self.flip:
-            stacked = np.concatenate([stacked, stacked[:, :, ::-1]])
-        vectors = self.forward(np.ascontiguousarray((stacked.astype(np.float32) - 127.5) / 128.0))
-        if self.flip:
-            vectors = vectors[: len(chips)] + vectors[len(chips) :]
-        return split_rows(normalise(vectors), counts)
+        return embed_aligned(batch, align, lambda chips: self.forward(standardise(chips)), self.info.dim, self.flip)
+
+
+def standardise(chips: np.ndarray) -> np.ndarray:
+    """(N, 112, 112, 3) uint8 RGB chips as the graph's input: float32 ``(x - 127.5) / 128``."""
+    return (chips.astype(np.float32) - 127.5) / 128.0
