@@ -24,13 +24,13 @@ from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
 from ingest_throughput import cpu_name  # noqa: E402
 from lfw_retrieval import read_pairs  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from search_engine.calibration import shipped_calibration  # noqa: E402
 from search_engine.config import MODELS, Settings  # noqa: E402
 from search_engine.detection import MIN_DETECTED_FACE  # noqa: E402
-from search_engine.calibration import shipped_calibration  # noqa: E402
 from search_engine.imageio import load_image  # noqa: E402
 from search_engine.pipeline import EmbeddedFace, FacePipeline, subject_index  # noqa: E402
 

@@ -53,8 +53,8 @@ from search_engine.calibration import (  # noqa: E402
 from search_engine.config import MODELS, Settings  # noqa: E402
 from search_engine.embedding import expansion_threshold  # noqa: E402
 from search_engine.expansion import rank  # noqa: E402
-from search_engine.indexing import source_name  # noqa: E402
 from search_engine.index import FaceIndex  # noqa: E402
+from search_engine.indexing import source_name  # noqa: E402
 from search_engine.types import Hit, SearchFilters  # noqa: E402
 
 K = 20

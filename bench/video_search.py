@@ -33,11 +33,12 @@ from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from ingest_throughput import cpu_name  # noqa: E402
 
 from ingest.local import analyse_segment_in_worker, index_locally, worker_pool  # noqa: E402
 from ingest.sources import collect_photos  # noqa: E402
-from search_engine.config import MODELS, Settings  # noqa: E402
 from search_engine.calibration import shipped_calibration  # noqa: E402
+from search_engine.config import MODELS, Settings  # noqa: E402
 from search_engine.embedding import embedder_info  # noqa: E402
 from search_engine.imageio import is_image_path  # noqa: E402
 from search_engine.indexing import source_name  # noqa: E402
@@ -45,8 +46,6 @@ from search_engine.service import SearchService  # noqa: E402
 from search_engine.types import SearchFilters  # noqa: E402
 from search_engine.video import probe, read_frame  # noqa: E402
 from search_engine.video_indexing import VideoOptions, analyse_segment, segments  # noqa: E402
-
-from ingest_throughput import cpu_name  # noqa: E402
 
 #: Who each clip shows and where their query photos are: an LFW folder, a video_refs folder, or
 #: ("frame", seconds) for a person in neither (a frame of the clip itself, as the data README says).

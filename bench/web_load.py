@@ -28,12 +28,11 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import requests  # noqa: E402
+from ingest_throughput import cpu_name  # noqa: E402
 
 from ingest.cli import SERVE_THREADS  # noqa: E402
 from search_engine.config import MODELS  # noqa: E402
 from web.devserver import running_server  # noqa: E402
-
-from ingest_throughput import cpu_name  # noqa: E402
 
 REQUEST_TIMEOUT_S = 120
 WARMUP_QUERIES = 10

@@ -18,6 +18,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from search_engine.calibration import POSSIBLE, SAME_PERSON  # noqa: E402
 from search_engine.config import EMBEDDERS, Settings  # noqa: E402
 from search_engine.errors import FaceSearchError, InvalidRequestError  # noqa: E402
 from search_engine.types import SearchFilters  # noqa: E402
@@ -211,7 +212,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-VERDICT_WORDS = {"same_person": "same person", "possible": "possible"}
+VERDICT_WORDS = {SAME_PERSON: "same person", POSSIBLE: "possible"}
 
 
 def _verdict_note(result) -> str:
@@ -226,8 +227,7 @@ def _verdict_note(result) -> str:
             f"same person from {v.same_person:.3f}, possible from {v.possible:.3f}: calibrated so that at most "
             f"{v.target_fpir:.2%} of searches for someone not among these {v.gallery_size:,} faces get a same-person hit"
         )
-    confident = any(hit.verdict == "same_person" for hit in result.hits)
-    return ("" if confident else "no confident match: this person may not be in the index; ") + basis
+    return ("" if result.confident_match else "no confident match: this person may not be in the index; ") + basis
 
 
 def cmd_fetch_models(args: argparse.Namespace, settings: Settings) -> int:

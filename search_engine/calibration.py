@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 
 import numpy as np
@@ -79,15 +79,21 @@ class Calibration:
 
     def __post_init__(self) -> None:
         if self.scale <= 0 or self.gallery < 1 or self.probes < 1:
-            raise ConfigError(f"calibration of {self.model}: scale, gallery and probes must be positive")
+            raise ConfigError(
+                f"calibration of {self.model}: scale, gallery and probes must be positive"
+            )
 
     def _location_at(self, gallery_size: int) -> float:
-        return self.location + self.scale * math.log(max(int(gallery_size), 1) / self.gallery)
+        return self.location + self.scale * math.log(
+            max(int(gallery_size), 1) / self.gallery
+        )
 
     def fpir(self, score: float, gallery_size: int) -> float:
         """The share of searches over ``gallery_size`` faces for an absent person whose best hit
         scores at least ``score``."""
-        return -math.expm1(-math.exp(-(score - self._location_at(gallery_size)) / self.scale))
+        return -math.expm1(
+            -math.exp(-(score - self._location_at(gallery_size)) / self.scale)
+        )
 
     def threshold(self, gallery_size: int, target_fpir: float) -> float:
         """The score from which a search over ``gallery_size`` faces for an absent person gets a
@@ -97,13 +103,19 @@ class Calibration:
             ConfigError: the archive is over 1000 times larger than the calibration's gallery.
         """
         if not 0.0 < target_fpir < 1.0:
-            raise ConfigError(f"the target FPIR must be within (0, 1), got {target_fpir}")
+            raise ConfigError(
+                f"the target FPIR must be within (0, 1), got {target_fpir}"
+            )
         if gallery_size > _MAX_GALLERY_RATIO * self.gallery:
             raise ConfigError(
                 f"{self.model}'s calibration (a gallery of {self.gallery:,} faces) cannot vouch for an archive of "
                 f"{gallery_size:,}; calibrate it on more labelled faces or set FACESEARCH_SAME_PERSON_THRESHOLD"
             )
-        return min(self._location_at(gallery_size) - self.scale * math.log(-math.log1p(-target_fpir)), 1.0)
+        return min(
+            self._location_at(gallery_size)
+            - self.scale * math.log(-math.log1p(-target_fpir)),
+            1.0,
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -182,7 +194,7 @@ class Verdicts:
         }
 
 
-@lru_cache(maxsize=None)
+@cache
 def shipped_calibration(model: EmbedderInfo) -> Calibration | None:
     """The calibration measured for ``model`` where it was developed (``search_engine/calibrations``),
     or None for a model nobody has calibrated."""
@@ -193,14 +205,21 @@ def shipped_calibration(model: EmbedderInfo) -> Calibration | None:
 
 
 def verdicts(
-    calibration: Calibration | None, gallery_size: int, target_fpir: float, fixed_threshold: float | None = None
+    calibration: Calibration | None,
+    gallery_size: int,
+    target_fpir: float,
+    fixed_threshold: float | None = None,
 ) -> Verdicts | None:
     """The thresholds for a search over ``gallery_size`` faces: calibrated, or ``fixed_threshold``
     for both levels when one is set; None when neither is there (the model is uncalibrated)."""
     if fixed_threshold is not None:
-        return Verdicts(fixed_threshold, fixed_threshold, gallery_size, target_fpir, fixed=True)
+        return Verdicts(
+            fixed_threshold, fixed_threshold, gallery_size, target_fpir, fixed=True
+        )
     if calibration is None:
         return None
     same = calibration.threshold(gallery_size, target_fpir)
-    possible = calibration.threshold(gallery_size, min(POSSIBLE_FACTOR * target_fpir, _MAX_POSSIBLE_FPIR))
+    possible = calibration.threshold(
+        gallery_size, min(POSSIBLE_FACTOR * target_fpir, _MAX_POSSIBLE_FPIR)
+    )
     return Verdicts(same, min(possible, same), gallery_size, target_fpir)

@@ -60,6 +60,11 @@ class SearchResult:
     groups: tuple[VideoGroup, ...] | None = None
     verdicts: Verdicts | None = None
 
+    @property
+    def confident_match(self) -> bool:
+        """Whether any hit is a "same person" verdict (False: the person may not be in the index)."""
+        return any(hit.verdict == SAME_PERSON for hit in self.hits)
+
     def to_dict(self) -> dict:
         faces = []
         for n, d in enumerate(self.query_faces):
@@ -71,7 +76,7 @@ class SearchResult:
             "query_faces": faces,
             "face": self.face,
             "verdicts": None if self.verdicts is None else self.verdicts.to_dict(),
-            "confident_match": any(hit.verdict == SAME_PERSON for hit in self.hits),
+            "confident_match": self.confident_match,
             "hits": [hit.to_dict() for hit in self.hits],
         }
         if self.groups is not None:

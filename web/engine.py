@@ -18,7 +18,12 @@ from search_engine.errors import (
     IndexUnavailableError,
     ModelUnavailableError,
 )
-from search_engine.imageio import IMAGE_EXTENSIONS, content_hash, decode_image, read_file
+from search_engine.imageio import (
+    IMAGE_EXTENSIONS,
+    content_hash,
+    decode_image,
+    read_file,
+)
 from search_engine.index import FaceIndex, create_index
 from search_engine.pipeline import FacePipeline
 from search_engine.service import SearchService

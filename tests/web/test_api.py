@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import web.engine
 from search_engine.errors import IndexUnavailableError
 from search_engine.ids import face_id
 from search_engine.service import SearchService
 from search_engine.types import VIDEO, Box, FaceRecord
-import web.engine
 from web import create_app
 
 from .conftest import PEOPLE, PHOTOS_EACH, service_for
