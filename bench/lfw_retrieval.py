@@ -46,8 +46,11 @@ from ingest.sources import collect_photos  # noqa: E402
 from search_engine.calibration import (  # noqa: E402
     POSSIBLE_FACTOR,
     Calibration,
-    best_stranger_scores,
-    fit_best_stranger,
+    LfwPair,
+    PairFit,
+    fit_calibration,
+    fit_pairs,
+    read_lfw_pairs,
     verdicts,
 )
 from search_engine.config import MODELS, Settings  # noqa: E402
@@ -55,7 +58,7 @@ from search_engine.embedding import expansion_threshold  # noqa: E402
 from search_engine.expansion import rank  # noqa: E402
 from search_engine.index import FaceIndex  # noqa: E402
 from search_engine.indexing import source_name  # noqa: E402
-from search_engine.types import Hit, SearchFilters  # noqa: E402
+from search_engine.types import EmbedderInfo, Hit, SearchFilters  # noqa: E402
 
 K = 20
 
@@ -115,68 +118,32 @@ def retrieval(
     return results
 
 
-def read_pairs(path: Path, lfw: Path) -> list[tuple[str, str, bool]]:
-    def image(name: str, number: str) -> str:
-        return source_name(lfw / name / f"{name}_{int(number):04d}.jpg")
+def verification(pairs: list[LfwPair], vectors: dict[str, np.ndarray]) -> tuple[PairFit, int]:
+    """10-fold verification of ``pairs.txt`` and how many pairs miss a face; such a pair gets
+    similarity -1 (judged 'different'), so a missed detection counts against the model."""
 
-    pairs = []
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            pairs.append((image(parts[0], parts[1]), image(parts[0], parts[2]), True))
-        elif len(parts) == 4:
-            pairs.append((image(parts[0], parts[1]), image(parts[2], parts[3]), False))
-    return pairs
+    def score(pair: LfwPair) -> float:
+        a, b = source_name(pair.first), source_name(pair.second)
+        return float(vectors[a] @ vectors[b]) if a in vectors and b in vectors else -1.0
 
-
-def verification(pairs: list[tuple[str, str, bool]], vectors: dict[str, np.ndarray], folds: int = 10) -> dict:
-    """10-fold accuracy; a pair with a face missing gets similarity -1 (judged 'different')."""
-    scores = np.array([float(vectors[a] @ vectors[b]) if a in vectors and b in vectors else -1.0 for a, b, _ in pairs])
-    same = np.array([s for _, _, s in pairs])
-    fold_of = np.arange(len(pairs)) * folds // len(pairs)
-    candidates = np.unique(scores)
-    accuracies, thresholds = [], []
-    for fold in range(folds):
-        train, test = fold_of != fold, fold_of == fold
-        train_acc = [np.mean((scores[train] >= t) == same[train]) for t in candidates]
-        threshold = float(candidates[int(np.argmax(train_acc))])
-        thresholds.append(threshold)
-        accuracies.append(float(np.mean((scores[test] >= threshold) == same[test])))
-    return {
-        "pairs": len(pairs),
-        "pairs with a face missing": int(sum(1 for a, b, _ in pairs if a not in vectors or b not in vectors)),
-        "verification accuracy": float(np.mean(accuracies)),
-        "verification std": float(np.std(accuracies)),
-        "threshold (mean over folds)": float(np.mean(thresholds)),
-    }
+    scores = np.array([score(p) for p in pairs])
+    return fit_pairs(scores, np.array([p.same for p in pairs])), int(np.sum(scores == -1.0))
 
 
 def calibrate(
-    model: str, by_person: dict[str, list[str]], vectors: dict[str, np.ndarray], pair_threshold: float
+    model: EmbedderInfo, by_person: dict[str, list[str]], vectors: dict[str, np.ndarray], pairs: PairFit
 ) -> Calibration:
-    """The stranger model of the subject faces of the people with >= 2 images: each face's best
+    """The stranger law of the subject faces of the people with >= 2 images: each face's best
     score among the faces of everyone else there."""
     sources = [s for person, ss in sorted(by_person.items()) if len(ss) >= 2 for s in ss if s in vectors]
     people = {s: person for person, ss in by_person.items() for s in ss}
-    labels = np.array([people[s] for s in sources])
-    matrix = np.stack([vectors[s] for s in sources])
-    best = []
-    for start in tqdm(range(0, len(sources), 512), desc="calibration probes", unit="block"):
-        block = slice(start, start + 512)
-        best.append(best_stranger_scores(matrix[block] @ matrix.T, labels[block][:, None] != labels[None, :]))
-    location, scale = fit_best_stranger(np.concatenate(best))
-    return Calibration(
-        model=model,
-        location=location,
-        scale=scale,
-        gallery=len(sources),
-        probes=len(sources),
-        pair_threshold=round(pair_threshold, 4),
-        measured_on=(
-            f"LFW (deep-funneled): the best stranger score of each of the {len(sources):,} subject faces of the "
-            "people with two or more images among the faces of all the others; pair threshold: 10-fold mean on "
-            "pairs.txt"
-        ),
+    measured_on = (
+        f"LFW (deep-funneled): the best stranger score of each of the {len(sources):,} subject faces of the "
+        "people with two or more images among the faces of all the others; pair threshold: 10-fold mean on "
+        "pairs.txt"
+    )
+    return fit_calibration(
+        model, np.stack([vectors[s] for s in sources]), [people[s] for s in sources], pairs, measured_on
     )
 
 
@@ -228,7 +195,7 @@ def main() -> None:
     by_person: dict[str, list[str]] = defaultdict(list)
     for photo in collected.photos:
         by_person[photo.person].append(source_name(photo.path))
-    pairs = read_pairs(args.pairs, args.lfw)
+    pairs = read_lfw_pairs(args.pairs, args.lfw)
     vectors = subject_vectors(index, sorted(s for ss in by_person.values() for s in ss))
 
     results = {
@@ -238,12 +205,21 @@ def main() -> None:
         "failed files": len(summary.failures),
         "index run (s)": round(seconds, 1),
     }
-    expansion = f"{settings.expansion_neighbours} neighbours >= {expansion_threshold(settings, index.model)}"
-    results |= retrieval(partial(rank, settings, index), by_person, vectors, f"facesearch, expansion {expansion}")
+    fit, missing = verification(pairs, vectors)
+    calibration = calibrate(index.model, by_person, vectors, fit)
+    threshold = expansion_threshold(settings, index.model, calibration)
+    expansion = f"{settings.expansion_neighbours} neighbours >= {threshold}"
+    ranking = partial(rank, settings, index, calibration=calibration)
+    results |= retrieval(ranking, by_person, vectors, f"facesearch, expansion {expansion}")
     results |= retrieval(index.search, by_person, vectors, "plain kNN")
-    results |= verification(pairs, vectors)
+    results |= {
+        "pairs": fit.pairs,
+        "pairs with a face missing": missing,
+        "verification accuracy": fit.accuracy,
+        "verification std": fit.accuracy_std,
+        "threshold (mean over folds)": fit.threshold,
+    }
 
-    calibration = calibrate(index.model.key, by_person, vectors, results["threshold (mean over folds)"])
     if args.write_calibration:
         args.write_calibration.write_text(json.dumps(calibration.to_dict(), indent=1) + "\n")
     gallery = index.count()

@@ -37,9 +37,7 @@ from ingest_throughput import cpu_name  # noqa: E402
 
 from ingest.local import analyse_segment_in_worker, index_locally, worker_pool  # noqa: E402
 from ingest.sources import collect_photos  # noqa: E402
-from search_engine.calibration import shipped_calibration  # noqa: E402
 from search_engine.config import MODELS, Settings  # noqa: E402
-from search_engine.embedding import embedder_info  # noqa: E402
 from search_engine.imageio import is_image_path  # noqa: E402
 from search_engine.indexing import source_name  # noqa: E402
 from search_engine.service import SearchService  # noqa: E402
@@ -77,12 +75,11 @@ def clock(seconds: float) -> str:
     return f"{seconds:.1f}"
 
 
-def throughput(settings: Settings, clips: list[Path], runs: int) -> dict[str, float]:
+def throughput(settings: Settings, options: VideoOptions, clips: list[Path], runs: int) -> dict[str, float]:
     """Seconds of video analysed per second of wall time, per resolution, with one worker process
     per core kept busy as on a folder of many videos: every clip of that resolution is submitted
     once per worker, cut into segments as ``facesearch index`` cuts them, all at once."""
     workers = os.cpu_count() or 1
-    options = VideoOptions.from_settings(settings)
     groups: dict[str, list] = {}
     for clip in clips:
         info = probe(clip)
@@ -123,11 +120,6 @@ def main() -> None:
     data_dir = args.data_dir or scratch / "data"
     settings = Settings.from_env().replace(embedder=args.embedder, data_dir=data_dir, es_url=None, torch_threads=1)
 
-    if shipped_calibration(embedder_info(settings)) is None and settings.same_person_threshold is None:
-        parser.error(
-            f"{args.embedder} is not calibrated: set FACESEARCH_SAME_PERSON_THRESHOLD "
-            "to the one bench/lfw_retrieval.py prints for it"
-        )
     clips = [args.videos / name for name in CLIPS]
     lfw = collect_photos([args.lfw], person_from_folder=True).photos
     started = time.perf_counter()
@@ -139,6 +131,11 @@ def main() -> None:
 
     service = SearchService.from_settings(settings)
     judged = service.verdicts()
+    if judged is None:
+        parser.error(
+            f"{args.embedder} is not calibrated: run facesearch calibrate on this index or set "
+            "FACESEARCH_SAME_PERSON_THRESHOLD"
+        )
     threshold = round(judged.same_person, 4)
     video_only = SearchFilters(media_type="video")
     print(
@@ -183,7 +180,7 @@ def main() -> None:
     print(f"\nspeed: one process, one torch thread, median of {args.runs} runs; machine: {cpu_name()}, {os.cpu_count()} cores")
     print("| clip | resolution | length (s) | tracks | documents per minute | frames analysed / sampled | x real time |")
     print("|---|---|---|---|---|---|---|")
-    options = VideoOptions.from_settings(settings)
+    options = VideoOptions.from_settings(settings, service.index)
     for clip in clips:
         info = probe(clip)
         timings = []
@@ -202,7 +199,7 @@ def main() -> None:
 
     print(f"\nthroughput: {os.cpu_count()} worker processes x 1 torch thread, each clip submitted once per process")
     print("| resolution | x real time |\n|---|---|")
-    for resolution, speed in throughput(settings, clips, args.runs).items():
+    for resolution, speed in throughput(settings, options, clips, args.runs).items():
         print(f"| {resolution} | {speed:.1f} |")
 
 

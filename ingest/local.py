@@ -139,7 +139,7 @@ def _analyse_video(settings: Settings, index: FaceIndex, path: Path, pool: Execu
     done, info, digest = plan_video(path, known)
     if done is not None:
         return done
-    options = VideoOptions.from_settings(settings)
+    options = VideoOptions.from_settings(settings, index)
     futures = [
         pool.submit(analyse_segment_in_worker, path, start, end, options, digest)
         for start, end in segments(info, options.segment_seconds)

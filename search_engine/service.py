@@ -10,14 +10,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibration import SAME_PERSON, Verdicts, shipped_calibration, verdicts
+from .calibration import (
+    SAME_PERSON,
+    Calibration,
+    CalibrationReport,
+    Verdicts,
+    calibration_for,
+    fit_calibration,
+    fit_pairs,
+    read_lfw_pairs,
+    verdicts,
+)
 from .config import Settings
 from .errors import ImageError, InvalidRequestError, NoFaceError
 from .expansion import rank
 from .imageio import decode_image, read_file
 from .index import FaceIndex, create_index
 from .indexing import FileOutcome, PhotoInput, index_photos
-from .pipeline import EmbeddedFace, FacePipeline, largest_index
+from .pipeline import EmbeddedFace, FacePipeline, largest_index, subject_index
 from .types import VIDEO, Detection, Hit, SearchFilters
 from .video import is_video
 from .video_indexing import VideoOptions, analyse_segment
@@ -153,7 +163,7 @@ class SearchService:
             NoFaceError: no face appears in it.
             InvalidRequestError: ``face`` is out of range.
         """
-        options = VideoOptions.from_settings(self.settings)
+        options = VideoOptions.from_settings(self.settings, self.index)
         analysis = analyse_segment(self.pipeline, Path(path), 0.0, None, options)
         if analysis.error:
             raise ImageError(str(path), analysis.error)
@@ -186,27 +196,81 @@ class SearchService:
             groups.append(VideoGroup(top.video, top.score, tuple(hits) or (top,)))
         return tuple(groups)
 
-    def verdicts(self) -> Verdicts | None:
-        """The thresholds a search of the index as it is now is judged by: calibrated for the
-        embedder and the number of faces stored (all of them: a filter narrows what is shown, and
-        counting every face keeps the verdict on the safe side), or the fixed threshold set."""
+    def verdicts(self, calibration: Calibration | None = None) -> Verdicts | None:
+        """The thresholds a search of the index as it is now is judged by: calibrated (by
+        ``calibration``, else the index's own) for the number of faces stored (all of them: a
+        filter narrows what is shown, and counting every face keeps the verdict on the safe side),
+        or the fixed threshold set."""
         return verdicts(
-            shipped_calibration(self.index.model),
+            calibration or calibration_for(self.index),
             self.index.count(),
             self.settings.target_fpir,
             self.settings.same_person_threshold,
         )
 
+    def calibrate_on_pairs(self, pairs_file: Path, images: Path, progress: bool = False) -> CalibrationReport:
+        """Fit the model's calibration on LFW-format pairs (not stored): the 1:1 threshold on the
+        pairs as listed, the stranger law on every image they name (the subject face of each,
+        its folder's name its person). An image that cannot be read or shows no face leaves its
+        pairs out and is listed in the report.
+
+        Raises:
+            InvalidRequestError: the pairs file is unusable, or too few faces or pairs remain.
+        """
+        from tqdm import tqdm
+
+        pairs = read_lfw_pairs(pairs_file, images)
+        files = sorted({path for pair in pairs for path in (pair.first, pair.second)})
+        vectors: dict[Path, np.ndarray] = {}
+        skipped = []
+        batch = self.settings.batch_size
+        for start in tqdm(
+            range(0, len(files), batch), desc="embedding pair images", unit="batch", disable=not progress
+        ):
+            images_read, paths = [], []
+            for path in files[start : start + batch]:
+                try:
+                    images_read.append(decode_image(read_file(path), str(path), self.settings.max_image_pixels))
+                    paths.append(path)
+                except ImageError as exc:
+                    skipped.append(str(exc))
+            for path, image, faces in zip(paths, images_read, self.pipeline.analyse(images_read)):
+                subject = subject_index([f.detection for f in faces], image.shape[1], image.shape[0])
+                if subject is None:
+                    skipped.append(f"{path}: no face found")
+                else:
+                    vectors[path] = faces[subject].embedding
+        usable = [pair for pair in pairs if pair.first in vectors and pair.second in vectors]
+        fit = fit_pairs(
+            np.array([float(vectors[p.first] @ vectors[p.second]) for p in usable]), np.array([p.same for p in usable])
+        )
+        faces = sorted(vectors)
+        people = [path.parent.name for path in faces]
+        measured_on = (
+            f"the {len(faces):,} images of {Path(pairs_file).name} ({len(set(people)):,} people): each image's best "
+            f"score among the other people's images; pair threshold: 10-fold on its {fit.pairs:,} pairs"
+        )
+        calibration = fit_calibration(
+            self.index.model,
+            np.stack([vectors[f] for f in faces]) if faces else np.zeros((0, self.index.model.dim)),
+            people,
+            fit,
+            measured_on,
+        )
+        return CalibrationReport(calibration, fit, tuple(skipped))
+
     def _search(
         self, vector: np.ndarray, k: int, filters: SearchFilters | None, collapse: str | None, by_video: bool
     ) -> tuple[tuple[Hit, ...], tuple[VideoGroup, ...] | None, Verdicts | None]:
-        judged = self.verdicts()
+        calibration = calibration_for(self.index)
+        judged = self.verdicts(calibration)
         if by_video:
             groups = self.group_by_video(vector, k, filters)
             if judged is not None:
                 groups = tuple(group.judged(judged) for group in groups)
             return tuple(g.hits[0] for g in groups), groups, judged
-        return judge(rank(self.settings, self.index, vector, k, filters, collapse), judged), None, judged
+        hits = rank(self.settings, self.index, vector, k, filters, collapse, calibration)
+        return judge(hits, judged), None, judged
 
     @property
     def _min_face(self) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .calibration import calibration_for
 from .config import Settings
 from .embedding import track_link_similarity
 from .errors import ImageError
@@ -39,6 +40,8 @@ class VideoOptions:
     """How videos are sampled and cut.
 
     Attributes:
+        link_similarity: cosine similarity a face needs to its track's last face to join the track
+            (:func:`~search_engine.embedding.track_link_similarity`).
         rate: frames sampled per second of video.
         max_side: frames are downscaled so their longer side is at most this many pixels for
             detection (alignment and embedding use the full frame); 0 keeps full size.
@@ -50,6 +53,7 @@ class VideoOptions:
             normalised mean over its faces.
     """
 
+    link_similarity: float
     rate: float = 2.0
     max_side: int = 640
     change_threshold: float = 6.0
@@ -58,8 +62,10 @@ class VideoOptions:
     track_embedding: str = "best"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> VideoOptions:
+    def from_settings(cls, settings: Settings, index: FaceIndex) -> VideoOptions:
+        """The options the settings give, faces linked as the calibration of ``index`` decides."""
         return cls(
+            link_similarity=track_link_similarity(index.model, calibration_for(index)),
             rate=settings.video_fps,
             max_side=settings.video_max_side,
             segment_seconds=settings.video_segment_seconds,
@@ -102,7 +108,7 @@ def analyse_segment(
     """
     source = source_name(path)
     result = SegmentAnalysis(source, start, end)
-    tracker = FaceTracker(track_link_similarity(pipeline.embedder.info))
+    tracker = FaceTracker(options.link_similarity)
     changes = ChangeDetector(options.change_threshold, options.max_hold)
     pending: list[Frame | float] = []
     size: tuple[int, int] = (0, 0)

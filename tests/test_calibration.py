@@ -12,12 +12,19 @@ from search_engine.calibration import (
     SAME_PERSON,
     Calibration,
     best_stranger_scores,
+    best_threshold,
+    calibrate_on_index,
+    calibration_for,
     fit_best_stranger,
+    fit_calibration,
+    fit_pairs,
+    labelled_pairs,
+    read_lfw_pairs,
     shipped_calibration,
     verdicts,
 )
 from search_engine.config import Settings
-from search_engine.errors import ConfigError
+from search_engine.errors import ConfigError, InvalidRequestError
 from search_engine.ids import face_id
 from search_engine.index.embedded import EmbeddedFaceIndex
 from search_engine.service import SearchService, judge
@@ -156,3 +163,116 @@ def test_a_search_service_judges_hits_for_the_index_as_it_grows(tmp_path):
         .verdicts()
         .fixed
     )
+
+
+def people_faces(people: int, per_person: int, dim: int = 32, spread: float = 0.6, seed: int = 3):
+    """Made-up labelled faces: each person a random direction, their faces scattered around it."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(people, dim))
+    vectors = np.repeat(centres, per_person, axis=0) + spread * rng.normal(size=(people * per_person, dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = [f"person_{p:03d}" for p in range(people) for _ in range(per_person)]
+    return vectors.astype(np.float32), labels
+
+
+def test_the_pair_threshold_is_the_most_accurate_score_and_chosen_on_other_folds():
+    rng = np.random.default_rng(5)
+    scores = np.concatenate([rng.normal(0.7, 0.1, 300), rng.normal(0.1, 0.1, 300)])
+    same = np.arange(600) < 300
+    best = best_threshold(scores, same)
+    accuracy = [np.mean((scores >= t) == same) for t in np.unique(scores)]
+    assert best == np.unique(scores)[int(np.argmax(accuracy))]
+    order = rng.permutation(600)
+    fit = fit_pairs(scores[order], same[order])
+    assert 0.3 < fit.threshold < 0.5 and fit.accuracy > 0.97 and fit.pairs == 600
+    with pytest.raises(InvalidRequestError, match="too few pairs"):
+        fit_pairs(scores[:310], same[:310])
+
+
+def test_labelled_pairs_are_balanced_and_every_same_pair_is_kept_when_few():
+    labels = ["a"] * 4 + ["b"] * 3 + ["c"]
+    first, second, same = labelled_pairs(labels)
+    assert same.sum() == 6 + 3 == (~same).sum()
+    for i, j, s in zip(first, second, same):
+        assert (labels[i] == labels[j]) == s and (i != j or not s)
+    _, _, capped = labelled_pairs(labels, limit=4)
+    assert capped.sum() == 4 == (~capped).sum()
+
+
+def test_a_calibration_fitted_on_labelled_faces_keeps_its_promise_on_new_people():
+    """Fitted on 150 people, then searched for 150 others who are absent from a gallery of the
+    first: the share of those searches whose best hit reaches the threshold is near the target."""
+    vectors, labels = people_faces(300, 5)
+    known, absent = slice(0, 750), slice(750, 1500)
+    first, second, same = labelled_pairs(labels[known])
+    pairs = fit_pairs(np.einsum("ij,ij->i", vectors[known][first], vectors[known][second]), same)
+    model = EmbedderInfo("made", "up-r1", 32)
+    calibration = fit_calibration(model, vectors[known], labels[known], pairs, "made up")
+    assert calibration.gallery == 750 and calibration.probes == 750 and calibration.model == "made-up-r1"
+    threshold = calibration.threshold(750, 0.05)
+    best = (vectors[absent] @ vectors[known].T).max(axis=1)
+    assert float(np.mean(best >= threshold)) == pytest.approx(0.05, abs=0.03)
+    assert calibration.pair_threshold < threshold
+    with pytest.raises(InvalidRequestError, match="too few labelled faces"):
+        fit_calibration(model, vectors[:50], labels[:50], pairs, "too few")
+
+
+def test_lfw_pairs_files_are_read_and_a_malformed_one_is_named(tmp_path):
+    good = tmp_path / "pairs.txt"
+    good.write_text("10\t300\nAbel_Pacheco\t1\t4\nAbdullah\t1\tAbdullah_Gul\t13\n")
+    first, second = read_lfw_pairs(good, tmp_path / "lfw")
+    assert first.same and first.first == tmp_path / "lfw" / "Abel_Pacheco" / "Abel_Pacheco_0001.jpg"
+    assert not second.same and second.second.name == "Abdullah_Gul_0013.jpg"
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Abel_Pacheco\t1\tfour\n")
+    with pytest.raises(InvalidRequestError, match=r"bad.txt, line 1"):
+        read_lfw_pairs(bad, tmp_path)
+    with pytest.raises(InvalidRequestError, match="no pair"):
+        read_lfw_pairs(_header_only(tmp_path), tmp_path)
+    with pytest.raises(InvalidRequestError, match="cannot read"):
+        read_lfw_pairs(tmp_path / "nowhere.txt", tmp_path)
+
+
+def _header_only(tmp_path):
+    path = tmp_path / "header.txt"
+    path.write_text("10\t300\n")
+    return path
+
+
+def labelled_index(tmp_path, vectors, labels, model) -> EmbeddedFaceIndex:
+    index = EmbeddedFaceIndex(tmp_path / "lancedb", model)
+    index.upsert(
+        [
+            FaceRecord(
+                face_id(model.key, f"/p/{n}.jpg", 0), f"/p/{n}.jpg", 0, Box(0, 0, 9, 9), 0.99, v, model.key, person=label
+            )
+            for n, (v, label) in enumerate(zip(vectors, labels))
+        ]
+    )
+    return index
+
+
+def test_an_index_calibrated_on_its_labelled_faces_judges_by_that_calibration(tmp_path):
+    """The stored calibration outranks the shipped one, and removing it brings the shipped one back."""
+    model = EmbedderInfo("mobilefacenet", "ms1m-r1", 32)
+    vectors, labels = people_faces(60, 4)
+    index = labelled_index(tmp_path, vectors, labels, model)
+    shipped = shipped_calibration(model)
+    assert calibration_for(index) == shipped
+    report = calibrate_on_index(index)
+    assert report.calibration.probes == 240 and "240 labelled faces of 60 people" in report.calibration.measured_on
+    index.put_calibration(report.calibration)
+    assert calibration_for(index) == report.calibration
+    service = SearchService(Settings(data_dir=tmp_path), pipeline=None, index=index)
+    assert service.verdicts().same_person == pytest.approx(report.calibration.threshold(240, 0.01))
+    index.put_calibration(None)
+    assert calibration_for(index) == shipped
+
+
+def test_too_few_labelled_faces_are_refused_with_the_counts(tmp_path):
+    model = EmbedderInfo("made", "up-r1", 32)
+    vectors, labels = people_faces(10, 3)
+    with pytest.raises(InvalidRequestError, match="30 faces of 10 people"):
+        calibrate_on_index(labelled_index(tmp_path, vectors, labels, model))
+    with pytest.raises(InvalidRequestError, match="no face in the index carries a person label"):
+        calibrate_on_index(EmbeddedFaceIndex(tmp_path / "empty", model))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ingest.cli import EXIT_ERROR, EXIT_PARTIAL, build_parser, main, settings_from
+from ingest.cli import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, build_parser, main, settings_from
 
 from .test_imageio import huge_png
 
@@ -146,3 +146,49 @@ def test_serve_flags_override_the_environment(monkeypatch):
     settings = settings_from(args)
     assert settings.media_roots == (Path("/a"), Path("/b")) and settings.workers == 3
     assert settings_from(build_parser().parse_args(["serve"])).media_roots == (Path("/from/env"),)
+
+
+def test_calibrate_on_pairs_stores_the_calibration_with_the_index(tmp_path, capsys, astronaut, cameraman):
+    """LFW's pairs.txt format over 112 generated photos of two people, one image missing: the
+    calibration is fitted on the rest, stored with the index, and --reset removes it."""
+    images = tmp_path / "pairs_images"
+    people = {"Eileen_Collins": astronaut, "Cameraman": cameraman}
+    for person, image in people.items():
+        for n in range(1, 57):
+            save(variant(image, n), images / person / f"{person}_{n:04d}.jpg")
+    lines = ["10\t112"]
+    for person in people:
+        lines += [f"{person}\t{n}\t{n + 1}" for n in range(1, 57, 2)]
+    lines += [f"Eileen_Collins\t{n}\tCameraman\t{57 - n}" for n in range(1, 57)]
+    lines.append("Eileen_Collins\t1\tEileen_Collins\t99")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("\n".join(lines) + "\n")
+    data = ["--embedder", "dlib", "--data-dir", str(tmp_path / "data")]
+
+    code, report = run_json(capsys, ["calibrate", "--pairs", str(pairs), "--images", str(images), *data])
+    assert code == 0 and report["stored"]
+    assert report["pairs"]["pairs"] == 112 and report["pairs"]["accuracy"] > 0.95
+    assert report["calibration"]["probes"] == 112 and report["calibration"]["model"] == "dlib-r1"
+    (missing,) = report["skipped"]
+    assert "Eileen_Collins_0099.jpg" in missing and "file not found" in missing
+    assert report["verdicts"]["gallery_size"] == 0
+
+    from search_engine.index.embedded import EmbeddedFaceIndex
+    from search_engine.types import EmbedderInfo
+
+    index = EmbeddedFaceIndex(tmp_path / "data" / "lancedb", EmbedderInfo("dlib", "r1", 128))
+    assert index.get_calibration().to_dict() == report["calibration"]
+    assert main(["calibrate", "--reset", *data]) == 0
+    assert "searches now use the shipped one" in capsys.readouterr().out
+    assert index.get_calibration() is None
+
+
+def test_calibrate_explains_what_it_lacks(tmp_path, capsys):
+    data = ["--embedder", "dlib", "--data-dir", str(tmp_path / "data")]
+    assert main(["calibrate", *data]) == EXIT_ERROR
+    assert "no face in the index carries a person label" in capsys.readouterr().err
+    assert main(["calibrate", "--pairs", str(tmp_path / "pairs.txt"), *data]) == EXIT_USAGE
+    assert "--pairs and --images go together" in capsys.readouterr().err
+    missing = ["calibrate", "--pairs", str(tmp_path / "pairs.txt"), "--images", str(tmp_path), *data]
+    assert main(missing) == EXIT_ERROR
+    assert "cannot read the pairs file" in capsys.readouterr().err

@@ -97,8 +97,8 @@ def test_tracks_link_at_the_calibrated_pair_threshold():
     from search_engine.types import EmbedderInfo
 
     dlib, other = EmbedderInfo("dlib", "r1", 128), EmbedderInfo("facenet", "vggface2-r1", 512)
-    assert track_link_similarity(dlib) == shipped_calibration(dlib).pair_threshold
-    assert track_link_similarity(other) == 0.395
+    assert track_link_similarity(dlib, shipped_calibration(dlib)) == shipped_calibration(dlib).pair_threshold
+    assert track_link_similarity(other, None) == 0.395
 
 
 def test_target_fpir_is_a_share():
@@ -107,13 +107,16 @@ def test_target_fpir_is_a_share():
         Settings(target_fpir=1.5)
 
 
-def test_expansion_threshold_is_calibrated_per_embedder_and_settable():
+def test_expansion_threshold_is_measured_or_calibrated_per_embedder_and_settable():
+    from search_engine.calibration import Calibration
     from search_engine.embedding import expansion_threshold
     from search_engine.types import EmbedderInfo
 
     dlib, other = EmbedderInfo("dlib", "r1", 128), EmbedderInfo("facenet", "vggface2-r1", 512)
     assert Settings.from_env({}).expansion_neighbours == 3
-    assert expansion_threshold(Settings(), dlib) == 0.93
-    assert expansion_threshold(Settings(), other) is None
+    calibrated = Calibration(other.key, 0.4321, 0.03, 1000, 1000, 0.35, "made up")
+    assert expansion_threshold(Settings(), dlib, calibrated) == 0.93
+    assert expansion_threshold(Settings(), other, None) is None
+    assert expansion_threshold(Settings(), other, calibrated) == 0.432
     settings = Settings.from_env({"FACESEARCH_EXPANSION_THRESHOLD": "0.6", "FACESEARCH_EXPANSION_NEIGHBOURS": "0"})
-    assert expansion_threshold(settings, other) == 0.6 and settings.expansion_neighbours == 0
+    assert expansion_threshold(settings, other, calibrated) == 0.6 and settings.expansion_neighbours == 0

@@ -22,9 +22,11 @@ from search_engine.index.mapping import (
     EMBEDDING_FIELD,
     MAPPING_VERSION,
     TEMPLATE_PRIORITY,
+    calibration_from_mappings,
     embedding_dims,
     face_document,
     faces_mapping,
+    faces_meta,
     hit_from_document,
     index_names,
     index_settings,
@@ -44,6 +46,7 @@ from search_engine.index.queries import (
     facets_body,
     filter_clauses,
     knn_search_body,
+    labelled_faces_body,
     query_vector,
     source_faces_body,
 )
@@ -423,3 +426,22 @@ def test_unreachable_cluster_is_index_unavailable():
         index.count()
     assert time.monotonic() - started < 30
     index.close()
+
+
+def test_the_calibration_lives_in_the_faces_mapping_meta():
+    calibration = {"model": "dlib-r1", "location": 0.93, "scale": 0.006}
+    assert faces_mapping(128)["_meta"] == faces_meta(None) == {"mapping_version": MAPPING_VERSION}
+    meta = faces_meta(calibration)
+    assert meta == {"mapping_version": MAPPING_VERSION, "calibration": calibration}
+    response = {"facesearch-faces-dlib-r1-v1": {"mappings": {"_meta": meta, "properties": {}}}}
+    assert calibration_from_mappings(response) == calibration
+    assert calibration_from_mappings({"i": {"mappings": {"_meta": faces_meta(None)}}}) is None
+    assert calibration_from_mappings({"i": {"mappings": {}}}) is None
+
+
+def test_labelled_faces_body_pages_by_face_id_and_reads_only_the_label():
+    body = labelled_faces_body(1000)
+    assert body["query"] == {"bool": {"filter": [{"exists": {"field": "person"}}]}}
+    assert body["_source"] == ["person"] and body["sort"] == [{"face_id": {"order": "asc"}}]
+    assert "search_after" not in body
+    assert labelled_faces_body(10, ["abc"])["search_after"] == ["abc"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from search_engine.calibration import Calibration
 from search_engine.config import Settings
 from search_engine.embedding import EXPANSION_THRESHOLDS
 from search_engine.expansion import expanded_query, rank, search_expanded
@@ -113,5 +114,9 @@ def test_rank_follows_the_settings_and_the_calibration(index, monkeypatch):
     assert sources(rank(Settings(), index, query, k=3)) == ["close", "hard", "stranger"]
     assert sources(rank(Settings(expansion_neighbours=0), index, query, k=3)) == ["close", "stranger", "hard"]
     assert sources(rank(Settings(expansion_threshold=0.999), index, query, k=3)) == ["close", "stranger", "hard"]
+    # Without a measured value, the calibration's Gumbel location decides: the shipped one
+    # (0.934, below the close photo's 0.978), then one stored with the index (0.99, above it).
     monkeypatch.delitem(EXPANSION_THRESHOLDS, MODEL.key)
+    assert sources(rank(Settings(), index, query, k=3)) == ["close", "hard", "stranger"]
+    index.put_calibration(Calibration(MODEL.key, 0.99, 0.01, 100, 100, 0.9, "made up"))
     assert sources(rank(Settings(), index, query, k=3)) == ["close", "stranger", "hard"]

@@ -8,6 +8,7 @@ import uuid
 import numpy as np
 import pytest
 
+from search_engine.calibration import Calibration
 from search_engine.config import Settings
 from search_engine.errors import DimensionMismatchError
 from search_engine.ids import face_id
@@ -259,3 +260,31 @@ def test_cluster_credentials_reach_the_client_despite_the_environment_reset(monk
     assert store._client._headers["authorization"] == "Basic ZWxhc3RpYzpwdw=="
     assert store.prefix.startswith("facesearch-test-")
     store.close()
+
+
+def test_labels_list_every_labelled_face_and_only_those(index, filled):
+    assert index.labels() == {f.face_id: f.person for f in filled if f.person is not None}
+
+
+def test_a_calibration_is_stored_with_the_index_and_goes_with_it(kind, tmp_path):
+    store = make_index(kind, tmp_path)
+    store.ensure()
+    try:
+        assert store.get_calibration() is None
+        calibration = Calibration(MODEL.key, 0.51234, 0.0345, 9164, 9000, 0.392, "made up")
+        store.put_calibration(calibration)
+        assert store.get_calibration() == calibration
+        # Writes to the index leave it in place.
+        store.upsert(make_faces(5))
+        assert store.get_calibration() == calibration
+        with pytest.raises(ValueError, match="cannot judge"):
+            store.put_calibration(Calibration("other-r1", 0.5, 0.03, 100, 100, 0.3, "another model"))
+        store.put_calibration(None)
+        assert store.get_calibration() is None
+        store.put_calibration(calibration)
+        store.drop()
+        store.ensure()
+        assert store.get_calibration() is None
+    finally:
+        store.drop()
+        store.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flask import current_app, url_for
 
+from search_engine.calibration import calibration_and_origin
 from search_engine.config import Settings
 from search_engine.errors import (
     ConfigError,
@@ -186,7 +187,7 @@ class Engine:
             "model": {"loaded": False},
             "index": {"reachable": False, "backend": self.settings.backend},
         }
-        judged = None
+        judged = described = None
         try:
             index = self._index()
             counts = {
@@ -195,7 +196,10 @@ class Engine:
                 "videos": len(index.facets("video", size=FACET_LIMIT)),
             }
             body["index"].update(reachable=True, **counts)
-            judged = self._service.verdicts()
+            calibration, stored = calibration_and_origin(index)
+            if calibration is not None:
+                described = calibration.to_dict() | {"stored_with_index": stored}
+            judged = self._service.verdicts(calibration)
         except (ModelUnavailableError, IndexUnavailableError, DimensionMismatchError, ConfigError) as exc:
             body.update(status="unavailable", problem=exc.message)
         if self._service is not None:
@@ -203,6 +207,7 @@ class Engine:
                 "loaded": True,
                 "name": self._service.index.model.key,
                 "verdicts": None if judged is None else judged.to_dict(),
+                "calibration": described,
             }
         return body, body["status"] == "ok"
 

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..calibration import shipped_calibration
+from ..calibration import Calibration
 from ..config import Settings
 from ..errors import ModelUnavailableError
 from ..types import Detection, EmbedderInfo
@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 #: (query expansion, :mod:`search_engine.expansion`), per embedder key. Chosen on LFW retrieval by
 #: ``bench/lfw_retrieval.py``. dlib: 0.92 to 0.94 give the same mAP@20; lower lets other people in.
 #: MobileFaceNet (mAP@20 strict, 2026-12-01): 0.4 0.9802, 0.5 0.9806, 0.6 0.9793, 0.7 0.9773, off 0.9747.
+#: Both lie within 0.015 of their calibration's Gumbel location (the most likely best stranger score
+#: in a gallery of ~9k faces), which is the value a model calibrated elsewhere gets.
 EXPANSION_THRESHOLDS: dict[str, float] = {"dlib-r1": 0.93, "mobilefacenet-ms1m-r1": 0.5}
 
 
@@ -47,10 +49,9 @@ class Embedder(Protocol):
 _PUBLISHED_SAME_PERSON = {"facenet": 0.395}
 
 
-def track_link_similarity(model: EmbedderInfo) -> float:
+def track_link_similarity(model: EmbedderInfo, calibration: Calibration | None) -> float:
     """The cosine similarity a face needs to its track's last face to join it: a 1:1 decision, so
-    the calibrated pair threshold where there is one, else the published one."""
-    calibration = shipped_calibration(model)
+    the pair threshold of the model's calibration where there is one, else the published one."""
     if calibration is not None:
         return calibration.pair_threshold
     return _PUBLISHED_SAME_PERSON.get(model.name, 0.5)
@@ -104,12 +105,14 @@ def embed_aligned(
     return split_rows(normalise(vectors), counts)
 
 
-def expansion_threshold(settings: Settings, model: EmbedderInfo) -> float | None:
-    """``FACESEARCH_EXPANSION_THRESHOLD`` when set, else ``model``'s calibrated value, else None
-    (no query expansion for a model nobody has calibrated)."""
+def expansion_threshold(settings: Settings, model: EmbedderInfo, calibration: Calibration | None) -> float | None:
+    """``FACESEARCH_EXPANSION_THRESHOLD`` when set, else ``model``'s value measured on LFW, else
+    its calibration's Gumbel location, else None (no query expansion for an uncalibrated model)."""
     if settings.expansion_threshold is not None:
         return settings.expansion_threshold
-    return EXPANSION_THRESHOLDS.get(model.key)
+    if model.key in EXPANSION_THRESHOLDS:
+        return EXPANSION_THRESHOLDS[model.key]
+    return None if calibration is None else round(calibration.location, 3)
 
 
 def build_embedder(name: str, settings: Settings) -> Embedder:

@@ -12,10 +12,17 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..types import BulkResult, EmbedderInfo, Facet, FaceRecord, Hit, SearchFilters, SourceRecord
+from ..calibration import Calibration
+from ..types import BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
 
 #: Fields that :meth:`FaceIndex.facets` and ``collapse`` accept.
 FACET_FIELDS = ("person", "video", "media_type", "source")
+
+
+def check_calibration(model: EmbedderInfo, calibration: Calibration | None) -> None:
+    """Refuse to store another model's calibration with an index (its scores mean something else)."""
+    if calibration is not None and calibration.model != model.key:
+        raise ValueError(f"a calibration of {calibration.model} cannot judge the faces of {model.key}")
 
 
 @runtime_checkable
@@ -50,6 +57,9 @@ class FaceIndex(Protocol):
     def embeddings(self, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored unit vectors (float32, shape (dim,)) of those faces that exist, by face id."""
 
+    def labels(self) -> dict[str, str]:
+        """The person label of every face that has one, by face id."""
+
     def faces_of_source(self, source: str) -> list[FaceRecord]:
         """Every stored face of one file, ordered by ``face_no``."""
 
@@ -67,6 +77,16 @@ class FaceIndex(Protocol):
 
     def get_sources(self, sources: Sequence[str]) -> dict[str, SourceRecord]:
         """The stored records of those files that have one."""
+
+    def get_calibration(self) -> Calibration | None:
+        """The calibration stored with this index (``facesearch calibrate``), or None."""
+
+    def put_calibration(self, calibration: Calibration | None) -> None:
+        """Store the model's calibration with this index (None removes it).
+
+        Raises:
+            ValueError: the calibration is another model's.
+        """
 
     def refresh(self) -> None:
         """Make every write so far visible to searches."""

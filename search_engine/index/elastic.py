@@ -33,18 +33,21 @@ from elasticsearch import (
     helpers,
 )
 
+from ..calibration import Calibration
 from ..config import Settings
 from ..errors import ConfigError, DimensionMismatchError, IndexUnavailableError
 from ..ids import source_id
 from ..types import BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
-from .base import FACET_FIELDS
+from .base import FACET_FIELDS, check_calibration
 from .mapping import (
     DEFAULT_VECTOR_INDEX,
     EMBEDDING_FIELD,
+    calibration_from_mappings,
     embedding_dims,
     embedding_from_document,
     face_document,
     faces_mapping,
+    faces_meta,
     hit_from_document,
     index_names,
     index_settings,
@@ -55,7 +58,15 @@ from .mapping import (
     source_record_from_document,
     sources_mapping,
 )
-from .queries import MAX_KNN, cosine_from_score, count_body, facets_body, knn_search_body, source_faces_body
+from .queries import (
+    MAX_KNN,
+    cosine_from_score,
+    count_body,
+    facets_body,
+    knn_search_body,
+    labelled_faces_body,
+    source_faces_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -405,6 +416,19 @@ class ElasticFaceIndex:
                     return records
                 search_after = hits[-1]["sort"]
 
+    def labels(self) -> dict[str, str]:
+        self.ensure()
+        labels: dict[str, str] = {}
+        search_after = None
+        with self._talking(f"listing the labelled faces of {self.names.faces_alias}"):
+            while True:
+                body = labelled_faces_body(PAGE_SIZE, search_after)
+                hits = self._client.search(index=self.names.faces_alias, body=body)["hits"]["hits"]
+                labels.update((hit["_id"], hit["_source"]["person"]) for hit in hits)
+                if len(hits) < PAGE_SIZE:
+                    return labels
+                search_after = hits[-1]["sort"]
+
     def delete_source(self, source: str) -> int:
         self.ensure()
         with self._talking(f"deleting the faces of {source} from {self.names.faces_alias}"):
@@ -473,6 +497,19 @@ class ElasticFaceIndex:
                         if record.source in wanted:
                             found[record.source] = record
         return found
+
+    def get_calibration(self) -> Calibration | None:
+        self.ensure()
+        with self._talking(f"reading the calibration of {self.names.faces_alias}"):
+            stored = calibration_from_mappings(self._client.indices.get_mapping(index=self.names.faces_alias).body)
+        return None if stored is None else Calibration.from_dict(stored)
+
+    def put_calibration(self, calibration: Calibration | None) -> None:
+        check_calibration(self.model, calibration)
+        self.ensure()
+        meta = faces_meta(None if calibration is None else calibration.to_dict())
+        with self._talking(f"storing the calibration of {self.names.faces_alias}"):
+            self._client.indices.put_mapping(index=self.names.faces_alias, meta=meta)
 
     def refresh(self) -> None:
         with self._talking(f"refreshing {self.names.faces_alias}"):

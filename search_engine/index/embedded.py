@@ -1,7 +1,8 @@
 """The zero-setup face index: an embedded LanceDB database in a directory on disk.
 
 One table of faces per embedding model (``faces_<model key>``) and one of ingested files
-(``sources_<model key>``). Searches are exact (flat) cosine kNN with SQL pre-filters, which LanceDB
+(``sources_<model key>``); the model's calibration, when one is stored, is the JSON file
+``faces_<model key>.calibration.json`` beside them. Searches are exact (flat) cosine kNN with SQL pre-filters, which LanceDB
 runs in well under a second for hundreds of thousands of 128-d faces; Elasticsearch is the engine for
 larger collections.
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ..calibration import Calibration
 from ..errors import DimensionMismatchError, IndexUnavailableError
 from ..types import (
     HIT_COMPUTED_FIELDS,
@@ -32,7 +36,7 @@ from ..types import (
     SearchFilters,
     SourceRecord,
 )
-from .base import FACET_FIELDS
+from .base import FACET_FIELDS, check_calibration
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +294,10 @@ class EmbeddedFaceIndex:
             found.update(zip(rows["face_id"].to_pylist(), vectors))
         return found
 
+    def labels(self) -> dict[str, str]:
+        rows = self._rows("person IS NOT NULL", ["face_id", "person"])
+        return dict(zip(rows["face_id"].to_pylist(), rows["person"].to_pylist()))
+
     def faces_of_source(self, source: str) -> list[FaceRecord]:
         rows = self._rows(f"source = {sql_literal(source)}").to_pylist()
         return sorted((_record(row) for row in rows), key=lambda r: (r.frame or 0, r.face_no))
@@ -341,6 +349,30 @@ class EmbeddedFaceIndex:
                 found[row["source"]] = SourceRecord(**{name: row[name] for name in SOURCES_SCHEMA.names})
         return found
 
+    @property
+    def _calibration_path(self) -> Path:
+        return self.path / f"{self.faces_table_name}.calibration.json"
+
+    def get_calibration(self) -> Calibration | None:
+        try:
+            text = self._calibration_path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise IndexUnavailableError(f"cannot read the calibration {self._calibration_path}: {exc}") from exc
+        return Calibration.from_dict(json.loads(text))
+
+    def put_calibration(self, calibration: Calibration | None) -> None:
+        check_calibration(self.model, calibration)
+        with self._writing():
+            if calibration is None:
+                self._calibration_path.unlink(missing_ok=True)
+                return
+            # Written aside and renamed, so a reader never sees half a file.
+            partial = self._calibration_path.with_suffix(".json.partial")
+            partial.write_text(json.dumps(calibration.to_dict(), indent=1) + "\n")
+            os.replace(partial, self._calibration_path)
+
     def refresh(self) -> None:
         """LanceDB makes each write visible when it returns; compact what many small writes left."""
         if self._faces is not None:
@@ -351,6 +383,7 @@ class EmbeddedFaceIndex:
         with self._writing():
             for name in (self.faces_table_name, _table_name("sources", self.model)):
                 db.drop_table(name, ignore_missing=True)
+            self._calibration_path.unlink(missing_ok=True)
         self._faces = self._sources = None
 
     def close(self) -> None:

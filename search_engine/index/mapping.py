@@ -9,6 +9,9 @@ Everything reads and writes through the aliases, so a mapping change is a new ve
 reindex and an alias flip, never an in-place rewrite. An index template per alias (same name as the
 alias, pattern ``<alias>-v*``) gives any later versioned index the current settings and mapping.
 
+The faces index's mapping ``_meta`` holds the mapping version and, once ``facesearch calibrate``
+has run, the model's calibration (:func:`faces_meta`): it lives and goes with the faces it judges.
+
 A face document stores its box as an object of four floats ``{"x1", "y1", "x2", "y2"}`` in source
 pixels (x right, y down), so each edge is a queryable number rather than a position in an array,
 and its embedding as an indexed ``dense_vector`` with ``dot_product`` similarity: embeddings are
@@ -94,7 +97,7 @@ def faces_mapping(dim: int, vector_index: str = DEFAULT_VECTOR_INDEX) -> dict[st
     keyword = {"type": "keyword"}
     return {
         "dynamic": "strict",
-        "_meta": {"mapping_version": MAPPING_VERSION},
+        "_meta": faces_meta(None),
         "properties": {
             "face_id": keyword,
             "source": keyword,
@@ -126,6 +129,24 @@ def faces_mapping(dim: int, vector_index: str = DEFAULT_VECTOR_INDEX) -> dict[st
             "indexed_at": {"type": "date"},
         },
     }
+
+
+def faces_meta(calibration: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The faces mapping's whole ``_meta`` (an update replaces it all) with a calibration's
+    :meth:`~search_engine.calibration.Calibration.to_dict`, or without one."""
+    meta: dict[str, Any] = {"mapping_version": MAPPING_VERSION}
+    if calibration is not None:
+        meta["calibration"] = dict(calibration)
+    return meta
+
+
+def calibration_from_mappings(response: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The calibration stored in a ``get_mapping`` response of the faces alias (one index), or None."""
+    for body in response.values():
+        stored = body.get("mappings", {}).get("_meta", {}).get("calibration")
+        if stored is not None:
+            return dict(stored)
+    return None
 
 
 def sources_mapping() -> dict[str, Any]:

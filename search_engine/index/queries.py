@@ -165,3 +165,16 @@ def source_faces_body(source: str, size: int, search_after: list[Any] | None = N
     if search_after is not None:
         body["search_after"] = search_after
     return body
+
+
+def labelled_faces_body(size: int, search_after: list[Any] | None = None) -> dict[str, Any]:
+    """One page, in face id order, of the faces that carry a person label: only that label read."""
+    body: dict[str, Any] = {
+        "size": size,
+        "query": {"bool": {"filter": [{"exists": {"field": "person"}}]}},
+        "_source": ["person"],
+        "sort": [{"face_id": {"order": "asc"}}],
+    }
+    if search_after is not None:
+        body["search_after"] = search_after
+    return body

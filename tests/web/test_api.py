@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 import web.engine
+from search_engine.calibration import shipped_calibration
 from search_engine.errors import IndexUnavailableError
 from search_engine.ids import face_id
 from search_engine.service import SearchService
-from search_engine.types import VIDEO, Box, FaceRecord
+from search_engine.types import VIDEO, Box, EmbedderInfo, FaceRecord
 from web import create_app
 
 from .conftest import PEOPLE, PHOTOS_EACH, service_for
@@ -154,6 +155,7 @@ def test_health_reports_model_and_counts(client):
     assert response.status_code == 200
     body = response.get_json()
     verdicts = body["model"].pop("verdicts")
+    calibration = body["model"].pop("calibration")
     assert body == {
         "status": "ok",
         "model": {"loaded": True, "name": "dlib-r1"},
@@ -161,6 +163,7 @@ def test_health_reports_model_and_counts(client):
     }
     assert verdicts["gallery_size"] == PHOTOS_EACH * 2 + 2 and verdicts["target_fpir"] == 0.01
     assert 0 < verdicts["possible_threshold"] <= verdicts["same_person_threshold"] < 1
+    assert calibration == shipped_calibration(EmbedderInfo("dlib", "r1", 128)).to_dict() | {"stored_with_index": False}
 
 
 class DownIndex:
