@@ -88,7 +88,7 @@ def job_status(app: Celery, job_id: str) -> JobStatus:
         meta = finished.get(task_id, {})
         if meta.get("status") == states.SUCCESS:
             status.chunks_done += 1
-            status.summary.merge(meta["result"])
+            status.summary.merge(BatchSummary.from_dict(meta["result"]))
         elif meta.get("status") == states.FAILURE:
             # The whole chunk failed (e.g. the index stayed unreachable through every retry).
             status.chunks_failed += 1

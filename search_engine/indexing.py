@@ -20,11 +20,9 @@ from .ids import face_id
 from .imageio import content_hash, decode_image, read_file
 from .index.base import FaceIndex
 from .pipeline import EmbeddedFace, FacePipeline, subject_index
-from .types import PHOTO, FaceRecord, SourceRecord
+from .types import PHOTO, FaceRecord, SourceRecord, Status
 
 log = logging.getLogger(__name__)
-
-INDEXED, NO_FACE, SKIPPED, FAILED = "indexed", "no_face", "skipped", "failed"
 
 
 @dataclass(frozen=True)
@@ -37,10 +35,10 @@ class PhotoInput:
 
 @dataclass(frozen=True)
 class FileOutcome:
-    """What happened to one file: ``status`` is indexed, no_face, skipped (unchanged) or failed."""
+    """What happened to one file, with its face count and, when it failed, why."""
 
     source: str
-    status: str
+    status: Status
     faces: int = 0
     error: str | None = None
 
@@ -60,23 +58,35 @@ class BatchSummary:
         for outcome in outcomes:
             self.files += 1
             self.faces += outcome.faces
-            if outcome.status == INDEXED:
+            if outcome.status == Status.INDEXED:
                 self.indexed += 1
-            elif outcome.status == NO_FACE:
+            elif outcome.status == Status.NO_FACE:
                 self.no_face += 1
-            elif outcome.status == SKIPPED:
+            elif outcome.status == Status.SKIPPED:
                 self.skipped += 1
             else:
                 self.failures.append((outcome.source, outcome.error or "unknown error"))
 
-    def merge(self, other: dict) -> None:
-        """Add the totals of another summary, given as its :meth:`to_dict` (a worker's result)."""
-        self.files += other["files"]
-        self.indexed += other["indexed"]
-        self.faces += other["faces"]
-        self.no_face += other["no_face"]
-        self.skipped += other["skipped_unchanged"]
-        self.failures.extend((f["source"], f["error"]) for f in other["failures"])
+    def merge(self, other: BatchSummary) -> None:
+        """Add another summary's totals (a worker's, read back with :meth:`from_dict`)."""
+        self.files += other.files
+        self.indexed += other.indexed
+        self.faces += other.faces
+        self.no_face += other.no_face
+        self.skipped += other.skipped
+        self.failures.extend(other.failures)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BatchSummary:
+        """The summary :meth:`to_dict` wrote."""
+        return cls(
+            files=data["files"],
+            indexed=data["indexed"],
+            faces=data["faces"],
+            no_face=data["no_face"],
+            skipped=data["skipped_unchanged"],
+            failures=[(f["source"], f["error"]) for f in data["failures"]],
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -147,20 +157,20 @@ def analyse_photos(
             data = read_file(item.path)
             digest = content_hash(data)
             previous = known.get(source)
-            if previous and previous.content_hash == digest and previous.status != FAILED:
-                analyses[i] = FileAnalysis(FileOutcome(source, SKIPPED, previous.faces), digest)
+            if previous and previous.content_hash == digest and previous.status != Status.FAILED:
+                analyses[i] = FileAnalysis(FileOutcome(source, Status.SKIPPED, previous.faces), digest)
                 continue
             loaded[i] = _Loaded(item, source, digest, decode_image(data, str(item.path), max_pixels))
         except ImageError as exc:
-            analyses[i] = FileAnalysis(FileOutcome(source, FAILED, error=exc.reason))
+            analyses[i] = FileAnalysis(FileOutcome(source, Status.FAILED, error=exc.reason))
 
     for i, faces in _analyse(pipeline, loaded).items():
         entry = loaded[i]
         if isinstance(faces, str):
-            analyses[i] = FileAnalysis(FileOutcome(entry.source, FAILED, error=faces), entry.digest)
+            analyses[i] = FileAnalysis(FileOutcome(entry.source, Status.FAILED, error=faces), entry.digest)
             continue
         analyses[i] = FileAnalysis(
-            FileOutcome(entry.source, INDEXED if faces else NO_FACE, len(faces)),
+            FileOutcome(entry.source, Status.INDEXED if faces else Status.NO_FACE, len(faces)),
             entry.digest,
             _records(entry, faces, model),
             replaces=entry.source in known,
@@ -183,7 +193,7 @@ def store_analyses(index: FaceIndex, analyses: Sequence[FileAnalysis]) -> list[F
         for failed_id, reason in result.failed:
             i = position[by_face[failed_id]]
             outcomes[i] = FileOutcome(
-                outcomes[i].source, FAILED, error=f"could not store face {failed_id}: {reason}"
+                outcomes[i].source, Status.FAILED, error=f"could not store face {failed_id}: {reason}"
             )
     index.record_sources(
         [
@@ -197,7 +207,7 @@ def store_analyses(index: FaceIndex, analyses: Sequence[FileAnalysis]) -> list[F
                 media_type=a.media_type,
             )
             for o, a in zip(outcomes, analyses)
-            if o.status != SKIPPED
+            if o.status != Status.SKIPPED
         ]
     )
     return outcomes

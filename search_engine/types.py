@@ -11,6 +11,7 @@ Conventions used everywhere:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
 
 PHOTO = "photo"
 VIDEO = "video"
+MEDIA_TYPES = (PHOTO, VIDEO)
+
+#: Face fields that facets count and that a search may collapse on (best hit per value).
+FACET_FIELDS = ("person", "video", "media_type", "source")
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,16 @@ class FaceRecord:
     indexed_at: str | None = None
 
 
+class Status(str, Enum):
+    """What happened to one file in an index run: ``skipped`` (unchanged since it was indexed) is
+    only reported; the others are also what its :class:`SourceRecord` stores."""
+
+    INDEXED = "indexed"
+    NO_FACE = "no_face"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class SourceRecord:
     """What the index knows of one ingested file, so a re-run can skip it or report it."""
@@ -115,7 +130,7 @@ class SourceRecord:
     content_hash: str
     model: str
     faces: int
-    status: str = "ok"
+    status: Status = Status.INDEXED
     error: str | None = None
     media_type: str = PHOTO
 

@@ -23,10 +23,10 @@ from .errors import ImageError
 from .ids import face_id
 from .imageio import file_hash
 from .index.base import FaceIndex
-from .indexing import FAILED, INDEXED, NO_FACE, SKIPPED, FileAnalysis, FileOutcome, source_name, store_analyses
+from .indexing import FileAnalysis, FileOutcome, source_name, store_analyses
 from .pipeline import FacePipeline
 from .tracking import FaceTracker, Track
-from .types import VIDEO, FaceRecord, SourceRecord
+from .types import VIDEO, FaceRecord, SourceRecord, Status
 from .video import ChangeDetector, Frame, VideoInfo, probe, sample_frames
 
 log = logging.getLogger(__name__)
@@ -198,11 +198,11 @@ def plan_video(path: Path, known: Mapping[str, SourceRecord]) -> tuple[FileAnaly
     try:
         digest = file_hash(Path(path))
         previous = known.get(source)
-        if previous and previous.content_hash == digest and previous.status != FAILED:
-            return FileAnalysis(FileOutcome(source, SKIPPED, previous.faces), digest, media_type=VIDEO), None, digest
+        if previous and previous.content_hash == digest and previous.status != Status.FAILED:
+            return FileAnalysis(FileOutcome(source, Status.SKIPPED, previous.faces), digest, media_type=VIDEO), None, digest
         return None, probe(Path(path)), digest
     except ImageError as exc:
-        return FileAnalysis(FileOutcome(source, FAILED, error=exc.reason), media_type=VIDEO), None, ""
+        return FileAnalysis(FileOutcome(source, Status.FAILED, error=exc.reason), media_type=VIDEO), None, ""
 
 
 def combine_segments(parts: Sequence[SegmentAnalysis], digest: str, replaces: bool) -> FileAnalysis:
@@ -212,9 +212,9 @@ def combine_segments(parts: Sequence[SegmentAnalysis], digest: str, replaces: bo
     if failed:
         where = f"at {failed[0].start:.0f} s" if len(parts) > 1 else ""
         reason = " ".join(filter(None, [failed[0].error, where]))
-        return FileAnalysis(FileOutcome(source, FAILED, error=reason), digest, media_type=VIDEO)
+        return FileAnalysis(FileOutcome(source, Status.FAILED, error=reason), digest, media_type=VIDEO)
     records = [record for part in parts for record in part.records]
-    status = INDEXED if records else NO_FACE
+    status = Status.INDEXED if records else Status.NO_FACE
     return FileAnalysis(FileOutcome(source, status, len(records)), digest, records, replaces, VIDEO)
 
 
@@ -271,12 +271,12 @@ def index_video_step(
     faces += len(part.records)
     if end is not None:
         return VideoStep(next_start=end, digest=digest, faces=faces)
-    outcome = FileOutcome(source, INDEXED if faces else NO_FACE, faces)
+    outcome = FileOutcome(source, Status.INDEXED if faces else Status.NO_FACE, faces)
     index.record_sources([SourceRecord(source, digest, index.model.key, faces, outcome.status, media_type=VIDEO)])
     return VideoStep(outcome)
 
 
 def _fail(index: FaceIndex, source: str, digest: str, reason: str) -> FileOutcome:
     # replaces: the segments stored before this one go too; a failed video leaves no tracks.
-    analysis = FileAnalysis(FileOutcome(source, FAILED, error=reason), digest, replaces=True, media_type=VIDEO)
+    analysis = FileAnalysis(FileOutcome(source, Status.FAILED, error=reason), digest, replaces=True, media_type=VIDEO)
     return store_analyses(index, [analysis])[0]

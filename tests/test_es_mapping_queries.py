@@ -16,7 +16,7 @@ import pytest
 
 from search_engine.config import Settings
 from search_engine.errors import ConfigError, IndexUnavailableError
-from search_engine.index.base import FACET_FIELDS, FaceIndex
+from search_engine.index.base import FaceIndex
 from search_engine.index.elastic import ElasticFaceIndex, create_client
 from search_engine.index.mapping import (
     EMBEDDING_FIELD,
@@ -50,7 +50,7 @@ from search_engine.index.queries import (
     query_vector,
     source_faces_body,
 )
-from search_engine.types import Box, EmbedderInfo, FaceRecord, SearchFilters, SourceRecord
+from search_engine.types import FACET_FIELDS, Box, EmbedderInfo, FaceRecord, SearchFilters, SourceRecord
 
 MODEL = EmbedderInfo("facenet", "vggface2", 512)
 

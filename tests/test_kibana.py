@@ -10,14 +10,14 @@ import socket
 
 import pytest
 
-from ingest.cli import EXIT_ERROR, main
+from facesearch.cli import EXIT_ERROR, main
 from ingest.stack import KibanaClient, import_failures, retry
 from search_engine.config import Settings
 from search_engine.embedding.dlib_resnet import DlibEmbedder
 from search_engine.embedding.facenet import FacenetEmbedder
 from search_engine.index.kibana import RECORDS, THUMBNAIL_FIELD, saved_objects, thumbnail_url_template, to_ndjson
 from search_engine.index.mapping import faces_mapping, index_names, sources_mapping
-from search_engine.indexing import FAILED
+from search_engine.types import Status
 
 MODELS = [FacenetEmbedder.info, DlibEmbedder.info]
 
@@ -169,7 +169,7 @@ def test_dashboard_shows_the_asked_for_panels(objects):
     assert terms[0]["sourceField"] == "person" and terms[0]["params"]["size"] == 50
     (failed,) = [item for item in objects if item["type"] == "search"]
     source = json.loads(failed["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
-    assert source["query"]["query"] == f'status : "{FAILED}"'
+    assert source["query"]["query"] == f'status : "{Status.FAILED.value}"'
     assert failed["attributes"]["columns"] == ["source", "status", "error"]
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..config import Settings
-from ..types import EmbedderInfo
-from .base import FACET_FIELDS, FaceIndex
+from ..types import FACET_FIELDS, EmbedderInfo
+from .base import FaceIndex
 
 __all__ = ["FACET_FIELDS", "FaceIndex", "create_index"]
 

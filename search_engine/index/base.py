@@ -15,9 +15,6 @@ import numpy as np
 from ..calibration import Calibration
 from ..types import BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
 
-#: Fields that :meth:`FaceIndex.facets` and ``collapse`` accept.
-FACET_FIELDS = ("person", "video", "media_type", "source")
-
 
 def check_calibration(model: EmbedderInfo, calibration: Calibration | None) -> None:
     """Refuse to store another model's calibration with an index (its scores mean something else)."""

@@ -37,8 +37,8 @@ from ..calibration import Calibration
 from ..config import Settings
 from ..errors import ConfigError, DimensionMismatchError, IndexUnavailableError
 from ..ids import source_id
-from ..types import BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
-from .base import FACET_FIELDS, check_calibration
+from ..types import FACET_FIELDS, BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
+from .base import check_calibration
 from .mapping import (
     DEFAULT_VECTOR_INDEX,
     EMBEDDING_FIELD,

@@ -26,6 +26,7 @@ import pyarrow as pa
 from ..calibration import Calibration
 from ..errors import DimensionMismatchError, IndexUnavailableError
 from ..types import (
+    FACET_FIELDS,
     HIT_COMPUTED_FIELDS,
     Box,
     BulkResult,
@@ -35,8 +36,9 @@ from ..types import (
     Hit,
     SearchFilters,
     SourceRecord,
+    Status,
 )
-from .base import FACET_FIELDS, check_calibration
+from .base import check_calibration
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +332,7 @@ class EmbeddedFaceIndex:
         if not sources:
             return
         self.ensure()
-        unique = {s.source: dataclasses.asdict(s) for s in sources}
+        unique = {s.source: dataclasses.asdict(s) | {"status": Status(s.status).value} for s in sources}
         data = pa.Table.from_pylist(list(unique.values()), schema=SOURCES_SCHEMA)
         with self._writing():
             self._sources.merge_insert("source").when_matched_update_all().when_not_matched_insert_all().execute(data)
@@ -346,7 +348,8 @@ class EmbeddedFaceIndex:
             where = f"source IN ({', '.join(sql_literal(s) for s in chunk)})"
             rows = self._sources.search().where(where).limit(len(chunk)).to_list()
             for row in rows:
-                found[row["source"]] = SourceRecord(**{name: row[name] for name in SOURCES_SCHEMA.names})
+                values = {name: row[name] for name in SOURCES_SCHEMA.names}
+                found[row["source"]] = SourceRecord(**values | {"status": Status(values["status"])})
         return found
 
     @property

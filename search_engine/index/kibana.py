@@ -23,7 +23,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..indexing import FAILED
+from ..types import Status
 from .mapping import EMBEDDING_FIELD, IndexNames
 
 #: The web app's address when none is configured (``facesearch serve`` on this machine).
@@ -256,7 +256,7 @@ def faces_over_time(names: IndexNames) -> dict[str, Any]:
 def failed_files_search(names: IndexNames) -> dict[str, Any]:
     """Saved search of the files whose ingest failed: ``source``, ``status`` and ``error``."""
     search_source = {
-        "query": {"query": f'status : "{FAILED}"', "language": "kuery"},
+        "query": {"query": f'status : "{Status.FAILED.value}"', "language": "kuery"},
         "filter": [],
         "indexRefName": "kibanaSavedObjectMeta.searchSourceJSON.index",
     }

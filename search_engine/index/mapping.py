@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..types import PHOTO, Box, EmbedderInfo, FaceRecord, Hit, SourceRecord
+from ..types import PHOTO, Box, EmbedderInfo, FaceRecord, Hit, SourceRecord, Status
 
 #: Bumped whenever a mapping below changes incompatibly; it names the concrete indices.
 MAPPING_VERSION = 1
@@ -313,7 +313,7 @@ def source_document(record: SourceRecord) -> dict[str, Any]:
         "content_hash": record.content_hash,
         "model": record.model,
         "faces": int(record.faces),
-        "status": record.status,
+        "status": Status(record.status).value,
         "media_type": record.media_type,
     }
     if record.error is not None:
@@ -328,7 +328,7 @@ def source_record_from_document(doc: Mapping[str, Any]) -> SourceRecord:
         content_hash=doc["content_hash"],
         model=doc["model"],
         faces=int(doc["faces"]),
-        status=doc.get("status", "ok"),
+        status=Status(doc["status"]),
         error=doc.get("error"),
         media_type=doc.get("media_type") or PHOTO,
     )

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..types import SearchFilters
-from .base import FACET_FIELDS
+from ..types import FACET_FIELDS, SearchFilters
 from .mapping import EMBEDDING_FIELD
 
 #: Elasticsearch's ceiling for both ``k`` and ``num_candidates`` of a kNN search.
