@@ -23,14 +23,14 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from ingest_throughput import cpu_name  # noqa: E402
+
 from ingest.celery_app import create_celery  # noqa: E402
 from ingest.devservices import redis_server, start_worker, stop_worker  # noqa: E402
 from ingest.jobs import job_status, submit_photos  # noqa: E402
 from ingest.local import index_locally  # noqa: E402
 from ingest.sources import collect_photos  # noqa: E402
 from search_engine.config import Settings  # noqa: E402
-
-from ingest_throughput import cpu_name  # noqa: E402
 
 
 def celery_run(photos, workers: int) -> float:

@@ -30,7 +30,7 @@ from pathlib import Path  # noqa: E402
 import requests  # noqa: E402
 from ingest_throughput import cpu_name  # noqa: E402
 
-from ingest.cli import SERVE_THREADS  # noqa: E402
+from facesearch.cli.serve import SERVE_THREADS  # noqa: E402
 from search_engine.config import MODELS  # noqa: E402
 from web.devserver import running_server  # noqa: E402
 

@@ -71,7 +71,7 @@ def start_worker(env: Mapping[str, str], log: Path, concurrency: int, timeout_s:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FACESEARCH_")} | dict(env)
     with open(log, "a") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ingest.cli", "worker", "--concurrency", str(concurrency), "--loglevel", "INFO"],
+            [sys.executable, "-m", "facesearch", "worker", "--concurrency", str(concurrency), "--loglevel", "INFO"],
             env=clean,
             stdout=out,
             stderr=subprocess.STDOUT,

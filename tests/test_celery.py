@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ingest.cli import EXIT_PARTIAL, main
+from facesearch.cli import EXIT_PARTIAL, main
 from ingest.devservices import redis_server, start_worker, stop_worker
 from search_engine.embedding.dlib_resnet import DlibEmbedder
 from search_engine.index.embedded import EmbeddedFaceIndex
 from search_engine.types import SearchFilters
 
-from .test_cli import variant
 from .conftest import STEP
+from .test_cli import variant
 
 
 @pytest.fixture(scope="module")

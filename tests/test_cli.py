@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ingest.cli import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, build_parser, main, settings_from
+from facesearch.cli import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, build_parser, main, settings_from
 
 from .test_imageio import huge_png
 
@@ -123,7 +123,7 @@ def test_query_without_a_face_fails_clearly(tmp_path):
     blank = tmp_path / "blank.png"
     save(np.full((200, 300, 3), 200, np.uint8), blank)
     done = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", "search", str(blank), "--embedder", "dlib", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "facesearch", "search", str(blank), "--embedder", "dlib", "--data-dir", str(tmp_path)],
         capture_output=True,
         text=True,
     )

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ingest.cli import EXIT_PARTIAL, main
+from facesearch.cli import EXIT_PARTIAL, main
 from search_engine.errors import ImageError
 from search_engine.pipeline import EmbeddedFace
 from search_engine.tracking import FaceTracker
@@ -17,7 +17,6 @@ from search_engine.video import ChangeDetector, VideoInfo, probe, read_frame, sa
 from search_engine.video_indexing import segments
 
 from .conftest import FPS, STEP
-
 
 # --- reading
 

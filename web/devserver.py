@@ -47,7 +47,7 @@ def running_server(
     """
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FACESEARCH_")} | dict(env)
-    command = [sys.executable, "-m", "ingest.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    command = [sys.executable, "-m", "facesearch", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     with open(log, "a") as out:
         process = subprocess.Popen(command, env=clean, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"

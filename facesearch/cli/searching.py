@@ -1,0 +1,119 @@
+"""Reading the index: ``search`` with a photo or clip, and ``stats``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from search_engine.config import Settings
+from search_engine.errors import InvalidRequestError
+from search_engine.types import FACET_FIELDS, MEDIA_TYPES, SearchFilters
+
+from .common import EXIT_USAGE
+
+
+def register(commands, common: argparse.ArgumentParser) -> None:
+    search = commands.add_parser("search", parents=[common], help="find the faces most like one in a photo or clip")
+    search.add_argument("image", type=Path, metavar="QUERY", help="query photo, or video clip (its people are tracked)")
+    search.add_argument("--k", type=int, default=20, help="number of hits (default 20)")
+    search.add_argument("--person", help="only faces labelled with this person")
+    search.add_argument("--video", help="only faces from this video")
+    search.add_argument("--media-type", choices=MEDIA_TYPES, help="only photos or only video frames")
+    search.add_argument("--min-score", type=float, help="cosine similarity floor in [-1, 1]")
+    search.add_argument("--collapse", choices=FACET_FIELDS, help="only the best hit per value of this field")
+    search.add_argument("--by-video", action="store_true", help="each video once, with its best-matching moments")
+    search.add_argument(
+        "--face", type=int, help="which face of the query to use (0-based; default: the largest, or a clip's longest track)"
+    )
+    search.add_argument("--json", action="store_true", help="print one JSON object")
+    search.set_defaults(run=cmd_search)
+
+    stats = commands.add_parser("stats", parents=[common], help="counts of faces, people and videos in the index")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+    stats.set_defaults(run=cmd_stats)
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from search_engine.calibration import POSSIBLE, SAME_PERSON
+    from search_engine.service import SearchService
+
+    service = SearchService.from_settings(settings)
+    filters = SearchFilters(person=args.person, video=args.video, media_type=args.media_type, min_score=args.min_score)
+    try:
+        result = service.search_file(
+            args.image, k=args.k, filters=filters, face=args.face, collapse=args.collapse, by_video=args.by_video
+        )
+    except InvalidRequestError as exc:
+        print(f"facesearch: error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    if len(result.query_faces) > 1:
+        print(f"{len(result.query_faces)} faces in {args.image}; searching face {result.face} (--face N picks another):")
+        for n, det in enumerate(result.query_faces):
+            when = f" {_span(*result.query_times[n])}" if result.query_times else ""
+            print(f"  face {n}:{when} box {det.box.as_list()} probability {det.probability:.3f}")
+    if not result.hits:
+        print("no matching faces")
+    if result.groups is not None:
+        for rank, group in enumerate(result.groups, 1):
+            print(f"{rank:3d}  {group.score:.3f}  {group.video}")
+            for hit in group.hits:
+                print(f"       {hit.score:.3f}  {_span(hit.start, hit.end)}  box {hit.box.as_list()}")
+        return 0
+    words = {SAME_PERSON: "same person", POSSIBLE: "possible"}
+    for rank, hit in enumerate(result.hits, 1):
+        where = hit.source if hit.start is None else f"{hit.source} {_span(hit.start, hit.end)}"
+        verdict = words.get(hit.verdict, "")
+        print(f"{rank:3d}  {hit.score:.3f}  {verdict:<12} {hit.person or '-':<28} {where}  box {hit.box.as_list()}")
+    print(_verdict_note(result))
+    return 0
+
+
+def _verdict_note(result) -> str:
+    """One line on what the verdicts rest on, and whether any hit is a confident match."""
+    v = result.verdicts
+    if v is None:
+        return "(this model is not calibrated: scores rank the hits but give no verdict; see facesearch calibrate)"
+    if v.fixed:
+        basis = f"same person from {v.same_person:.3f} (FACESEARCH_SAME_PERSON_THRESHOLD)"
+    else:
+        basis = (
+            f"same person from {v.same_person:.3f}, possible from {v.possible:.3f}: calibrated so that at most "
+            f"{v.target_fpir:.2%} of searches for someone not among these {v.gallery_size:,} faces get a same-person hit"
+        )
+    return ("" if result.confident_match else "no confident match: this person may not be in the index; ") + basis
+
+
+def _span(start: float, end: float) -> str:
+    """A time range as ``m:ss.s-m:ss.s``."""
+
+    def clock(seconds: float) -> str:
+        minutes, rest = divmod(seconds, 60)
+        return f"{int(minutes)}:{rest:04.1f}"
+
+    return f"{clock(start)}-{clock(end)}"
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from search_engine.embedding import embedder_info
+    from search_engine.index import create_index
+
+    index = create_index(settings, embedder_info(settings))
+    index.ensure()
+    stats = {
+        "model": index.model.key,
+        "faces": index.count(),
+        "people": [{"person": f.value, "faces": f.count} for f in index.facets("person", size=20)],
+        "videos": [{"video": f.value, "faces": f.count} for f in index.facets("video", size=20)],
+    }
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        print(f"{stats['faces']} faces indexed with {stats['model']}")
+        for row in stats["people"]:
+            print(f"  {row['faces']:6d}  {row['person']}")
+    return 0
