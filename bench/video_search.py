@@ -37,6 +37,7 @@ from ingest_throughput import cpu_name  # noqa: E402
 
 from ingest.local import analyse_segment_in_worker, index_locally, worker_pool  # noqa: E402
 from ingest.sources import collect_photos  # noqa: E402
+from search_engine.calibration import POSSIBLE, SAME_PERSON  # noqa: E402
 from search_engine.config import MODELS, Settings  # noqa: E402
 from search_engine.imageio import is_image_path  # noqa: E402
 from search_engine.indexing import source_name  # noqa: E402
@@ -142,13 +143,16 @@ def main() -> None:
         f"\nper clip and person (video results only; matched = score >= {threshold}, the product's same-person "
         f"threshold for {judged.gallery_size:,} faces at target FPIR {judged.target_fpir:.0%})"
     )
-    print("| clip | person | query photos | clip ranked 1st | worst rank | time ranges matched (s) | clip length (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| clip | person | query photos | clip ranked 1st | worst rank | time ranges matched (s) | clip length (s) "
+        "| best score in the clip per photo (S same person, P possible) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     named_vectors = []
     for clip in clips:
         length = probe(clip).duration
         for person, where in CLIPS[clip.name].items():
-            ranks, spans = [], set()
+            ranks, spans, best_scores = [], set(), []
             for photo in query_photos(person, where, args, scratch, clip):
                 faces = service.faces_in(cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB))
                 if not faces:
@@ -166,10 +170,17 @@ def main() -> None:
                 else:
                     ranks.append(10**6)
                 spans |= {(h.start, h.end) for h in hits if h.video == clip.name and h.score >= threshold}
+                in_clip = max((h.score for h in hits if h.video == clip.name), default=None)
+                if in_clip is not None:
+                    mark = {SAME_PERSON: " S", POSSIBLE: " P"}.get(judged.of(in_clip), "")
+                    best_scores.append(f"{in_clip:.2f}{mark}")
             first = sum(r == 1 for r in ranks)
             worst = max(ranks) if ranks and max(ranks) < 10**6 else "not found"
             ranges = ", ".join(f"{clock(s)}-{clock(e)}" for s, e in sorted(spans)) or "none"
-            print(f"| {clip.name} | {person} | {len(ranks)} | {first}/{len(ranks)} | {worst} | {ranges} | {clock(length)} |")
+            print(
+                f"| {clip.name} | {person} | {len(ranks)} | {first}/{len(ranks)} | {worst} | {ranges} | {clock(length)} "
+                f"| {', '.join(best_scores)} |"
+            )
 
     crowd = service.index.faces_of_source(source_name(args.videos / CROWD))
     named = np.stack(named_vectors)
