@@ -17,12 +17,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import signal  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # harness.py, at the repository root
+
+from harness import redis_server, start_worker, stop  # noqa: E402
 from ingest.celery_app import create_celery  # noqa: E402
-from ingest.devservices import redis_server, start_worker, stop_worker  # noqa: E402
 from ingest.jobs import job_status, submit_photos  # noqa: E402
 from ingest.local import index_locally  # noqa: E402
 from ingest.sources import collect_photos  # noqa: E402
@@ -79,7 +82,7 @@ def main() -> None:
         while not (status := job_status(app, job_id)).finished:
             time.sleep(0.5)
         print(f"worker 2 finished the job {time.monotonic() - started:.0f} s after the kill: {status.state}")
-        stop_worker(second)
+        stop(second)
         app.close()
         del app  # let redis_server collect its pending results while Redis still answers
 

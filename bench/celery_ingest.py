@@ -19,14 +19,17 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # harness.py, at the repository root
+
 from ingest_throughput import cpu_name  # noqa: E402
 
+from harness import redis_server, start_worker, stop  # noqa: E402
 from ingest.celery_app import create_celery  # noqa: E402
-from ingest.devservices import redis_server, start_worker, stop_worker  # noqa: E402
 from ingest.jobs import job_status, submit_photos  # noqa: E402
 from ingest.local import index_locally  # noqa: E402
 from ingest.sources import collect_photos  # noqa: E402
@@ -49,7 +52,7 @@ def _celery_run(photos, workers: int, work: Path) -> float:
             time.sleep(0.5)
         seconds = time.perf_counter() - started
         assert not status.summary.failures and status.summary.files == len(photos), status.to_dict()
-        stop_worker(worker)
+        stop(worker)
         app.close()
         del app
     return len(photos) / seconds

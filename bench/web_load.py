@@ -21,18 +21,21 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # harness.py, at the repository root
+
 import requests  # noqa: E402
 from ingest_throughput import cpu_name  # noqa: E402
 
 from facesearch.cli.serve import SERVE_THREADS  # noqa: E402
+from harness import running_server  # noqa: E402
 from search_engine.config import MODELS  # noqa: E402
-from web.devserver import running_server  # noqa: E402
 
 REQUEST_TIMEOUT_S = 120
 WARMUP_QUERIES = 10
@@ -66,7 +69,9 @@ def percentile(values: list[float], q: float) -> float:
 def ask(session: requests.Session, url: str, name: str, data: bytes, tally: Tally) -> None:
     started = time.perf_counter()
     try:
-        response = session.post(url, files={"image": (name, data, "image/jpeg")}, data={"k": "20"}, timeout=REQUEST_TIMEOUT_S)
+        response = session.post(
+            url, files={"image": (name, data, "image/jpeg")}, data={"k": "20"}, timeout=REQUEST_TIMEOUT_S
+        )
     except requests.RequestException as exc:
         tally.errors.append(f"{type(exc).__name__}: {exc}")
         return
@@ -126,7 +131,9 @@ def parse_config(text: str, cores: int) -> tuple[str, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, required=True, help="an existing index (copied, never opened in place)")
+    parser.add_argument(
+        "--data-dir", type=Path, required=True, help="an existing index (copied, never opened in place)"
+    )
     parser.add_argument("--lfw", type=Path, required=True, help="LFW folder: the media root and the query photos")
     parser.add_argument("--configs", default="default", help="comma-separated: default, or WORKERSxTHREADS (e.g. 2x4)")
     parser.add_argument("--queries", type=int, default=200, help="single-client queries (default 200)")
@@ -174,8 +181,10 @@ def main() -> None:
     print(f"machine: {cpu_name()}, {cores} cores, Python {platform.python_version()}")
     if settings:
         print("server settings: " + ", ".join(f"{name}={value}" for name, value in settings.items()))
-    print(f"load average (1, 5, 15 min): before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
-          f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    print(
+        f"load average (1, 5, 15 min): before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
+        f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}"
+    )
     print(
         f"| workers x threads | 1 client p50 / p95 / p99 ms | {args.clients} clients req/s | "
         "p50 / p95 / p99 ms | max ms | errors | no face |"

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from facesearch.cli import EXIT_PARTIAL, main
-from ingest.devservices import redis_server, start_worker, stop_worker
+from harness import redis_server, start_worker, stop
 from search_engine.embedding.dlib_resnet import DlibEmbedder
 from search_engine.index.embedded import EmbeddedFaceIndex
 from search_engine.types import SearchFilters
@@ -40,7 +40,7 @@ def worker(worker_env, tmp_path_factory):
     """``facesearch worker`` with two processes, as a user starts it."""
     process = start_worker(worker_env, tmp_path_factory.mktemp("worker-log") / "worker.log", concurrency=2)
     yield process
-    stop_worker(process)
+    stop(process)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from web.devserver import running_server
+from harness import running_server
 
 from .conftest import PEOPLE
 

@@ -1,0 +1,159 @@
+"""Throwaway local services for the tests and the benchmarks, never shipped (not in the wheel):
+a ``redis-server``, ``facesearch worker`` processes and a ``facesearch serve`` on 127.0.0.1, each
+started with only the FACESEARCH_* settings given and stopped with everything it started.
+
+Benchmarks run as scripts put the repository root on ``sys.path`` to import it; pytest does so
+itself. Not for production (use a managed Redis and a process supervisor).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+# At import, not when a worker starts: imported later, Celery's modules are torn down before the
+# test session's last results at interpreter exit, which then fail to unsubscribe and say so.
+from ingest.celery_app import create_celery
+from search_engine.config import Settings
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_facesearch(args: Sequence[str], env: Mapping[str, str], log: Path) -> subprocess.Popen:
+    """``facesearch ARGS`` in its own process group, with ``env`` as its only FACESEARCH_* settings
+    and its output appended to ``log``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FACESEARCH_")} | dict(env)
+    with open(log, "a") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "facesearch", *args],
+            env=clean,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen, timeout_s: float, failure: str) -> None:
+    """Poll ``ready`` until it holds; raise ``RuntimeError(failure)`` if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        time.sleep(0.2)
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 60) -> None:
+    """SIGTERM (a worker finishes the tasks in hand, a server its requests), then SIGKILL to the
+    whole process group if that hangs."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextmanager
+def redis_server(workdir: Path, timeout_s: float = 20) -> Iterator[str]:
+    """A fresh, non-persistent ``redis-server`` on a free loopback port; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _answers_ping(port), process, timeout_s, f"redis-server did not start on port {port}")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        # Celery results made in this process unsubscribe from Redis when collected, and short-lived
+        # clients never close their sockets (a CLI process just exits): collect them while Redis
+        # is still up, quietly.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def start_worker(env: Mapping[str, str], log: Path, concurrency: int, timeout_s: float = 120) -> subprocess.Popen:
+    """``facesearch worker`` with ``env`` as its FACESEARCH_* settings, returned once it answers a
+    ping. Its output goes to ``log``; stop it with :func:`stop`."""
+    process = start_facesearch(["worker", "--concurrency", str(concurrency), "--loglevel", "INFO"], env, log)
+    app = create_celery(Settings.from_env(env))
+    try:
+        wait_until(
+            lambda: bool(app.control.ping(timeout=1)), process, timeout_s, f"the worker did not start; see {log}"
+        )
+    except RuntimeError:
+        process.kill()
+        raise
+    finally:
+        app.close()
+    return process
+
+
+def _healthy(url: str, headers: Mapping[str, str]) -> bool:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=dict(headers)), timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextmanager
+def running_server(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    log: Path,
+    headers: Mapping[str, str] | None = None,
+    timeout_s: float = 300,
+) -> Iterator[str]:
+    """``facesearch serve ARGS`` on a free loopback port with ``env`` as its only FACESEARCH_*
+    settings, output to ``log``; yields its base URL once ``/api/v1/health`` answers 200 (models
+    loaded, index open), and stops it afterwards.
+
+    Args:
+        headers: sent with the health check (an ``X-API-Key`` when keys are configured).
+    """
+    port = free_port()
+    process = start_facesearch(["serve", "--host", "127.0.0.1", "--port", str(port), *args], env, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: _healthy(f"{base}/api/v1/health", headers or {}),
+            process,
+            timeout_s,
+            f"facesearch serve did not become healthy; see {log}",
+        )
+        yield base
+    finally:
+        stop(process)
