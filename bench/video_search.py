@@ -39,8 +39,8 @@ from ingest.local import analyse_segment_in_worker, index_locally, worker_pool  
 from ingest.sources import collect_photos  # noqa: E402
 from search_engine.calibration import POSSIBLE, SAME_PERSON  # noqa: E402
 from search_engine.config import MODELS, Settings  # noqa: E402
-from search_engine.imageio import is_image_path  # noqa: E402
 from search_engine.indexing import source_name  # noqa: E402
+from search_engine.media_types import is_image_path  # noqa: E402
 from search_engine.service import SearchService  # noqa: E402
 from search_engine.types import SearchFilters  # noqa: E402
 from search_engine.video import probe, read_frame  # noqa: E402
@@ -111,7 +111,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=Path, required=True)
     parser.add_argument("--lfw", type=Path, required=True)
-    parser.add_argument("--refs", type=Path, help="folder of reference photos per person (default: VIDEOS/../video_refs)")
+    parser.add_argument(
+        "--refs", type=Path, help="folder of reference photos per person (default: VIDEOS/../video_refs)"
+    )
     parser.add_argument("--data-dir", type=Path, help="index directory to (re)use; default: a fresh temporary one")
     parser.add_argument("--embedder", default="mobilefacenet", choices=MODELS)
     parser.add_argument("--runs", type=int, default=3)
@@ -186,10 +188,16 @@ def main() -> None:
     named = np.stack(named_vectors)
     above = sum(float((named @ face.embedding).max()) >= threshold for face in crowd)
     best = max(float((named @ face.embedding).max()) for face in crowd) if crowd else float("nan")
-    print(f"\ncrowd clip: {len(crowd)} tracks; {above} match a named person's photo at >= {threshold} (highest {best:.3f})")
+    print(
+        f"\ncrowd clip: {len(crowd)} tracks; {above} match a named person's photo at >= {threshold} (highest {best:.3f})"
+    )
 
-    print(f"\nspeed: one process, one torch thread, median of {args.runs} runs; machine: {cpu_name()}, {os.cpu_count()} cores")
-    print("| clip | resolution | length (s) | tracks | documents per minute | frames analysed / sampled | x real time |")
+    print(
+        f"\nspeed: one process, one torch thread, median of {args.runs} runs; machine: {cpu_name()}, {os.cpu_count()} cores"
+    )
+    print(
+        "| clip | resolution | length (s) | tracks | documents per minute | frames analysed / sampled | x real time |"
+    )
     print("|---|---|---|---|---|---|---|")
     options = VideoOptions.from_settings(settings, service.index)
     for clip in clips:

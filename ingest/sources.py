@@ -8,9 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from search_engine.imageio import is_image_path
 from search_engine.indexing import PhotoInput
-from search_engine.video import is_video
+from search_engine.media_types import is_image_path, is_video
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,6 @@ from .errors import ImageError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
-
-
-def is_image_path(path: Path) -> bool:
-    """Whether the file name has one of the photo extensions facesearch reads."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS
-
 
 def content_hash(data: bytes) -> str:
     """Hex SHA-256 of a file's bytes: the identity of its content."""

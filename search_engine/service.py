@@ -27,9 +27,9 @@ from .expansion import rank
 from .imageio import decode_image, read_file
 from .index import FaceIndex, create_index
 from .indexing import FileOutcome, PhotoInput, index_photos
+from .media_types import is_video
 from .pipeline import EmbeddedFace, FacePipeline, largest_index, subject_index
 from .types import VIDEO, Detection, Hit, SearchFilters
-from .video import is_video
 from .video_indexing import VideoOptions, analyse_segment
 
 #: Moments listed per video when results are grouped by video.

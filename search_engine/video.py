@@ -19,14 +19,7 @@ from .errors import ImageError
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv"})
-
 _UNREADABLE = "cannot be decoded as a video (not a video, damaged, or a codec this OpenCV build lacks)"
-
-
-def is_video(path: Path) -> bool:
-    """Whether ``path`` is named like a video file."""
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
 @dataclass(frozen=True)

@@ -19,20 +19,16 @@ from search_engine.errors import (
     IndexUnavailableError,
     ModelUnavailableError,
 )
-from search_engine.imageio import (
-    IMAGE_EXTENSIONS,
-    content_hash,
-    decode_image,
-    read_file,
-)
+from search_engine.imageio import content_hash, decode_image, read_file
 from search_engine.index import FaceIndex, create_index
+from search_engine.media_types import is_image_path, media_format
 from search_engine.pipeline import FacePipeline
 from search_engine.service import SearchService
 from search_engine.types import VIDEO, FaceRecord, SearchFilters
 from search_engine.video import read_frame
 
 from .errors import WebError
-from .media import MediaRoots, content_type, face_thumbnail
+from .media import MediaRoots, face_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +110,7 @@ class Engine:
 
     def _keep(self, data: bytes, filename: str) -> None:
         suffix = Path(filename).suffix.lower()
-        name = content_hash(data) + (suffix if suffix in IMAGE_EXTENSIONS else "")
+        name = content_hash(data) + (suffix if is_image_path(filename) else "")
         try:
             self.settings.keep_uploads.mkdir(parents=True, exist_ok=True)
             (self.settings.keep_uploads / name).write_bytes(data)
@@ -178,7 +174,7 @@ class Engine:
         real = self.media.resolve(path)
         if real is None:
             raise WebError(404, "not_found", "no such file in the media roots")
-        return real, content_type(real)
+        return real, media_format(real).content_type
 
     def health(self) -> tuple[dict, bool]:
         """Whether the model is loaded and the index answers, with its counts; and whether all is well."""

@@ -11,25 +11,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from search_engine.media_types import media_format
 from search_engine.types import Box
 
 log = logging.getLogger(__name__)
-
-#: The only files served, by extension, with the content type each is sent as.
-CONTENT_TYPES = {
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".webp": "image/webp",
-    ".bmp": "image/bmp",
-    ".mp4": "video/mp4",
-    ".m4v": "video/mp4",
-    ".webm": "video/webm",
-    ".ogv": "video/ogg",
-    ".mov": "video/quicktime",
-    ".mkv": "video/x-matroska",
-    ".avi": "video/x-msvideo",
-}
 
 #: Longest side of a face thumbnail, pixels.
 THUMBNAIL_SIZE = 160
@@ -41,7 +26,8 @@ class MediaRoots:
     """The folders files may be served from (``FACESEARCH_MEDIA_ROOTS``).
 
     A path is served only if, once every symlink and ``..`` in it is resolved, it is a regular file
-    of a known media type inside one of the roots (themselves resolved once, here).
+    of a media type facesearch reads (:mod:`search_engine.media_types`) inside one of the roots
+    (themselves resolved once, here).
     """
 
     def __init__(self, roots: Sequence[Path]) -> None:
@@ -58,14 +44,9 @@ class MediaRoots:
         real = Path(os.path.realpath(path))
         if not any(real.is_relative_to(root) for root in self.roots):
             return None
-        if real.suffix.lower() not in CONTENT_TYPES or not real.is_file():
+        if media_format(real) is None or not real.is_file():
             return None
         return real
-
-
-def content_type(path: Path) -> str:
-    """The content type a served file is sent with (its extension is one of :data:`CONTENT_TYPES`)."""
-    return CONTENT_TYPES[path.suffix.lower()]
 
 
 def face_thumbnail(image: np.ndarray, box: Box) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template, send_file
 
 from search_engine.config import MAX_RESULTS
+from search_engine.media_types import media_format
 
 from .engine import current_engine
 
@@ -24,7 +25,9 @@ def search():
 
 @bp.get("/faces/<face_id>")
 def face(face_id: str):
-    return render_template("face.html", face=current_engine().face(face_id))
+    shown = current_engine().face(face_id)
+    known = media_format(shown["source"])
+    return render_template("face.html", face=shown, plays=known is not None and known.plays_in_browser)
 
 
 # merge_slashes off: "/media//etc/passwd" must be refused as it stands, not redirected.

@@ -180,7 +180,9 @@ class DownIndex:
 
 
 def test_an_unreachable_index_is_a_503_not_a_crash(library, service):
-    app = create_app(library.settings, service=SearchService(library.settings, service.pipeline, DownIndex(service.index.model)))
+    app = create_app(
+        library.settings, service=SearchService(library.settings, service.pipeline, DownIndex(service.index.model))
+    )
     client = app.test_client()
     status, code, message = error_of(search(client, library.queries / "eileen.jpg"))
     assert (status, code) == (503, "index_unavailable") and "connection refused" in message
@@ -191,13 +193,12 @@ def test_an_unreachable_index_is_a_503_not_a_crash(library, service):
     assert body["status"] == "unavailable" and body["index"]["reachable"] is False and body["model"]["loaded"] is True
 
 
-@pytest.fixture()
-def video_client(tmp_path, library, service, astronaut, detector, dlib_embedder):
-    """An index holding one video track of the astronaut, its (fake) clip inside a media root."""
-    clip = tmp_path / "media" / "launch.mp4"
-    clip.parent.mkdir()
+def video_app(tmp_path, name, library, service, astronaut, detector, dlib_embedder):
+    """An app whose index holds one video track of the astronaut, its (fake) clip ``name`` inside a media root."""
+    clip = tmp_path / "media" / name
+    clip.parent.mkdir(exist_ok=True)
     clip.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
-    settings = library.settings.replace(data_dir=tmp_path / "data", media_roots=(clip.parent,))
+    settings = library.settings.replace(data_dir=tmp_path / f"data-{name}", media_roots=(clip.parent,))
     video_service = service_for(settings, detector, dlib_embedder)
     (face,) = service.faces_in(astronaut)
     key = service.index.model.key
@@ -222,6 +223,26 @@ def video_client(tmp_path, library, service, astronaut, detector, dlib_embedder)
         ]
     )
     return create_app(settings, service=video_service).test_client()
+
+
+@pytest.fixture()
+def video_client(tmp_path, library, service, astronaut, detector, dlib_embedder):
+    return video_app(tmp_path, "launch.mp4", library, service, astronaut, detector, dlib_embedder)
+
+
+@pytest.mark.parametrize(
+    "name, content_type", [("talk.mpg", "video/mpeg"), ("talk.wmv", "video/x-ms-wmv"), ("talk.avi", "video/x-msvideo")]
+)
+def test_every_video_format_indexed_is_served_and_one_browsers_cannot_play_is_a_download(
+    tmp_path, library, service, astronaut, detector, dlib_embedder, name, content_type
+):
+    client = video_app(tmp_path, name, library, service, astronaut, detector, dlib_embedder)
+    (hit,) = search(client, library.queries / "eileen.jpg").get_json()["hits"]
+    assert hit["media_url"].endswith(name) and hit["thumbnail_url"] is not None
+    with client.get(hit["media_url"]) as clip:
+        assert clip.status_code == 200 and clip.mimetype == content_type
+    page = client.get(hit["face_url"]).data.decode()
+    assert "<video" not in page and f'href="{hit["media_url"]}" download' in page and "0:12" in page
 
 
 def test_video_hits_carry_their_clip_and_time_range(video_client, library, monkeypatch, astronaut):
