@@ -50,14 +50,18 @@ def shrunk(image: np.ndarray, face_width: float, size: int) -> np.ndarray:
         return image
     factor = size / face_width
     height, width = image.shape[:2]
-    return cv2.resize(image, (max(1, round(width * factor)), max(1, round(height * factor))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(
+        image, (max(1, round(width * factor)), max(1, round(height * factor))), interpolation=cv2.INTER_AREA
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lfw", type=Path, required=True, help="LFW folder (one sub-folder per person)")
     parser.add_argument("--pairs", type=Path, required=True, help="LFW pairs.txt")
-    parser.add_argument("--sets", type=int, default=10, help="how many of pairs.txt's 10 sets to use (300 same-person pairs each)")
+    parser.add_argument(
+        "--sets", type=int, default=10, help="how many of pairs.txt's 10 sets to use (300 same-person pairs each)"
+    )
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="face widths in pixels (0: full size)")
     parser.add_argument("--embedder", default="mobilefacenet", choices=MODELS)
     args = parser.parse_args()
@@ -90,7 +94,9 @@ def main() -> None:
     for size in sizes:
         vectors = np.zeros_like(references)
         found = np.zeros(len(targets), dtype=bool)
-        for i, (path, width) in enumerate(tqdm(targets, desc=f"faces {size or 'full'} px wide", unit="face", leave=False)):
+        for i, (path, width) in enumerate(
+            tqdm(targets, desc=f"faces {size or 'full'} px wide", unit="face", leave=False)
+        ):
             face = subject(pipeline, shrunk(load_rgb(path), width, size))
             if face is not None:
                 vectors[i], found[i] = face.embedding, True

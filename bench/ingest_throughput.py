@@ -131,8 +131,8 @@ def main() -> None:
             fresh(workers=1, torch_threads=cores), paths
         )
     for workers in range(cores if args.default_only else 2, cores + 1):
-        modes[f"batched, {workers} processes, {max(1, cores // workers)} torch thread(s) each"] = (
-            lambda w=workers: batched(fresh(workers=w), paths)
+        modes[f"batched, {workers} processes, {max(1, cores // workers)} torch thread(s) each"] = lambda w=workers: (
+            batched(fresh(workers=w), paths)
         )
     results = {name: [run() for _ in range(args.runs)] for name, run in modes.items()}
     stage = {} if args.default_only else stages(fresh(workers=1, torch_threads=cores), paths)

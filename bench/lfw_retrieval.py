@@ -232,7 +232,9 @@ def main() -> None:
     results |= open_set(index, by_person, vectors, judged.same_person)
 
     print(f"\nLFW retrieval, embedder {index.model.key}, index {data_dir}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+    )
     print("| metric | value |\n|---|---|")
     for name, value in results.items():
         shown = f"{value:.4f}" if isinstance(value, float) and value < 10 else value

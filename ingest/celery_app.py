@@ -18,6 +18,7 @@ from search_engine.config import Settings
 INDEX_CHUNK = "facesearch.index_chunk"
 INDEX_VIDEO = "facesearch.index_video"
 
+
 def create_celery(settings: Settings) -> Celery:
     """A Celery app for ``settings.broker_url``; builds no connection until it is used."""
     app = Celery("facesearch", broker=settings.broker_url, backend=settings.broker_url, include=["ingest.tasks"])

@@ -60,7 +60,10 @@ def submit_photos(app: Celery, photos: Sequence[PhotoInput], chunk_size: int, vi
     signatures = [
         app.signature(
             INDEX_CHUNK,
-            args=([source_name(p.path) for p in photos[i : i + chunk_size]], [p.person for p in photos[i : i + chunk_size]]),
+            args=(
+                [source_name(p.path) for p in photos[i : i + chunk_size]],
+                [p.person for p in photos[i : i + chunk_size]],
+            ),
         )
         for i in range(0, len(photos), chunk_size)
     ]

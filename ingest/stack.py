@@ -250,6 +250,8 @@ def init_stack(
     failures = import_failures(answer)
     if failures:
         listed = "\n  ".join(failures)
-        raise KibanaError(f"Kibana at {kibana.url} refused {len(failures)} of {len(objects)} saved objects:\n  {listed}")
+        raise KibanaError(
+            f"Kibana at {kibana.url} refused {len(failures)} of {len(objects)} saved objects:\n  {listed}"
+        )
     dashboard = next(item["id"] for item in objects if item["type"] == "dashboard")
     return dataclasses.replace(result, kibana_objects=len(objects), dashboard_id=dashboard)

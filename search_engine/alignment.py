@@ -50,27 +50,19 @@ def align(
     matrix = similarity_transform(points, template)
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     if scale < _MIN_WARP_SCALE:
-        image, points = _shrink_around(
-            image, matrix, points, size, scale / _MIN_WARP_SCALE
-        )
+        image, points = _shrink_around(image, matrix, points, size, scale / _MIN_WARP_SCALE)
         matrix = similarity_transform(points, template)
-    chip = cv2.warpAffine(
-        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=border
-    )
+    chip = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
     return np.ascontiguousarray(chip)
 
 
-def _shrink_around(
-    image: np.ndarray, matrix: np.ndarray, points: np.ndarray, size: int, factor: float
-):
+def _shrink_around(image: np.ndarray, matrix: np.ndarray, points: np.ndarray, size: int, factor: float):
     """The region the chip covers, scaled by ``factor`` with area averaging, and the points in it."""
     inverse = cv2.invertAffineTransform(matrix)
     corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], float)
     footprint = corners @ inverse.T
     height, width = image.shape[:2]
-    x0, y0 = np.clip(
-        np.floor(footprint.min(axis=0)).astype(int) - 2, 0, [width - 1, height - 1]
-    )
+    x0, y0 = np.clip(np.floor(footprint.min(axis=0)).astype(int) - 2, 0, [width - 1, height - 1])
     x1, y1 = np.clip(
         np.ceil(footprint.max(axis=0)).astype(int) + 2,
         [x0 + 1, y0 + 1],

@@ -127,7 +127,9 @@ class Settings:
                 "and FACESEARCH_VIDEO_MAX_SIDE 0 (full size) or more"
             )
         if self.video_track_embedding not in ("best", "mean"):
-            raise ConfigError(f"FACESEARCH_VIDEO_TRACK_EMBEDDING must be best or mean, got {self.video_track_embedding!r}")
+            raise ConfigError(
+                f"FACESEARCH_VIDEO_TRACK_EMBEDDING must be best or mean, got {self.video_track_embedding!r}"
+            )
         if self.workers < 0 or self.torch_threads < 0:
             raise ConfigError("FACESEARCH_WORKERS and FACESEARCH_TORCH_THREADS must be 0 (automatic) or more")
         for name, url in (("WEB_URL", self.web_url), ("KIBANA_URL", self.kibana_url)):
@@ -148,7 +150,9 @@ class Settings:
         if not 0.0 < self.target_fpir < 1.0:
             raise ConfigError(f"FACESEARCH_TARGET_FPIR must be a share within (0, 1), got {self.target_fpir}")
         if self.expansion_neighbours < 0:
-            raise ConfigError(f"FACESEARCH_EXPANSION_NEIGHBOURS must be 0 (off) or more, got {self.expansion_neighbours}")
+            raise ConfigError(
+                f"FACESEARCH_EXPANSION_NEIGHBOURS must be 0 (off) or more, got {self.expansion_neighbours}"
+            )
         if self.expansion_threshold is not None and not -1.0 <= self.expansion_threshold < 1.0:
             raise ConfigError(
                 f"FACESEARCH_EXPANSION_THRESHOLD must be a cosine similarity within [-1, 1), got {self.expansion_threshold}"

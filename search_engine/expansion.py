@@ -24,7 +24,9 @@ from .index.base import FaceIndex
 from .types import Hit, SearchFilters
 
 
-def expanded_query(query: np.ndarray, neighbours: Sequence[tuple[float, np.ndarray]], threshold: float) -> np.ndarray | None:
+def expanded_query(
+    query: np.ndarray, neighbours: Sequence[tuple[float, np.ndarray]], threshold: float
+) -> np.ndarray | None:
     """The query plus each neighbour at or above ``threshold``, weighted by how far above it the
     neighbour is, ``(score - threshold) / (1 - threshold)``, scaled back to unit length.
 
@@ -72,7 +74,9 @@ def search_expanded(
     nearest = [hit for hit in first[:neighbours] if hit.score >= threshold]
     # Most queries have no neighbour that close: no read of stored vectors for them.
     stored = index.embeddings([hit.face_id for hit in nearest]) if nearest else {}
-    expanded = expanded_query(query, [(hit.score, stored[hit.face_id]) for hit in nearest if hit.face_id in stored], threshold)
+    expanded = expanded_query(
+        query, [(hit.score, stored[hit.face_id]) for hit in nearest if hit.face_id in stored], threshold
+    )
     if expanded is None:
         return first[:k] if collapse is None else index.search(query, k=k, filters=filters, collapse=collapse)
     hits = index.search(expanded, k=k, filters=filters, collapse=collapse)
@@ -83,7 +87,11 @@ def search_expanded(
     if unseen:
         scores.update((face, float(stored_vector @ query)) for face, stored_vector in index.embeddings(unseen).items())
     # A face deleted between the calls has no vector left; it is dropped, not mis-scored.
-    return [dataclasses.replace(hit, score=scores[hit.face_id], rank_score=hit.score) for hit in hits if hit.face_id in scores]
+    return [
+        dataclasses.replace(hit, score=scores[hit.face_id], rank_score=hit.score)
+        for hit in hits
+        if hit.face_id in scores
+    ]
 
 
 def rank(

@@ -86,7 +86,4 @@ class FacePipeline:
         """
         detections = self.detector.detect(images, max_side=max_side)
         vectors = self.embedder.embed(list(zip(images, detections)))
-        return [
-            [EmbeddedFace(det, vec) for det, vec in zip(dets, vecs)]
-            for dets, vecs in zip(detections, vectors)
-        ]
+        return [[EmbeddedFace(det, vec) for det, vec in zip(dets, vecs)] for dets, vecs in zip(detections, vectors)]

@@ -199,7 +199,11 @@ def plan_video(path: Path, known: Mapping[str, SourceRecord]) -> tuple[FileAnaly
         digest = file_hash(Path(path))
         previous = known.get(source)
         if previous and previous.content_hash == digest and previous.status != Status.FAILED:
-            return FileAnalysis(FileOutcome(source, Status.SKIPPED, previous.faces), digest, media_type=VIDEO), None, digest
+            return (
+                FileAnalysis(FileOutcome(source, Status.SKIPPED, previous.faces), digest, media_type=VIDEO),
+                None,
+                digest,
+            )
         return None, probe(Path(path)), digest
     except ImageError as exc:
         return FileAnalysis(FileOutcome(source, Status.FAILED, error=exc.reason), media_type=VIDEO), None, ""

@@ -39,9 +39,7 @@ MEANS, SPREADS = RNG.normal(0.02, 0.03, 4000), RNG.uniform(0.08, 0.14, 4000)
 def best_of(gallery: int, probes: slice) -> np.ndarray:
     """Each probe's best score among ``gallery`` strangers drawn from its own normal law."""
     means, spreads = MEANS[probes], SPREADS[probes]
-    return (
-        means[:, None] + spreads[:, None] * RNG.standard_normal((len(means), gallery))
-    ).max(axis=1)
+    return (means[:, None] + spreads[:, None] * RNG.standard_normal((len(means), gallery))).max(axis=1)
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +70,7 @@ def test_a_threshold_keeps_the_stranger_hit_rate_of_a_gallery_at_the_target(
 def test_the_threshold_rises_as_the_archive_grows_and_refuses_to_guess_far_beyond_its_data(
     calibration,
 ):
-    thresholds = [
-        calibration.threshold(size, 0.01) for size in (1, 10, 1_000, 100_000, 1_000_000)
-    ]
+    thresholds = [calibration.threshold(size, 0.01) for size in (1, 10, 1_000, 100_000, 1_000_000)]
     assert thresholds == sorted(thresholds) and thresholds[0] < thresholds[-1] <= 1.0
     with pytest.raises(ConfigError, match="cannot vouch for an archive"):
         calibration.threshold(1_000 * 1000 + 1, 0.01)
@@ -83,10 +79,7 @@ def test_the_threshold_rises_as_the_archive_grows_and_refuses_to_guess_far_beyon
 
 def test_verdict_levels_and_a_fixed_threshold(calibration):
     judged = verdicts(calibration, 10_000, 0.01)
-    assert (
-        judged.possible == pytest.approx(calibration.threshold(10_000, 0.1))
-        and judged.possible < judged.same_person
-    )
+    assert judged.possible == pytest.approx(calibration.threshold(10_000, 0.1)) and judged.possible < judged.same_person
     assert judged.of(judged.same_person) == SAME_PERSON
     assert judged.of((judged.same_person + judged.possible) / 2) == POSSIBLE
     assert judged.of(judged.possible - 0.01) is None
@@ -98,9 +91,7 @@ def test_verdict_levels_and_a_fixed_threshold(calibration):
 
 def test_a_calibration_round_trips_and_a_malformed_one_is_refused(calibration):
     again = Calibration.from_dict(calibration.to_dict())
-    assert again.threshold(5_000, 0.02) == pytest.approx(
-        calibration.threshold(5_000, 0.02), abs=1e-4
-    )
+    assert again.threshold(5_000, 0.02) == pytest.approx(calibration.threshold(5_000, 0.02), abs=1e-4)
     with pytest.raises(ConfigError, match="must be positive"):
         Calibration("x", 0.5, 0.0, 10, 10, 0.3, "no spread")
 
@@ -158,11 +149,7 @@ def test_a_search_service_judges_hits_for_the_index_as_it_grows(tmp_path):
     assert judge([hit], large)[0].verdict in (POSSIBLE, None)
     assert judge([hit], None)[0].verdict is None
     assert math.isclose(service.verdicts().target_fpir, 0.01)
-    assert (
-        SearchService(settings.replace(same_person_threshold=0.5), None, index)
-        .verdicts()
-        .fixed
-    )
+    assert SearchService(settings.replace(same_person_threshold=0.5), None, index).verdicts().fixed
 
 
 def people_faces(people: int, per_person: int, dim: int = 32, spread: float = 0.6, seed: int = 3):
@@ -244,7 +231,14 @@ def labelled_index(tmp_path, vectors, labels, model) -> EmbeddedFaceIndex:
     index.upsert(
         [
             FaceRecord(
-                face_id(model.key, f"/p/{n}.jpg", 0), f"/p/{n}.jpg", 0, Box(0, 0, 9, 9), 0.99, v, model.key, person=label
+                face_id(model.key, f"/p/{n}.jpg", 0),
+                f"/p/{n}.jpg",
+                0,
+                Box(0, 0, 9, 9),
+                0.99,
+                v,
+                model.key,
+                person=label,
             )
             for n, (v, label) in enumerate(zip(vectors, labels))
         ]

@@ -70,6 +70,8 @@ def test_stack_settings():
         Settings.from_env({"FACESEARCH_WEB_URL": "faces.example.org"})
     with pytest.raises(ConfigError, match="FACESEARCH_KIBANA_URL"):
         Settings.from_env({"FACESEARCH_KIBANA_URL": "kibana:5601"})
+
+
 def test_web_settings_from_env(tmp_path):
     roots = f"{tmp_path / 'photos'}{os.pathsep}~/videos{os.pathsep}"
     settings = Settings.from_env(

@@ -328,9 +328,7 @@ def test_count_body_ignores_only_the_floor():
     assert count_body(SearchFilters(min_score=0.9)) == {"query": {"match_all": {}}}
     assert count_body(SearchFilters(person="Ada", exclude_sources=("/a",))) == {
         "query": {
-            "bool": {
-                "filter": [{"term": {"person": "Ada"}}, {"bool": {"must_not": [{"terms": {"source": ["/a"]}}]}}]
-            }
+            "bool": {"filter": [{"term": {"person": "Ada"}}, {"bool": {"must_not": [{"terms": {"source": ["/a"]}}]}}]}
         }
     }
 

@@ -15,6 +15,7 @@ from search_engine.types import Box, EmbedderInfo, FaceRecord, SearchFilters
 
 MODEL = EmbedderInfo("dlib", "r1", 3)
 
+
 def on_circle(degrees: float, tilt: float = 0.0) -> np.ndarray:
     """A unit vector at ``degrees`` from the x axis in the xy plane, ``tilt`` degrees towards z."""
     a, t = np.radians(degrees), np.radians(tilt)

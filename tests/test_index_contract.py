@@ -201,7 +201,9 @@ def test_counts_and_facets(index, filled):
 
 
 def test_source_records_overwrite(index):
-    index.record_sources([SourceRecord("/a.jpg", "h1", MODEL.key, 2), SourceRecord("/b.jpg", "", MODEL.key, 0, "failed", "corrupt")])
+    index.record_sources(
+        [SourceRecord("/a.jpg", "h1", MODEL.key, 2), SourceRecord("/b.jpg", "", MODEL.key, 0, "failed", "corrupt")]
+    )
     index.record_sources([SourceRecord("/a.jpg", "h2", MODEL.key, 3)])
     index.refresh()
     found = index.get_sources(["/a.jpg", "/b.jpg", "/c.jpg"])

@@ -45,9 +45,7 @@ def test_one_process_and_worker_processes_store_the_same_faces(folder, tmp_path)
         settings = Settings.from_env({}).replace(embedder="dlib", data_dir=tmp_path / f"w{workers}", workers=workers)
         summary, index = index_locally(settings, photos, progress=False)
         assert (summary.files, summary.indexed, summary.faces, summary.failures) == (3, 3, 4, [])
-        stored[workers] = {
-            (f.face_id, f.person) for p in photos for f in index.faces_of_source(str(p.path))
-        }
+        stored[workers] = {(f.face_id, f.person) for p in photos for f in index.faces_of_source(str(p.path))}
         # The two-face photo in Cameraman's folder labels only its subject; the other face stays unnamed.
         assert index.count(SearchFilters(person="Cameraman")) == 2
     assert stored[1] == stored[2]

@@ -228,7 +228,10 @@ def test_retry_waits_out_transient_errors_then_returns():
             raise ConnectionError("starting")
         return "ready"
 
-    assert retry(flaky, "service", connection_trouble, timeout_s=60, interval_s=5, sleep=clock.sleep, clock=clock) == "ready"
+    assert (
+        retry(flaky, "service", connection_trouble, timeout_s=60, interval_s=5, sleep=clock.sleep, clock=clock)
+        == "ready"
+    )
     assert clock.sleeps == [5, 5]
 
 

@@ -23,9 +23,7 @@ from search_engine.pipeline import FacePipeline
 TFJS = Path(__file__).parent / "tfjs"
 
 
-def run_tensorflow_js(
-    model_json: Path, inputs: np.ndarray, tmp_path: Path
-) -> np.ndarray:
+def run_tensorflow_js(model_json: Path, inputs: np.ndarray, tmp_path: Path) -> np.ndarray:
     """The graph's output as TensorFlow.js computes it (tests/tfjs/run_graph.js, CPU backend)."""
     source, target = tmp_path / "inputs.f32", tmp_path / "outputs.f32"
     np.ascontiguousarray(inputs, np.float32).tofile(source)
@@ -53,28 +51,17 @@ def run_tensorflow_js(
 def chips(detector, astronaut, cameraman):
     """Real ArcFace chips (astronaut, cameraman, the astronaut mirrored), standardised as the graph's input."""
     images = [astronaut, cameraman, np.ascontiguousarray(astronaut[:, ::-1])]
-    aligned = [
-        align(image, faces[0].landmarks)
-        for image, faces in zip(images, detector.detect(images))
-    ]
+    aligned = [align(image, faces[0].landmarks) for image, faces in zip(images, detector.detect(images))]
     return standardise(np.stack(aligned))
 
 
-def test_uncorrected_port_computes_what_tensorflow_js_computes(
-    mobilefacenet_embedder, chips, tmp_path
-):
+def test_uncorrected_port_computes_what_tensorflow_js_computes(mobilefacenet_embedder, chips, tmp_path):
     """With the conversion's two errors left in, torch runs exactly the graph TensorFlow.js runs:
     the weights and ops are read right. Random inputs reach every channel's negative side."""
-    literal = MobileFaceNetEmbedder(
-        weights=mobilefacenet_embedder.weights_dir(), corrected=False
-    )
-    noise = (
-        np.random.default_rng(0).uniform(-1.0, 1.0, (3, 112, 112, 3)).astype(np.float32)
-    )
+    literal = MobileFaceNetEmbedder(weights=mobilefacenet_embedder.weights_dir(), corrected=False)
+    noise = np.random.default_rng(0).uniform(-1.0, 1.0, (3, 112, 112, 3)).astype(np.float32)
     inputs = np.concatenate([chips, noise])
-    expected = run_tensorflow_js(
-        literal.weights_dir() / "mobilefacenet.json", inputs, tmp_path
-    )
+    expected = run_tensorflow_js(literal.weights_dir() / "mobilefacenet.json", inputs, tmp_path)
     for batch in (1, 4, len(inputs)):
         literal.batch_size = batch
         assert literal.forward(inputs) == pytest.approx(expected, abs=2e-5)
@@ -125,21 +112,15 @@ def test_a_graph_that_is_not_mobilefacenet_is_refused(mobilefacenet_embedder, tm
     from search_engine.embedding.mobilefacenet_model import compile_graph
     from search_engine.embedding.tfjs import read_graph_model
 
-    spec = json.loads(
-        (mobilefacenet_embedder.weights_dir() / "mobilefacenet.json").read_text()
-    )
+    spec = json.loads((mobilefacenet_embedder.weights_dir() / "mobilefacenet.json").read_text())
     shutil.copy(
         mobilefacenet_embedder.weights_dir() / "mobilefacenet.bin",
         tmp_path / "mobilefacenet.bin",
     )
-    prelu_constant = next(
-        n for n in spec["modelTopology"]["node"] if n["name"].endswith("Conv2d_0/mul_1")
-    )
+    prelu_constant = next(n for n in spec["modelTopology"]["node"] if n["name"].endswith("Conv2d_0/mul_1"))
     prelu_constant["op"] = "Div"
     (tmp_path / "model.json").write_text(json.dumps(spec))
-    with pytest.raises(
-        ModelUnavailableError, match="not MobileFaceNet as expected: op Div"
-    ):
+    with pytest.raises(ModelUnavailableError, match="not MobileFaceNet as expected: op Div"):
         compile_graph(read_graph_model(tmp_path / "model.json"))
     spec["weightsManifest"][0]["paths"] = ["missing.bin"]
     (tmp_path / "model.json").write_text(json.dumps(spec))

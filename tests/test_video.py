@@ -136,7 +136,9 @@ def test_video_tracks_have_the_right_times(indexed, capsys, monkeypatch):
     assert "cannot be decoded as a video" in summary["failures"][0]["error"]
     assert summary["indexed"] == 2  # the photo and the clip
 
-    code, out = run(capsys, "search", str(folder / "astronaut.jpg"), "--embedder", "dlib", "--media-type", "video", "--json")
+    code, out = run(
+        capsys, "search", str(folder / "astronaut.jpg"), "--embedder", "dlib", "--media-type", "video", "--json"
+    )
     hits = json.loads(out)["hits"]
     assert code == 0 and hits
     best = hits[0]
@@ -163,7 +165,9 @@ def test_search_with_a_clip_and_group_by_video(indexed, capsys, monkeypatch, sce
     data, folder = indexed
     monkeypatch.setenv("FACESEARCH_DATA_DIR", str(data))
     run(capsys, "index", str(folder), "--embedder", "dlib", "--workers", "1", "--quiet")
-    code, out = run(capsys, "search", str(scene), "--embedder", "dlib", "--face", "0", "--media-type", "photo", "--json")
+    code, out = run(
+        capsys, "search", str(scene), "--embedder", "dlib", "--face", "0", "--media-type", "photo", "--json"
+    )
     result = json.loads(out)
     assert code == 0
     assert len(result["query_faces"]) == 2 and result["query_faces"][0]["start"] == pytest.approx(2.0, abs=STEP)

@@ -27,7 +27,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     calibrate.add_argument("--pairs", type=Path, help="an LFW-format pairs.txt instead of the index's labelled faces")
     calibrate.add_argument("--images", type=Path, help="with --pairs: the folder of <name>/<name>_<nnnn>.jpg images")
     calibrate.add_argument("--dry-run", action="store_true", help="fit and print, store nothing")
-    calibrate.add_argument("--reset", action="store_true", help="remove the stored calibration (back to the shipped one)")
+    calibrate.add_argument(
+        "--reset", action="store_true", help="remove the stored calibration (back to the shipped one)"
+    )
     calibrate.add_argument("--json", action="store_true", help="print one JSON object")
     calibrate.set_defaults(run=cmd_calibrate)
 

@@ -24,7 +24,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     index = commands.add_parser("index", parents=[common, labels], help="index the faces in photos and folders")
     index.add_argument("--batch-size", type=int, help="images per model batch (env FACESEARCH_BATCH_SIZE)")
     index.add_argument(
-        "--workers", type=int, help="processes detecting and embedding in parallel (env FACESEARCH_WORKERS; 0 = per core)"
+        "--workers",
+        type=int,
+        help="processes detecting and embedding in parallel (env FACESEARCH_WORKERS; 0 = per core)",
     )
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -42,7 +44,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     job.set_defaults(run=cmd_job)
 
     worker = commands.add_parser("worker", parents=[common], help="run a Celery worker that indexes submitted photos")
-    worker.add_argument("--concurrency", type=int, help="worker processes (default: FACESEARCH_WORKERS, or one per core)")
+    worker.add_argument(
+        "--concurrency", type=int, help="worker processes (default: FACESEARCH_WORKERS, or one per core)"
+    )
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(run=cmd_worker)
 
@@ -138,6 +142,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     concurrency = args.concurrency or settings.worker_count
     app = create_celery(share_cores(settings, concurrency))
     app.worker_main(
-        ["worker", f"--concurrency={concurrency}", f"--loglevel={args.loglevel}", "--pool=prefork", "-n", "facesearch@%h"]
+        [
+            "worker",
+            f"--concurrency={concurrency}",
+            f"--loglevel={args.loglevel}",
+            "--pool=prefork",
+            "-n",
+            "facesearch@%h",
+        ]
     )
     return 0

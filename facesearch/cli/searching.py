@@ -25,7 +25,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     search.add_argument("--collapse", choices=FACET_FIELDS, help="only the best hit per value of this field")
     search.add_argument("--by-video", action="store_true", help="each video once, with its best-matching moments")
     search.add_argument(
-        "--face", type=int, help="which face of the query to use (0-based; default: the largest, or a clip's longest track)"
+        "--face",
+        type=int,
+        help="which face of the query to use (0-based; default: the largest, or a clip's longest track)",
     )
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.set_defaults(run=cmd_search)
@@ -52,7 +54,9 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     if len(result.query_faces) > 1:
-        print(f"{len(result.query_faces)} faces in {args.image}; searching face {result.face} (--face N picks another):")
+        print(
+            f"{len(result.query_faces)} faces in {args.image}; searching face {result.face} (--face N picks another):"
+        )
         for n, det in enumerate(result.query_faces):
             when = f" {_span(*result.query_times[n])}" if result.query_times else ""
             print(f"  face {n}:{when} box {det.box.as_list()} probability {det.probability:.3f}")

@@ -27,8 +27,14 @@ CHIP_SIZE = 150
 #: (output channels, stride) of the residual blocks, input first: 3 x 32, then 64, 128 and 256
 #: channels each entered by a stride-2 block, then a last stride-2 block of 256.
 RESIDUAL_BLOCKS: tuple[tuple[int, int], ...] = (
-    ((32, 1),) * 3 + ((64, 2),) + ((64, 1),) * 3 + ((128, 2),) + ((128, 1),) * 2
-    + ((256, 2),) + ((256, 1),) * 2 + ((256, 2),)
+    ((32, 1),) * 3
+    + ((64, 2),)
+    + ((64, 1),) * 3
+    + ((128, 2),)
+    + ((128, 1),) * 2
+    + ((256, 2),)
+    + ((256, 1),) * 2
+    + ((256, 2),)
 )
 
 _RECORD = re.compile(rb"\x01\x15input_rgb_image_sized|\x01\x05con_4|\x01\x07affine_|\x01\x04fc_2")

@@ -30,9 +30,7 @@ _RESNET_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 #: Where MTCNN's landmarks (left eye, right eye, nose, left and right mouth corner) sit, on average,
 #: in dlib's 150x150 / padding 0.25 chips: measured by mapping them into chips that dlib cut from
 #: its own 5-point shapes on 200 LFW faces, then made left-right symmetric about x = 75.
-CHIP_TEMPLATE = np.array(
-    [[46.85, 46.2], [103.15, 46.2], [75.0, 79.3], [50.3, 108.3], [99.7, 108.3]], dtype=np.float64
-)
+CHIP_TEMPLATE = np.array([[46.85, 46.2], [103.15, 46.2], [75.0, 79.3], [50.3, 108.3], [99.7, 108.3]], dtype=np.float64)
 
 
 def models_dir() -> Path:

@@ -36,7 +36,7 @@ def crop_face(image: np.ndarray, detection: Detection, size: int = IMAGE_SIZE, m
     height, width = image.shape[:2]
     x1, y1 = int(max(box.x1 - pad_x, 0)), int(max(box.y1 - pad_y, 0))
     x2, y2 = int(min(box.x2 + pad_x, width)), int(min(box.y2 + pad_y, height))
-    crop = image[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)]
+    crop = image[y1 : max(y2, y1 + 1), x1 : max(x2, x1 + 1)]
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
 
@@ -68,9 +68,7 @@ class FacenetEmbedder:
         """
         if self.weights is not None:
             if not self.weights.is_file():
-                raise ModelUnavailableError(
-                    f"FACESEARCH_FACENET_WEIGHTS points to {self.weights}, which is not a file"
-                )
+                raise ModelUnavailableError(f"FACESEARCH_FACENET_WEIGHTS points to {self.weights}, which is not a file")
             return self.weights
         from torch.hub import download_url_to_file, get_dir
 

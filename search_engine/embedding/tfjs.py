@@ -62,9 +62,7 @@ def read_graph_model(model_json: Path) -> GraphModel:
         )
         weights: dict[str, np.ndarray] = {}
         for group in spec["weightsManifest"]:
-            data = b"".join(
-                (Path(model_json).parent / path).read_bytes() for path in group["paths"]
-            )
+            data = b"".join((Path(model_json).parent / path).read_bytes() for path in group["paths"])
             offset = 0
             for entry in group["weights"]:
                 if "quantization" in entry or entry["dtype"] not in _DTYPES:
@@ -73,26 +71,16 @@ def read_graph_model(model_json: Path) -> GraphModel:
                     )
                 count = int(np.prod(entry["shape"], dtype=np.int64))
                 values = np.frombuffer(data, _DTYPES[entry["dtype"]], count, offset)
-                weights[entry["name"]] = values.astype(
-                    values.dtype.newbyteorder("=")
-                ).reshape(entry["shape"])
+                weights[entry["name"]] = values.astype(values.dtype.newbyteorder("=")).reshape(entry["shape"])
                 offset += values.nbytes
             if offset != len(data):
-                raise ValueError(
-                    f"shards {group['paths']} hold {len(data)} bytes, the manifest {offset}"
-                )
-        signature = (
-            spec.get("userDefinedMetadata", {}).get("signature", {}).get("outputs", {})
-        )
+                raise ValueError(f"shards {group['paths']} hold {len(data)} bytes, the manifest {offset}")
+        signature = spec.get("userDefinedMetadata", {}).get("signature", {}).get("outputs", {})
         outputs = tuple(output["name"] for output in signature.values())
     except OSError as exc:
-        raise ModelUnavailableError(
-            f"cannot read TensorFlow.js model {model_json}: {exc}"
-        ) from exc
+        raise ModelUnavailableError(f"cannot read TensorFlow.js model {model_json}: {exc}") from exc
     except (ValueError, KeyError, TypeError) as exc:
-        raise ModelUnavailableError(
-            f"{model_json} is not a readable TensorFlow.js graph model: {exc}"
-        ) from exc
+        raise ModelUnavailableError(f"{model_json} is not a readable TensorFlow.js graph model: {exc}") from exc
     return GraphModel(nodes, weights, outputs)
 
 
