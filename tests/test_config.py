@@ -122,3 +122,26 @@ def test_expansion_threshold_is_measured_or_calibrated_per_embedder_and_settable
     assert expansion_threshold(Settings(), other, calibrated) == 0.432
     settings = Settings.from_env({"FACESEARCH_EXPANSION_THRESHOLD": "0.6", "FACESEARCH_EXPANSION_NEIGHBOURS": "0"})
     assert expansion_threshold(settings, other, calibrated) == 0.6 and settings.expansion_neighbours == 0
+
+
+def test_the_readme_table_is_the_declared_settings():
+    from search_engine.config import settings_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert settings_table() in readme, "README's configuration table: paste `python -m search_engine.config`"
+
+
+def test_every_setting_of_the_stack_env_example_is_declared_and_valid():
+    """docker/.env.example sets facesearch settings (checked as facesearch reads them) and
+    variables only compose.yml reads (named there as ${VARIABLE})."""
+    import re
+
+    from search_engine.config import declarations, variable
+
+    docker = Path(__file__).resolve().parent.parent / "docker"
+    example = dict(re.findall(r"^(FACESEARCH_\w+)=(.*)$", (docker / ".env.example").read_text(), re.M))
+    compose = "".join(path.read_text() for path in docker.glob("compose*.yml"))
+    declared = {variable(name) for name in declarations()}
+    for name, value in example.items():
+        assert name in declared or "${" + name in compose, f"{name} is neither a setting nor used by compose"
+    Settings.from_env({k: v for k, v in example.items() if k in declared})
