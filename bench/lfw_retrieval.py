@@ -43,16 +43,8 @@ from tqdm import tqdm  # noqa: E402
 
 from ingest.local import index_locally  # noqa: E402
 from ingest.sources import collect_photos  # noqa: E402
-from search_engine.calibration import (  # noqa: E402
-    POSSIBLE_FACTOR,
-    Calibration,
-    LfwPair,
-    PairFit,
-    fit_calibration,
-    fit_pairs,
-    read_lfw_pairs,
-    verdicts,
-)
+from search_engine.calibration import POSSIBLE_FACTOR, Calibration, verdicts  # noqa: E402
+from search_engine.calibration_fit import LfwPair, PairFit, fit_calibration, fit_pairs, read_lfw_pairs  # noqa: E402
 from search_engine.config import MODELS, Settings  # noqa: E402
 from search_engine.embedding import expansion_threshold  # noqa: E402
 from search_engine.expansion import rank  # noqa: E402

@@ -10,17 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibration import (
-    SAME_PERSON,
-    Calibration,
-    CalibrationReport,
-    Verdicts,
-    calibration_for,
-    fit_calibration,
-    fit_pairs,
-    read_lfw_pairs,
-    verdicts,
-)
+from .calibration import SAME_PERSON, Calibration, Verdicts, calibration_for, verdicts
+from .calibration_fit import CalibrationReport, fit_calibration, fit_pairs, read_lfw_pairs
 from .config import Settings
 from .errors import ImageError, InvalidRequestError, NoFaceError
 from .expansion import rank

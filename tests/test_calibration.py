@@ -11,17 +11,19 @@ from search_engine.calibration import (
     POSSIBLE,
     SAME_PERSON,
     Calibration,
+    calibration_for,
+    shipped_calibration,
+    verdicts,
+)
+from search_engine.calibration_fit import (
     best_stranger_scores,
     best_threshold,
     calibrate_on_index,
-    calibration_for,
     fit_best_stranger,
     fit_calibration,
     fit_pairs,
     labelled_pairs,
     read_lfw_pairs,
-    shipped_calibration,
-    verdicts,
 )
 from search_engine.config import Settings
 from search_engine.errors import ConfigError, InvalidRequestError

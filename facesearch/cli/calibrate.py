@@ -35,7 +35,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
-    from search_engine.calibration import calibrate_on_index, verdicts
+    from search_engine.calibration import verdicts
+    from search_engine.calibration_fit import calibrate_on_index
     from search_engine.embedding import embedder_info
     from search_engine.index import create_index
 
