@@ -93,6 +93,7 @@ def index_locally(
                     summary.add(store_analyses(index, [_analyse_video(resolved, index, video, pool)]))
                     bar.update(1)
                     bar.set_postfix(faces=summary.faces, failed=len(summary.failures), refresh=False)
+    index.optimize()
     index.refresh()
     return summary, index
 

@@ -1,4 +1,5 @@
-"""The face index contract that the embedded (LanceDB) and Elasticsearch stores both fulfil.
+"""The face index contract that the embedded (LanceDB) and Elasticsearch stores both fulfil, and
+the checks both make the same way (each engine writes only what differs).
 
 Every index holds the faces of **one** embedding model (``EmbedderInfo.key``): its name is derived
 from that key, and opening it with vectors of another dimension raises :class:`DimensionMismatchError`.
@@ -13,7 +14,54 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..calibration import Calibration
-from ..types import BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
+from ..errors import DimensionMismatchError
+from ..types import FACET_FIELDS, BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
+
+#: A collapsed search gathers this many times ``k`` nearest faces to collapse among, and while that
+#: yields fewer than ``k`` groups and more faces may match, :data:`COLLAPSE_GROWTH` times as many again.
+COLLAPSE_OVERSAMPLE = 8
+COLLAPSE_GROWTH = 4
+
+
+def check_collapse(collapse: str | None) -> None:
+    """Refuse to collapse on anything but a field of :data:`~search_engine.types.FACET_FIELDS`."""
+    if collapse is not None and collapse not in FACET_FIELDS:
+        raise ValueError(f"cannot collapse on {collapse!r}; choose one of {', '.join(FACET_FIELDS)}")
+
+
+def check_facet_field(field: str) -> None:
+    """Refuse facets on anything but a field of :data:`~search_engine.types.FACET_FIELDS`."""
+    if field not in FACET_FIELDS:
+        raise ValueError(f"no facets on {field!r}; choose one of {', '.join(FACET_FIELDS)}")
+
+
+def query_vector(model: EmbedderInfo, vector: np.ndarray) -> np.ndarray:
+    """A query as a (dim,) float32 vector.
+
+    Raises:
+        DimensionMismatchError: it has another dimension than the index's model.
+    """
+    query = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if query.shape[0] != model.dim:
+        raise DimensionMismatchError(
+            f"query vector has {query.shape[0]} dimensions, the {model.key} index holds {model.dim}"
+        )
+    return query
+
+
+def storable(
+    model: EmbedderInfo, faces: Sequence[FaceRecord]
+) -> tuple[list[tuple[FaceRecord, np.ndarray]], list[tuple[str, str]]]:
+    """The faces an upsert may store, each with its embedding as (dim,) float32, and the others as
+    ``(face_id, reason)`` failures: an embedding must be ``dim`` finite floats."""
+    ok, failed = [], []
+    for face in faces:
+        vector = np.asarray(face.embedding, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != model.dim or not np.all(np.isfinite(vector)):
+            failed.append((face.face_id, f"embedding must be {model.dim} finite floats"))
+        else:
+            ok.append((face, vector))
+    return ok, failed
 
 
 def check_calibration(model: EmbedderInfo, calibration: Calibration | None) -> None:
@@ -87,6 +135,9 @@ class FaceIndex(Protocol):
 
     def refresh(self) -> None:
         """Make every write so far visible to searches."""
+
+    def optimize(self) -> None:
+        """Fold what many small writes left into the index's structures (after an ingest run)."""
 
     def drop(self) -> None:
         """Delete the whole index and its source records."""

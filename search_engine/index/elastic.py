@@ -37,8 +37,8 @@ from ..calibration import Calibration
 from ..config import Settings
 from ..errors import ConfigError, DimensionMismatchError, IndexUnavailableError
 from ..ids import source_id
-from ..types import FACET_FIELDS, BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
-from .base import check_calibration
+from ..types import BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
+from .base import COLLAPSE_GROWTH, check_calibration, check_collapse, check_facet_field, query_vector, storable
 from .mapping import (
     DEFAULT_VECTOR_INDEX,
     EMBEDDING_FIELD,
@@ -302,13 +302,9 @@ class ElasticFaceIndex:
             return BulkResult(indexed=0)
         self.ensure()
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        failed: list[tuple[str, str]] = []
+        valid, failed = storable(self.model, faces)
         actions: list[dict[str, Any]] = []
-        for face in faces:
-            vector = np.asarray(face.embedding, dtype=np.float32).reshape(-1)
-            if vector.shape[0] != self.model.dim or not np.all(np.isfinite(vector)):
-                failed.append((face.face_id, f"embedding must be {self.model.dim} finite floats"))
-                continue
+        for face, _ in valid:
             if face.indexed_at is None:
                 face = dataclasses.replace(face, indexed_at=now)
             actions.append({"_index": self.names.faces_alias, "_id": face.face_id, "_source": face_document(face)})
@@ -357,13 +353,8 @@ class ElasticFaceIndex:
         that yields fewer than ``k`` groups and more faces may exist, it asks again for four times
         as many (at most 10,000).
         """
-        if collapse is not None and collapse not in FACET_FIELDS:
-            raise ValueError(f"cannot collapse on {collapse!r}; choose one of {', '.join(FACET_FIELDS)}")
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != self.model.dim:
-            raise DimensionMismatchError(
-                f"query vector has {query.shape[0]} dimensions, the {self.model.key} index holds {self.model.dim}"
-            )
+        check_collapse(collapse)
+        query = query_vector(self.model, vector)
         self.ensure()
         knn_k = None
         while True:
@@ -379,7 +370,7 @@ class ElasticFaceIndex:
             if response["hits"]["total"]["value"] < gathered:
                 # Fewer faces matched than were asked for: every matching face was among them.
                 return hits
-            knn_k = gathered * 4
+            knn_k = gathered * COLLAPSE_GROWTH
 
     def get(self, face_id: str) -> FaceRecord | None:
         self.ensure()
@@ -451,8 +442,7 @@ class ElasticFaceIndex:
             return int(self._client.count(index=self.names.faces_alias, body=count_body(filters))["count"])
 
     def facets(self, field: str, size: int = 100, filters: SearchFilters | None = None) -> list[Facet]:
-        if field not in FACET_FIELDS:
-            raise ValueError(f"no facets on {field!r}; choose one of {', '.join(FACET_FIELDS)}")
+        check_facet_field(field)
         if size < 1:
             return []
         self.ensure()
@@ -462,7 +452,11 @@ class ElasticFaceIndex:
         return [Facet(str(bucket["key"]), int(bucket["doc_count"])) for bucket in buckets]
 
     def record_sources(self, sources: Sequence[SourceRecord]) -> None:
-        """See :meth:`FaceIndex.record_sources`; a record Elasticsearch refuses raises ``BulkIndexError``."""
+        """See :meth:`FaceIndex.record_sources`.
+
+        Raises:
+            IndexUnavailableError: Elasticsearch refused some records (the first one's reason given).
+        """
         if not sources:
             return
         self.ensure()
@@ -471,15 +465,22 @@ class ElasticFaceIndex:
             for record in sources
         ]
         with self._talking(f"recording files in {self.names.sources_alias}"):
-            helpers.bulk(
-                self._client,
-                actions,
-                max_retries=BULK_MAX_RETRIES,
-                initial_backoff=BULK_INITIAL_BACKOFF_S,
-                max_backoff=BULK_MAX_BACKOFF_S,
-                require_alias=True,
-                refresh=self.refresh_on_write,
-            )
+            try:
+                helpers.bulk(
+                    self._client,
+                    actions,
+                    max_retries=BULK_MAX_RETRIES,
+                    initial_backoff=BULK_INITIAL_BACKOFF_S,
+                    max_backoff=BULK_MAX_BACKOFF_S,
+                    require_alias=True,
+                    refresh=self.refresh_on_write,
+                )
+            except helpers.BulkIndexError as exc:
+                first = next(iter(exc.errors[0].values())) if exc.errors else {}
+                raise IndexUnavailableError(
+                    f"Elasticsearch refused {len(exc.errors)} of {len(actions)} file records in "
+                    f"{self.names.sources_alias}: {_bulk_reason(first)}"
+                ) from exc
 
     def get_sources(self, sources: Sequence[str]) -> dict[str, SourceRecord]:
         if not sources:
@@ -516,6 +517,9 @@ class ElasticFaceIndex:
             self._client.indices.refresh(
                 index=[self.names.faces_alias, self.names.sources_alias], ignore_unavailable=True
             )
+
+    def optimize(self) -> None:
+        """Nothing to do: Elasticsearch merges its segments itself."""
 
     def drop(self) -> None:
         """Delete the faces and sources indices (every version behind the aliases) and their templates."""

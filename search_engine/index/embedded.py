@@ -26,8 +26,6 @@ import pyarrow as pa
 from ..calibration import Calibration
 from ..errors import DimensionMismatchError, IndexUnavailableError
 from ..types import (
-    FACET_FIELDS,
-    HIT_COMPUTED_FIELDS,
     Box,
     BulkResult,
     EmbedderInfo,
@@ -37,8 +35,18 @@ from ..types import (
     SearchFilters,
     SourceRecord,
     Status,
+    face_fields,
+    hit_field_names,
 )
-from .base import check_calibration
+from .base import (
+    COLLAPSE_GROWTH,
+    COLLAPSE_OVERSAMPLE,
+    check_calibration,
+    check_collapse,
+    check_facet_field,
+    query_vector,
+    storable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,34 +55,35 @@ _COMPACT_EVERY = 64
 #: Values per SQL ``IN`` list: bounded lists keep the SQL small for folders of many thousand files.
 _IN_LIST = 500
 
-_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(FaceRecord))
-_HIT_FIELDS = tuple(f.name for f in dataclasses.fields(Hit) if f.name not in HIT_COMPUTED_FIELDS)
+_RECORD_FIELDS = tuple(f.name for f in face_fields())
+_HIT_FIELDS = hit_field_names()
 #: Columns a search reads: a hit's fields and LanceDB's distance, never the embedding.
 _HIT_COLUMNS = [*_HIT_FIELDS, "_distance"]
 
 
+#: Arrow type of each kind of face field (:data:`~search_engine.types.FIELD_KINDS`); a vector's
+#: depends on the model's dimension.
+_ARROW_TYPES = {
+    "keyword": pa.string(),
+    "integer": pa.int32(),
+    "float": pa.float32(),
+    "double": pa.float64(),
+    "date": pa.string(),
+    "box": pa.list_(pa.float32(), 4),
+}
+
+
 def faces_schema(dim: int) -> pa.Schema:
-    """Arrow schema of the faces table for ``dim``-dimensional embeddings."""
+    """Arrow schema of the faces table for ``dim``-dimensional embeddings, from the face fields'
+    declarations (:class:`~search_engine.types.FaceRecord`): a field may be null where its default is None."""
     return pa.schema(
         [
-            pa.field("face_id", pa.string(), nullable=False),
-            pa.field("source", pa.string(), nullable=False),
-            pa.field("face_no", pa.int32(), nullable=False),
-            pa.field("box", pa.list_(pa.float32(), 4), nullable=False),
-            pa.field("probability", pa.float32(), nullable=False),
-            pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
-            pa.field("model", pa.string(), nullable=False),
-            pa.field("person", pa.string()),
-            pa.field("media_type", pa.string(), nullable=False),
-            pa.field("video", pa.string()),
-            pa.field("frame", pa.int32()),
-            pa.field("timestamp", pa.float64()),
-            pa.field("start", pa.float64()),
-            pa.field("end", pa.float64()),
-            pa.field("image_width", pa.int32()),
-            pa.field("image_height", pa.int32()),
-            pa.field("content_hash", pa.string()),
-            pa.field("indexed_at", pa.string()),
+            pa.field(
+                f.name,
+                pa.list_(pa.float32(), dim) if f.metadata["kind"] == "vector" else _ARROW_TYPES[f.metadata["kind"]],
+                nullable=f.default is None,
+            )
+            for f in face_fields()
         ]
     )
 
@@ -201,14 +210,9 @@ class EmbeddedFaceIndex:
         if not faces:
             return BulkResult(indexed=0)
         table = self._table()
-        rows, failed = [], []
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for face in faces:
-            vector = np.asarray(face.embedding, dtype=np.float32).reshape(-1)
-            if vector.shape[0] != self.model.dim or not np.all(np.isfinite(vector)):
-                failed.append((face.face_id, f"embedding must be {self.model.dim} finite floats"))
-                continue
-            rows.append(_row(face, vector, face.indexed_at or now))
+        valid, failed = storable(self.model, faces)
+        rows = [_row(face, vector, face.indexed_at or now) for face, vector in valid]
         if rows:
             # Deduplicate within the batch: merge_insert refuses two source rows for one key.
             unique = list({row["face_id"]: row for row in rows}.values())
@@ -238,17 +242,12 @@ class EmbeddedFaceIndex:
         filters: SearchFilters | None = None,
         collapse: str | None = None,
     ) -> list[Hit]:
-        if collapse is not None and collapse not in FACET_FIELDS:
-            raise ValueError(f"cannot collapse on {collapse!r}; choose one of {', '.join(FACET_FIELDS)}")
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != self.model.dim:
-            raise DimensionMismatchError(
-                f"query vector has {query.shape[0]} dimensions, the {self.model.key} index holds {self.model.dim}"
-            )
+        check_collapse(collapse)
+        query = query_vector(self.model, vector)
         table = self._table()
         where = where_clause(filters)
         min_score = filters.min_score if filters else None
-        limit = k if collapse is None else k * 8
+        limit = k if collapse is None else k * COLLAPSE_OVERSAMPLE
         while True:
             rows = self._nearest(table, query, where, limit)
             hits = [_hit(row) for row in rows]
@@ -262,7 +261,7 @@ class EmbeddedFaceIndex:
             exhausted = len(rows) < limit or (min_score is not None and len(hits) < len(rows))
             if len(best) >= k or exhausted:
                 return list(best.values())[:k]
-            limit *= 4
+            limit *= COLLAPSE_GROWTH
 
     def _nearest(self, table, query: np.ndarray, where: str | None, limit: int) -> list[dict]:
         builder = table.search(query, vector_column_name="embedding").distance_type("cosine")
@@ -318,8 +317,7 @@ class EmbeddedFaceIndex:
         return self._table().count_rows(where_clause(filters))
 
     def facets(self, field: str, size: int = 100, filters: SearchFilters | None = None) -> list[Facet]:
-        if field not in FACET_FIELDS:
-            raise ValueError(f"no facets on {field!r}; choose one of {', '.join(FACET_FIELDS)}")
+        check_facet_field(field)
         where = " AND ".join(p for p in (where_clause(filters), f"{field} IS NOT NULL") if p)
         column = self._rows(where, [field])
         if column.num_rows == 0:
@@ -377,9 +375,7 @@ class EmbeddedFaceIndex:
             os.replace(partial, self._calibration_path)
 
     def refresh(self) -> None:
-        """LanceDB makes each write visible when it returns; compact what many small writes left."""
-        if self._faces is not None:
-            self.optimize()
+        """Nothing to do: LanceDB makes each write visible when it returns."""
 
     def drop(self) -> None:
         db = self._connect()

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..types import FACET_FIELDS, SearchFilters
+from ..types import SearchFilters
+from .base import COLLAPSE_OVERSAMPLE, check_collapse, check_facet_field
 from .mapping import EMBEDDING_FIELD
 
 #: Elasticsearch's ceiling for both ``k`` and ``num_candidates`` of a kNN search.
@@ -22,10 +23,6 @@ MAX_KNN = 10_000
 
 #: Floor of the default ``num_candidates``: below it, HNSW recall drops for little time saved.
 MIN_CANDIDATES = 100
-
-#: With ``collapse``, the kNN clause first gathers this many faces per requested hit, so that
-#: enough distinct groups are among them (callers widen it when they are not).
-COLLAPSE_OVERSAMPLE = 8
 
 #: Returned hits leave out the embedding: it is large and a hit does not carry it.
 HIT_SOURCE = {"excludes": [EMBEDDING_FIELD]}
@@ -94,8 +91,7 @@ def knn_search_body(
     """
     if not 1 <= k <= MAX_KNN:
         raise ValueError(f"k must be within [1, {MAX_KNN}], got {k}")
-    if collapse is not None and collapse not in FACET_FIELDS:
-        raise ValueError(f"cannot collapse on {collapse!r}; choose one of {', '.join(FACET_FIELDS)}")
+    check_collapse(collapse)
     if knn_k is None:
         knn_k = k if collapse is None else k * COLLAPSE_OVERSAMPLE
     knn_k = min(max(knn_k, k), MAX_KNN)
@@ -134,8 +130,7 @@ def facets_body(field: str, size: int = 100, filters: SearchFilters | None = Non
     No hits, only a ``terms`` aggregation named ``values``: most frequent first, ties by value,
     faces lacking the field not counted. ``min_score`` is ignored (there is no query vector).
     """
-    if field not in FACET_FIELDS:
-        raise ValueError(f"no facets on {field!r}; choose one of {', '.join(FACET_FIELDS)}")
+    check_facet_field(field)
     if size < 1:
         raise ValueError(f"facet size must be at least 1, got {size}")
     return {
