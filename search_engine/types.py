@@ -10,6 +10,7 @@ Conventions used everywhere:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -82,6 +83,20 @@ class EmbedderInfo:
         return f"{self.name}-{self.version}"
 
 
+#: How a face field is stored, in both engines: ``keyword`` (text matched exactly), ``integer``,
+#: ``float``, ``double`` (seconds into a video: a double keeps millisecond precision past the first
+#: hours), ``date`` (ISO 8601 text), ``box`` (four floats ``x1, y1, x2, y2``, source pixels),
+#: ``vector`` (the embedding). The embedded store's Arrow schema, the Elasticsearch mapping and
+#: both engines' conversions are derived from these declarations.
+FIELD_KINDS = ("keyword", "integer", "float", "double", "date", "box", "vector")
+
+
+def _stored(kind: str, default: object = dataclasses.MISSING, *, on_hit: bool = False):
+    """A :class:`FaceRecord` field stored as ``kind``; ``on_hit``: a search :class:`Hit` carries it
+    too. A field whose default is None may be missing; the others are always stored."""
+    return field(default=default, metadata={"kind": kind, "on_hit": on_hit})
+
+
 @dataclass
 class FaceRecord:
     """One face as stored in the index.
@@ -90,26 +105,38 @@ class FaceRecord:
     duplicates. A video face stands for a whole track, one continuous appearance: ``frame`` and
     ``timestamp`` (seconds) locate its best face, ``start`` and ``end`` (seconds) the appearance. ``person`` is set only for a face known to be that person (the subject of a labelled
     photo); other faces in the same photo are stored unlabelled.
+
+    Adding a field is one declaration here (and one on :class:`Hit` if hits carry it).
     """
 
-    face_id: str
-    source: str
-    face_no: int
-    box: Box
-    probability: float
-    embedding: np.ndarray
-    model: str
-    person: str | None = None
-    media_type: str = PHOTO
-    video: str | None = None
-    frame: int | None = None
-    timestamp: float | None = None
-    start: float | None = None
-    end: float | None = None
-    image_width: int | None = None
-    image_height: int | None = None
-    content_hash: str | None = None
-    indexed_at: str | None = None
+    face_id: str = _stored("keyword", on_hit=True)
+    source: str = _stored("keyword", on_hit=True)
+    face_no: int = _stored("integer")
+    box: Box = _stored("box", on_hit=True)
+    probability: float = _stored("float", on_hit=True)
+    embedding: np.ndarray = _stored("vector")
+    model: str = _stored("keyword", on_hit=True)
+    person: str | None = _stored("keyword", None, on_hit=True)
+    media_type: str = _stored("keyword", PHOTO, on_hit=True)
+    video: str | None = _stored("keyword", None, on_hit=True)
+    frame: int | None = _stored("integer", None, on_hit=True)
+    timestamp: float | None = _stored("double", None, on_hit=True)
+    start: float | None = _stored("double", None, on_hit=True)
+    end: float | None = _stored("double", None, on_hit=True)
+    image_width: int | None = _stored("integer", None)
+    image_height: int | None = _stored("integer", None)
+    content_hash: str | None = _stored("keyword", None)
+    indexed_at: str | None = _stored("date", None)
+
+
+def face_fields() -> tuple[dataclasses.Field, ...]:
+    """The stored face fields in order; each one's ``metadata["kind"]`` is one of :data:`FIELD_KINDS`."""
+    return dataclasses.fields(FaceRecord)
+
+
+def hit_field_names() -> tuple[str, ...]:
+    """The stored fields a search hit carries."""
+    return tuple(f.name for f in face_fields() if f.metadata["on_hit"])
 
 
 class Status(str, Enum):
@@ -194,10 +221,6 @@ class Hit:
             "end": self.end,
             "model": self.model,
         }
-
-
-#: The fields of a :class:`Hit` that a search computes rather than reads from the stored face.
-HIT_COMPUTED_FIELDS = ("score", "rank_score", "verdict")
 
 
 @dataclass(frozen=True)

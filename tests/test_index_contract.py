@@ -290,3 +290,14 @@ def test_a_calibration_is_stored_with_the_index_and_goes_with_it(kind, tmp_path)
     finally:
         store.drop()
         store.close()
+
+
+def test_a_hit_carries_the_face_fields_declared_for_hits_and_only_its_own_besides():
+    import dataclasses
+
+    from search_engine.types import FIELD_KINDS, Hit, face_fields, hit_field_names
+
+    assert all(f.metadata["kind"] in FIELD_KINDS for f in face_fields())
+    computed = ("score", "rank_score", "verdict")
+    hit = [f.name for f in dataclasses.fields(Hit)]
+    assert [name for name in hit if name not in computed] == list(hit_field_names())

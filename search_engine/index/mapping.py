@@ -20,15 +20,16 @@ unit length, so the dot product is their cosine similarity.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError
-from ..types import PHOTO, Box, EmbedderInfo, FaceRecord, Hit, SourceRecord, Status
+from ..types import PHOTO, Box, EmbedderInfo, FaceRecord, Hit, SourceRecord, Status, face_fields, hit_field_names
 
 #: Bumped whenever a mapping below changes incompatibly; it names the concrete indices.
 MAPPING_VERSION = 1
@@ -94,41 +95,22 @@ def faces_mapping(dim: int, vector_index: str = DEFAULT_VECTOR_INDEX) -> dict[st
     ``vector_index`` is the dense_vector ``index_options.type``: ``int8_hnsw`` (default) or
     ``hnsw`` for exact float scores at four times the graph memory.
     """
-    keyword = {"type": "keyword"}
-    return {
-        "dynamic": "strict",
-        "_meta": faces_meta(None),
-        "properties": {
-            "face_id": keyword,
-            "source": keyword,
-            "face_no": {"type": "integer"},
-            "box": {
-                "properties": {edge: {"type": "float"} for edge in ("x1", "y1", "x2", "y2")},
-            },
-            "probability": {"type": "float"},
-            EMBEDDING_FIELD: {
+    properties: dict[str, Any] = {}
+    for f in face_fields():
+        kind = f.metadata["kind"]
+        if kind == "vector":
+            properties[EMBEDDING_FIELD] = {
                 "type": "dense_vector",
                 "dims": dim,
                 "index": True,
                 "similarity": "dot_product",
                 "index_options": {"type": vector_index},
-            },
-            "model": keyword,
-            "person": keyword,
-            "media_type": keyword,
-            "video": keyword,
-            "frame": {"type": "integer"},
-            # Seconds into a video: a double keeps millisecond precision past the first hours.
-            "timestamp": {"type": "double"},
-            # A video face is a track: the seconds it starts and ends.
-            "start": {"type": "double"},
-            "end": {"type": "double"},
-            "image_width": {"type": "integer"},
-            "image_height": {"type": "integer"},
-            "content_hash": keyword,
-            "indexed_at": {"type": "date"},
-        },
-    }
+            }
+        elif kind == "box":
+            properties[f.name] = {"properties": {edge: {"type": "float"} for edge in _EDGES}}
+        else:
+            properties[f.name] = {"type": kind}
+    return {"dynamic": "strict", "_meta": faces_meta(None), "properties": properties}
 
 
 def faces_meta(calibration: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -222,42 +204,33 @@ def embedding_dims(mappings: Mapping[str, Any]) -> int | None:
     return int(dims) if dims is not None else None
 
 
+_EDGES = ("x1", "y1", "x2", "y2")
+#: How a value of each kind of face field is written into a document, and read back from one.
+_TO_JSON = {
+    "integer": int,
+    "float": float,
+    "double": float,
+    "box": lambda box: dict(zip(_EDGES, (float(box.x1), float(box.y1), float(box.x2), float(box.y2)))),
+    "vector": lambda vector: np.asarray(vector, dtype=np.float32).reshape(-1).tolist(),
+}
+_FROM_JSON = {
+    "integer": int,
+    "float": float,
+    "double": float,
+    "box": lambda box: Box(*(float(box[edge]) for edge in _EDGES)),
+}
+
+
 def face_document(record: FaceRecord) -> dict[str, Any]:
     """The JSON document stored for one face (None fields left out); its ``_id`` is ``face_id``."""
-    doc: dict[str, Any] = {
-        "face_id": record.face_id,
-        "source": record.source,
-        "face_no": int(record.face_no),
-        "box": {
-            "x1": float(record.box.x1),
-            "y1": float(record.box.y1),
-            "x2": float(record.box.x2),
-            "y2": float(record.box.y2),
-        },
-        "probability": float(record.probability),
-        EMBEDDING_FIELD: np.asarray(record.embedding, dtype=np.float32).reshape(-1).tolist(),
-        "model": record.model,
-        "media_type": record.media_type,
-    }
-    optional = {
-        "person": record.person,
-        "video": record.video,
-        "frame": None if record.frame is None else int(record.frame),
-        "timestamp": None if record.timestamp is None else float(record.timestamp),
-        "start": None if record.start is None else float(record.start),
-        "end": None if record.end is None else float(record.end),
-        "image_width": None if record.image_width is None else int(record.image_width),
-        "image_height": None if record.image_height is None else int(record.image_height),
-        "content_hash": record.content_hash,
-        "indexed_at": record.indexed_at,
-    }
-    doc.update((name, value) for name, value in optional.items() if value is not None)
+    doc: dict[str, Any] = {}
+    for f in face_fields():
+        value = getattr(record, f.name)
+        if value is not None:
+            doc[EMBEDDING_FIELD if f.metadata["kind"] == "vector" else f.name] = _TO_JSON.get(
+                f.metadata["kind"], lambda v: v
+            )(value)
     return doc
-
-
-def _box(doc: Mapping[str, Any]) -> Box:
-    box = doc["box"]
-    return Box(float(box["x1"]), float(box["y1"]), float(box["x2"]), float(box["y2"]))
 
 
 def embedding_from_document(face_id: str, doc: Mapping[str, Any]) -> np.ndarray:
@@ -270,40 +243,28 @@ def embedding_from_document(face_id: str, doc: Mapping[str, Any]) -> np.ndarray:
     return np.asarray(doc[EMBEDDING_FIELD], dtype=np.float32)
 
 
+def _fields_from_document(doc: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The named face fields read from a stored face's ``_source``: a missing one gets its default."""
+    values = {}
+    for f in face_fields():
+        if f.name not in names or f.metadata["kind"] == "vector":
+            continue
+        raw = doc.get(f.name)
+        if raw is None and f.default is dataclasses.MISSING:
+            raise ValueError(f"a stored face document lacks its {f.name!r}: {dict(doc)}")
+        values[f.name] = f.default if raw is None else _FROM_JSON.get(f.metadata["kind"], lambda v: v)(raw)
+    return values
+
+
 def record_from_document(doc: Mapping[str, Any]) -> FaceRecord:
     """A :class:`FaceRecord` from a stored face's ``_source``, embedding included (float32)."""
-    return FaceRecord(
-        face_no=int(doc["face_no"]),
-        embedding=embedding_from_document(doc.get("face_id"), doc),
-        **_hit_fields(doc),
-        image_width=doc.get("image_width"),
-        image_height=doc.get("image_height"),
-        content_hash=doc.get("content_hash"),
-        indexed_at=doc.get("indexed_at"),
-    )
+    names = [f.name for f in face_fields()]
+    return FaceRecord(embedding=embedding_from_document(doc.get("face_id"), doc), **_fields_from_document(doc, names))
 
 
 def hit_from_document(doc: Mapping[str, Any], score: float) -> Hit:
     """A :class:`Hit` from a face's ``_source`` (embedding not needed) and its cosine ``score`` in [-1, 1]."""
-    return Hit(score=float(score), **_hit_fields(doc))
-
-
-def _hit_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields a stored face and a search hit share, read from a face's ``_source``."""
-    return {
-        "face_id": doc["face_id"],
-        "source": doc["source"],
-        "box": _box(doc),
-        "probability": float(doc["probability"]),
-        "model": doc["model"],
-        "person": doc.get("person"),
-        "media_type": doc.get("media_type") or PHOTO,
-        "video": doc.get("video"),
-        "frame": doc.get("frame"),
-        "timestamp": doc.get("timestamp"),
-        "start": doc.get("start"),
-        "end": doc.get("end"),
-    }
+    return Hit(score=float(score), **_fields_from_document(doc, hit_field_names()))
 
 
 def source_document(record: SourceRecord) -> dict[str, Any]:
