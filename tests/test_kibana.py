@@ -11,11 +11,12 @@ import socket
 import pytest
 
 from facesearch.cli import EXIT_ERROR, main
-from ingest.stack import KibanaClient, import_failures, retry
+from ingest.kibana.client import KibanaClient, import_failures
+from ingest.kibana.objects import RECORDS, THUMBNAIL_FIELD, saved_objects, thumbnail_url_template, to_ndjson
+from ingest.stack import retry
 from search_engine.config import Settings
 from search_engine.embedding.dlib_resnet import DlibEmbedder
 from search_engine.embedding.facenet import FacenetEmbedder
-from search_engine.index.kibana import RECORDS, THUMBNAIL_FIELD, saved_objects, thumbnail_url_template, to_ndjson
 from search_engine.index.mapping import faces_mapping, index_names, sources_mapping
 from search_engine.types import Status
 
@@ -98,7 +99,7 @@ def test_thumbnail_field_shows_the_web_apps_face_crop(objects, model):
     url_format = json.loads(faces["fieldFormatMap"])[THUMBNAIL_FIELD]
     assert url_format["id"] == "url" and url_format["params"]["type"] == "img"
     assert url_format["params"]["urlTemplate"] == "https://faces.example.org/api/v1/faces/{{value}}/thumbnail"
-    assert thumbnail_url_template() == "http://localhost:8000/api/v1/faces/{{value}}/thumbnail"
+    assert thumbnail_url_template("http://localhost:8000/") == "http://localhost:8000/api/v1/faces/{{value}}/thumbnail"
 
 
 def test_every_field_named_exists_in_the_mappings(objects, model):
@@ -174,7 +175,7 @@ def test_dashboard_shows_the_asked_for_panels(objects):
 
 
 def test_ids_follow_the_index_prefix(model):
-    objects = saved_objects(index_names("Photos-2026", model))
+    objects = saved_objects(index_names("Photos-2026", model), "http://localhost:8000")
     assert all(item["id"].startswith("photos-2026-") for item in objects)
 
 

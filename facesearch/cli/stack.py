@@ -62,8 +62,8 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_kibana_export(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.kibana.objects import saved_objects, to_ndjson
     from search_engine.embedding import embedder_info
-    from search_engine.index.kibana import saved_objects, to_ndjson
     from search_engine.index.mapping import index_names
 
     names = index_names(settings.es_index_prefix, embedder_info(settings))

@@ -292,3 +292,11 @@ def test_the_largest_face_is_searched_by_default(client, library):
     boxes = [np.array(f["box"]) for f in body["query_faces"]]
     areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
     assert body["face"] == int(np.argmax(areas)) and [f["face"] for f in body["query_faces"]] == [0, 1]
+
+
+def test_kibana_loads_thumbnails_from_a_route_the_app_serves(client):
+    from ingest.kibana.objects import THUMBNAIL_PATH
+
+    adapter = client.application.url_map.bind("localhost")
+    endpoint, values = adapter.match(THUMBNAIL_PATH.replace("{{value}}", "abc123"))
+    assert endpoint == "api.face_thumbnail" and values == {"face_id": "abc123"}

@@ -1,6 +1,6 @@
 """Kibana saved objects for one embedding model's indices: plain data, no client.
 
-:func:`saved_objects` returns, for the aliases in an :class:`~.mapping.IndexNames`:
+:func:`saved_objects` returns, for the aliases in an :class:`~search_engine.index.mapping.IndexNames`:
 
 - a data view on the faces alias whose runtime field ``thumbnail`` (the face id) is shown as an
   image fetched from the web app's ``GET /api/v1/faces/<face_id>/thumbnail``, so Discover shows
@@ -23,16 +23,14 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..types import Status
-from .mapping import EMBEDDING_FIELD, IndexNames
-
-#: The web app's address when none is configured (``facesearch serve`` on this machine).
-DEFAULT_WEB_URL = "http://localhost:8000"
+from search_engine.index.mapping import EMBEDDING_FIELD, IndexNames
+from search_engine.types import Status
 
 #: Runtime field of the faces data view; its value is the face id.
 THUMBNAIL_FIELD = "thumbnail"
 
 #: Where the web app serves a face's JPEG crop; Kibana fills ``{{value}}`` with the URL-encoded face id.
+#: (The web layer is not imported here; tests/web checks that the app routes this path.)
 THUMBNAIL_PATH = "/api/v1/faces/{{value}}/thumbnail"
 
 #: Lens's name for "count documents" rather than a field.
@@ -51,7 +49,7 @@ _PANEL_VERSION = "8.9.0"
 _EMPTY_QUERY = {"query": "", "language": "kuery"}
 
 
-def thumbnail_url_template(web_url: str = DEFAULT_WEB_URL) -> str:
+def thumbnail_url_template(web_url: str) -> str:
     """Kibana URL-format template of a face's thumbnail under ``web_url`` (trailing slashes ignored)."""
     return web_url.rstrip("/") + THUMBNAIL_PATH
 
@@ -74,7 +72,7 @@ def _reference(kind: str, object_id: str, name: str) -> dict[str, str]:
     return {"type": kind, "id": object_id, "name": name}
 
 
-def faces_data_view(names: IndexNames, web_url: str = DEFAULT_WEB_URL) -> dict[str, Any]:
+def faces_data_view(names: IndexNames, web_url: str) -> dict[str, Any]:
     """Data view on the faces alias, time field ``indexed_at``, with the ``thumbnail`` image field."""
     runtime_fields = {
         THUMBNAIL_FIELD: {
@@ -309,7 +307,7 @@ def dashboard(
     return _saved_object("dashboard", object_id, attributes, references)
 
 
-def saved_objects(names: IndexNames, web_url: str = DEFAULT_WEB_URL) -> list[dict[str, Any]]:
+def saved_objects(names: IndexNames, web_url: str) -> list[dict[str, Any]]:
     """Every saved object for one model's indices, each referenced object before its referrers."""
     people = faces_per_term(names, "person", "Person", 50)
     videos = faces_per_term(names, "video", "Video", 20)
