@@ -17,7 +17,8 @@ import pytest
 from search_engine.config import Settings
 from search_engine.errors import ConfigError, IndexUnavailableError
 from search_engine.index.base import FaceIndex
-from search_engine.index.elastic import ElasticFaceIndex, create_client
+from search_engine.index.elastic import ElasticFaceIndex
+from search_engine.index.elastic_client import create_client
 from search_engine.index.mapping import (
     EMBEDDING_FIELD,
     MAPPING_VERSION,

@@ -12,33 +12,27 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 from elasticsearch import (
-    ApiError,
     AuthenticationException,
     AuthorizationException,
     BadRequestError,
-    ConnectionError,
-    ConnectionTimeout,
     Elasticsearch,
     NotFoundError,
-    SSLError,
-    TransportError,
-    UnsupportedProductError,
     helpers,
 )
 
 from ..calibration import Calibration
 from ..config import Settings
-from ..errors import ConfigError, DimensionMismatchError, IndexUnavailableError
+from ..errors import DimensionMismatchError, IndexUnavailableError
 from ..ids import source_id
 from ..types import BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
 from .base import COLLAPSE_GROWTH, check_calibration, check_collapse, check_facet_field, query_vector, storable
+from .elastic_client import bulk_reason, create_client, error_type, talking
 from .mapping import (
     DEFAULT_VECTOR_INDEX,
     EMBEDDING_FIELD,
@@ -70,9 +64,6 @@ from .queries import (
 
 log = logging.getLogger(__name__)
 
-#: Seconds one HTTP request may take; bulk chunks of 500 faces and cold kNN searches fit well inside.
-REQUEST_TIMEOUT_S = 30.0
-
 #: Bulk chunks refused with 429 (cluster busy) are retried this often, waiting 1, 2, 4, 8, 16 s.
 BULK_MAX_RETRIES = 5
 BULK_INITIAL_BACKOFF_S = 1.0
@@ -80,79 +71,6 @@ BULK_MAX_BACKOFF_S = 30.0
 
 #: Faces per page when listing one file's faces; file ids per mget request.
 PAGE_SIZE = 1000
-
-
-def create_client(settings: Settings, request_timeout: float = REQUEST_TIMEOUT_S) -> Elasticsearch:
-    """A client for ``settings.es_url`` with its credentials and CA bundle; constructing it does not connect.
-
-    Authentication is an API key (``es_api_key``) or basic auth (``es_user`` + ``es_password``),
-    not both. Timed-out requests are retried on the next node, as are 429/502/503/504 answers.
-
-    Raises:
-        ConfigError: no URL, a URL without scheme and port, conflicting or half-set credentials,
-            a missing CA file, or a CA file with a plain-http URL.
-    """
-    if not settings.es_url:
-        raise ConfigError("FACESEARCH_ES_URL is not set")
-    options: dict[str, Any] = {"request_timeout": request_timeout, "retry_on_timeout": True}
-    if settings.es_api_key and (settings.es_user or settings.es_password):
-        raise ConfigError("set FACESEARCH_ES_API_KEY or FACESEARCH_ES_USER/FACESEARCH_ES_PASSWORD, not both")
-    if settings.es_api_key:
-        options["api_key"] = settings.es_api_key
-    elif settings.es_user or settings.es_password:
-        if not (settings.es_user and settings.es_password):
-            raise ConfigError("FACESEARCH_ES_USER and FACESEARCH_ES_PASSWORD must be set together")
-        options["basic_auth"] = (settings.es_user, settings.es_password)
-    if settings.es_ca_cert is not None:
-        if not settings.es_ca_cert.is_file():
-            raise ConfigError(f"FACESEARCH_ES_CA_CERT {settings.es_ca_cert} is not a file")
-        options["ca_certs"] = str(settings.es_ca_cert)
-    try:
-        return Elasticsearch(settings.es_url, **options)
-    except ValueError as exc:
-        raise ConfigError(f"FACESEARCH_ES_URL {settings.es_url!r} cannot be used: {exc}") from exc
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost error under a transport error (``[Errno 111] Connection refused``...), for one short message."""
-    seen: set[int] = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, TransportError) and exc.errors:
-            inner: BaseException | None = exc.errors[0]
-        else:
-            inner = exc.__cause__ or exc.__context__
-        if inner is None:
-            break
-        exc = inner
-    return str(exc) or type(exc).__name__
-
-
-def _error_type(exc: ApiError) -> str:
-    """Elasticsearch's error type (``resource_already_exists_exception``...) of an API error."""
-    body = exc.body
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return str(body["error"].get("type", ""))
-    return ""
-
-
-def _error_reason(exc: ApiError) -> str:
-    body = exc.body
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return str(body["error"].get("reason") or _error_type(exc))
-    return str(exc)
-
-
-def _bulk_reason(info: dict[str, Any]) -> str:
-    """One line for a failed bulk item: ``error`` is a dict for a refused document, a string for a failed request."""
-    error = info.get("error")
-    if isinstance(error, dict):
-        reason = f"{error.get('type', 'error')}: {error.get('reason', '')}"
-        caused_by = error.get("caused_by")
-        if isinstance(caused_by, dict) and caused_by.get("reason"):
-            reason += f" ({caused_by['reason']})"
-        return reason
-    return f"HTTP {info.get('status')}: {error}"
 
 
 class ElasticFaceIndex:
@@ -196,42 +114,9 @@ class ElasticFaceIndex:
         """The index for ``model`` on the cluster at ``settings.es_url``, under ``settings.es_index_prefix``."""
         return cls(create_client(settings), model, prefix=settings.es_index_prefix)
 
-    @contextmanager
-    def _talking(self, doing: str) -> Iterator[None]:
-        """Turn an unreachable or refusing cluster into one :class:`IndexUnavailableError` saying why."""
-        try:
-            yield
-        except ConnectionTimeout as exc:
-            raise IndexUnavailableError(
-                f"Elasticsearch at {self.url} did not answer in time while {doing}: {_root_cause(exc)}"
-            ) from exc
-        except SSLError as exc:
-            raise IndexUnavailableError(
-                f"TLS with Elasticsearch at {self.url} failed while {doing}: {_root_cause(exc)} "
-                "(is FACESEARCH_ES_CA_CERT the cluster's CA?)"
-            ) from exc
-        except ConnectionError as exc:
-            raise IndexUnavailableError(
-                f"cannot reach Elasticsearch at {self.url} while {doing}: {_root_cause(exc)}"
-            ) from exc
-        except AuthenticationException as exc:
-            raise IndexUnavailableError(
-                f"Elasticsearch at {self.url} rejected the credentials while {doing}: {_error_reason(exc)} "
-                "(check FACESEARCH_ES_API_KEY or FACESEARCH_ES_USER/FACESEARCH_ES_PASSWORD)"
-            ) from exc
-        except AuthorizationException as exc:
-            raise IndexUnavailableError(
-                f"the Elasticsearch credentials lack a privilege for {doing} at {self.url}: {_error_reason(exc)}"
-            ) from exc
-        except UnsupportedProductError as exc:
-            raise IndexUnavailableError(f"{self.url} is not a supported Elasticsearch server: {exc}") from exc
-        except BadRequestError as exc:
-            if _error_type(exc) != "media_type_header_exception":
-                raise
-            raise IndexUnavailableError(
-                f"Elasticsearch at {self.url} refused this client's API version while {doing}: "
-                f"{_error_reason(exc)} (install the elasticsearch-py major version that matches the server)"
-            ) from exc
+    def _talking(self, doing: str):
+        """See :func:`.elastic_client.talking`."""
+        return talking(self.url, doing)
 
     def ensure(self) -> None:
         """Create the templates, versioned indices and aliases that are missing; check the vector size.
@@ -281,7 +166,7 @@ class ElasticFaceIndex:
             log.info("created Elasticsearch index %s behind alias %s", index, alias)
         except BadRequestError as exc:
             # Another worker created it first, or the alias was removed from a surviving index.
-            if _error_type(exc) != "resource_already_exists_exception":
+            if error_type(exc) != "resource_already_exists_exception":
                 raise
             indices.put_alias(index=index, name=alias)
 
@@ -329,7 +214,7 @@ class ElasticFaceIndex:
                     continue
                 if isinstance(info.get("exception"), (AuthenticationException, AuthorizationException)):
                     raise info["exception"]
-                failed.append((str(info.get("_id")), _bulk_reason(info)))
+                failed.append((str(info.get("_id")), bulk_reason(info)))
         if failed:
             log.warning(
                 "%d of %d faces not indexed into %s; first: %s",
@@ -479,7 +364,7 @@ class ElasticFaceIndex:
                 first = next(iter(exc.errors[0].values())) if exc.errors else {}
                 raise IndexUnavailableError(
                     f"Elasticsearch refused {len(exc.errors)} of {len(actions)} file records in "
-                    f"{self.names.sources_alias}: {_bulk_reason(first)}"
+                    f"{self.names.sources_alias}: {bulk_reason(first)}"
                 ) from exc
 
     def get_sources(self, sources: Sequence[str]) -> dict[str, SourceRecord]:
