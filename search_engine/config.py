@@ -21,8 +21,6 @@ from .errors import ConfigError
 #: The embedding models, in the order ``auto`` tries them; ``auto`` picks one of them.
 MODELS = ("facenet", "mobilefacenet", "dlib")
 EMBEDDERS = ("auto", *MODELS)
-#: The most hits one search may ask for (the web app's "more results" stops there).
-MAX_RESULTS = 1000
 
 
 def _default_data_dir() -> Path:
@@ -220,7 +218,7 @@ class Settings:
         20,
         'hits the search page shows first and adds per "More results"',
         parse=int,
-        check=_within(1, MAX_RESULTS),
+        check=_positive,
     )
     keep_uploads: Path | None = setting(
         None, "folder to keep a copy of every query photo in (none kept by default)", parse=_path

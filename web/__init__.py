@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Flask
 
 from search_engine.config import Settings
+from search_engine.errors import ConfigError
 from search_engine.service import SearchService
 
 from . import api, pages
@@ -37,6 +38,10 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
             once per process (``Engine.load`` builds it at once).
     """
     settings = settings or Settings.from_env()
+    if settings.results_per_page > api.MAX_RESULTS:
+        raise ConfigError(
+            f"FACESEARCH_RESULTS_PER_PAGE must be at most {api.MAX_RESULTS}, got {settings.results_per_page}"
+        )
     app = Flask(__name__)
     # Werkzeug refuses a larger body with 413 before reading it.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes

@@ -9,7 +9,6 @@ from pathlib import Path
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.datastructures import MultiDict
 
-from search_engine.config import MAX_RESULTS
 from search_engine.errors import InvalidRequestError
 from search_engine.index import FACET_FIELDS
 from search_engine.types import PHOTO, VIDEO, SearchFilters
@@ -19,6 +18,9 @@ from .engine import SearchQuery, current_engine
 bp = Blueprint("api", __name__)
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+#: The most hits one search may ask for (``k``; the page's "more results" stops there, and
+#: ``openapi.json`` states it as the maximum of ``k``).
+MAX_RESULTS = 1000
 
 
 def _number(form: MultiDict, name: str, kind: type, low: float, high: float):

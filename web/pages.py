@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, send_file
 
-from search_engine.config import MAX_RESULTS
 from search_engine.media_types import media_format
 
+from .api import MAX_RESULTS
 from .engine import current_engine
 
 bp = Blueprint("pages", __name__)

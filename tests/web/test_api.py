@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -300,3 +301,19 @@ def test_kibana_loads_thumbnails_from_a_route_the_app_serves(client):
     adapter = client.application.url_map.bind("localhost")
     endpoint, values = adapter.match(THUMBNAIL_PATH.replace("{{value}}", "abc123"))
     assert endpoint == "api.face_thumbnail" and values == {"face_id": "abc123"}
+
+
+def test_the_page_size_and_the_openapi_maximum_follow_the_api_limit(library, service):
+    from search_engine.errors import ConfigError
+    from web.api import MAX_RESULTS, OPENAPI_PATH
+
+    with pytest.raises(ConfigError, match="FACESEARCH_RESULTS_PER_PAGE must be at most"):
+        create_app(library.settings.replace(results_per_page=MAX_RESULTS + 1), service=service)
+    doc = json.loads(OPENAPI_PATH.read_text())
+    (k,) = [
+        prop
+        for content in doc["paths"]["/search"]["post"]["requestBody"]["content"].values()
+        for name, prop in content["schema"]["properties"].items()
+        if name == "k"
+    ]
+    assert k["maximum"] == MAX_RESULTS
