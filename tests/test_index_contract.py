@@ -235,7 +235,8 @@ def test_embedded_store_of_an_older_schema_gains_the_new_columns(tmp_path):
     import lancedb
     import pyarrow as pa
 
-    from search_engine.index.embedded import EmbeddedFaceIndex, faces_schema
+    from search_engine.index.embedded import EmbeddedFaceIndex
+    from search_engine.index.lance_tables import faces_schema
 
     old = pa.schema([f for f in faces_schema(MODEL.dim) if f.name not in ("start", "end")])
     table_name = EmbeddedFaceIndex(tmp_path, MODEL).faces_table_name

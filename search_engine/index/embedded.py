@@ -26,7 +26,6 @@ import pyarrow as pa
 from ..calibration import Calibration
 from ..errors import DimensionMismatchError, IndexUnavailableError
 from ..types import (
-    Box,
     BulkResult,
     EmbedderInfo,
     FaceRecord,
@@ -35,8 +34,6 @@ from ..types import (
     SearchFilters,
     SourceRecord,
     Status,
-    face_fields,
-    hit_field_names,
 )
 from .base import (
     COLLAPSE_GROWTH,
@@ -47,6 +44,16 @@ from .base import (
     query_vector,
     storable,
 )
+from .lance_tables import (
+    HIT_COLUMNS,
+    SOURCES_SCHEMA,
+    face_row,
+    faces_schema,
+    hit_from_row,
+    record_from_row,
+    sql_literal,
+    where_clause,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,71 +61,6 @@ log = logging.getLogger(__name__)
 _COMPACT_EVERY = 64
 #: Values per SQL ``IN`` list: bounded lists keep the SQL small for folders of many thousand files.
 _IN_LIST = 500
-
-_RECORD_FIELDS = tuple(f.name for f in face_fields())
-_HIT_FIELDS = hit_field_names()
-#: Columns a search reads: a hit's fields and LanceDB's distance, never the embedding.
-_HIT_COLUMNS = [*_HIT_FIELDS, "_distance"]
-
-
-#: Arrow type of each kind of face field (:data:`~search_engine.types.FIELD_KINDS`); a vector's
-#: depends on the model's dimension.
-_ARROW_TYPES = {
-    "keyword": pa.string(),
-    "integer": pa.int32(),
-    "float": pa.float32(),
-    "double": pa.float64(),
-    "date": pa.string(),
-    "box": pa.list_(pa.float32(), 4),
-}
-
-
-def faces_schema(dim: int) -> pa.Schema:
-    """Arrow schema of the faces table for ``dim``-dimensional embeddings, from the face fields'
-    declarations (:class:`~search_engine.types.FaceRecord`): a field may be null where its default is None."""
-    return pa.schema(
-        [
-            pa.field(
-                f.name,
-                pa.list_(pa.float32(), dim) if f.metadata["kind"] == "vector" else _ARROW_TYPES[f.metadata["kind"]],
-                nullable=f.default is None,
-            )
-            for f in face_fields()
-        ]
-    )
-
-
-SOURCES_SCHEMA = pa.schema(
-    [
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("content_hash", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("faces", pa.int32(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("error", pa.string()),
-        pa.field("media_type", pa.string(), nullable=False),
-    ]
-)
-
-
-def sql_literal(value: str) -> str:
-    """A SQL string literal for a LanceDB filter, quotes doubled."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def where_clause(filters: SearchFilters | None) -> str | None:
-    """The SQL predicate for the equality and exclusion parts of ``filters`` (None when unfiltered)."""
-    if filters is None:
-        return None
-    parts = []
-    for column in ("person", "video", "media_type"):
-        value = getattr(filters, column)
-        if value is not None:
-            parts.append(f"{column} = {sql_literal(value)}")
-    if filters.exclude_sources:
-        listed = ", ".join(sql_literal(s) for s in filters.exclude_sources)
-        parts.append(f"source NOT IN ({listed})")
-    return " AND ".join(parts) or None
 
 
 def _table_name(kind: str, model: EmbedderInfo) -> str:
@@ -212,7 +154,7 @@ class EmbeddedFaceIndex:
         table = self._table()
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         valid, failed = storable(self.model, faces)
-        rows = [_row(face, vector, face.indexed_at or now) for face, vector in valid]
+        rows = [face_row(face, vector, face.indexed_at or now) for face, vector in valid]
         if rows:
             # Deduplicate within the batch: merge_insert refuses two source rows for one key.
             unique = list({row["face_id"]: row for row in rows}.values())
@@ -250,7 +192,7 @@ class EmbeddedFaceIndex:
         limit = k if collapse is None else k * COLLAPSE_OVERSAMPLE
         while True:
             rows = self._nearest(table, query, where, limit)
-            hits = [_hit(row) for row in rows]
+            hits = [hit_from_row(row) for row in rows]
             if min_score is not None:
                 hits = [hit for hit in hits if hit.score >= min_score]
             if collapse is None:
@@ -267,7 +209,7 @@ class EmbeddedFaceIndex:
         builder = table.search(query, vector_column_name="embedding").distance_type("cosine")
         if where:
             builder = builder.where(where, prefilter=True)
-        return builder.select(_HIT_COLUMNS).limit(limit).to_list()
+        return builder.select(HIT_COLUMNS).limit(limit).to_list()
 
     def _rows(self, where: str | None, columns: list[str] | None = None) -> pa.Table:
         table = self._table()
@@ -280,7 +222,7 @@ class EmbeddedFaceIndex:
 
     def get(self, face_id: str) -> FaceRecord | None:
         rows = self._rows(f"face_id = {sql_literal(face_id)}").to_pylist()
-        return _record(rows[0]) if rows else None
+        return record_from_row(rows[0]) if rows else None
 
     def embeddings(self, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
         table = self._table()
@@ -301,7 +243,7 @@ class EmbeddedFaceIndex:
 
     def faces_of_source(self, source: str) -> list[FaceRecord]:
         rows = self._rows(f"source = {sql_literal(source)}").to_pylist()
-        return sorted((_record(row) for row in rows), key=lambda r: (r.frame or 0, r.face_no))
+        return sorted((record_from_row(row) for row in rows), key=lambda r: (r.frame or 0, r.face_no))
 
     def delete_source(self, source: str) -> int:
         table = self._table()
@@ -398,31 +340,3 @@ def _ensure_btree(table, columns: Sequence[str]) -> None:
     for column in columns:
         if column not in indexed:
             table.create_index(column, config=BTree())
-
-
-def _row(face: FaceRecord, vector: np.ndarray, indexed_at: str) -> dict:
-    row = {name: getattr(face, name) for name in _RECORD_FIELDS}
-    row.update(
-        box=[face.box.x1, face.box.y1, face.box.x2, face.box.y2],
-        probability=float(face.probability),
-        embedding=vector,
-        indexed_at=indexed_at,
-    )
-    return row
-
-
-def _hit(row: dict) -> Hit:
-    values = {name: row[name] for name in _HIT_FIELDS}
-    values.update(box=Box.from_list(row["box"]), probability=float(row["probability"]))
-    # LanceDB's cosine distance is 1 - cosine similarity.
-    return Hit(score=float(1.0 - row["_distance"]), **values)
-
-
-def _record(row: dict) -> FaceRecord:
-    values = {name: row[name] for name in _RECORD_FIELDS}
-    values.update(
-        box=Box.from_list(row["box"]),
-        probability=float(row["probability"]),
-        embedding=np.asarray(row["embedding"], dtype=np.float32),
-    )
-    return FaceRecord(**values)
