@@ -73,7 +73,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     def load_rgb(path: str) -> np.ndarray:
-        return load_image(Path(path), settings.max_image_pixels)[0]
+        return load_image(Path(path), settings.models.max_image_pixels)[0]
 
     references, targets, people = [], [], []
     for a, b in tqdm(pairs, desc="full-size faces", unit="pair"):

@@ -45,7 +45,7 @@ def naive(settings: Settings, paths: list[Path]) -> float:
     index.ensure()
     key = pipeline.embedder.info.key
     for path in paths:
-        image, digest = load_image(path, settings.max_image_pixels)
+        image, digest = load_image(path, settings.models.max_image_pixels)
         detections = pipeline.detector.detect([image])[0]
         vectors = pipeline.embedder.embed([(image, detections)])[0]
         index.upsert(
@@ -74,9 +74,9 @@ def stages(settings: Settings, paths: list[Path]) -> dict[str, float]:
     key = pipeline.embedder.info.key
     spent = {"read": 0.0, "detect": 0.0, "embed": 0.0, "store": 0.0}
     faces = 0
-    for batch in chunks(paths, settings.batch_size):
+    for batch in chunks(paths, settings.models.batch_size):
         t0 = time.perf_counter()
-        images = [load_image(p, settings.max_image_pixels)[0] for p in batch]
+        images = [load_image(p, settings.models.max_image_pixels)[0] for p in batch]
         t1 = time.perf_counter()
         detections = pipeline.detector.detect(images)
         t2 = time.perf_counter()

@@ -200,7 +200,7 @@ def main() -> None:
     fit, missing = verification(pairs, vectors)
     calibration = calibrate(index.model, by_person, vectors, fit)
     threshold = expansion_threshold(settings, index.model, calibration)
-    expansion = f"{settings.expansion_neighbours} neighbours >= {threshold}"
+    expansion = f"{settings.search.expansion_neighbours} neighbours >= {threshold}"
     ranking = partial(rank, settings, index, calibration=calibration)
     results |= retrieval(ranking, by_person, vectors, f"facesearch, expansion {expansion}")
     results |= retrieval(index.search, by_person, vectors, "plain kNN")
@@ -215,11 +215,11 @@ def main() -> None:
     if args.write_calibration:
         args.write_calibration.write_text(json.dumps(calibration.to_dict(), indent=1) + "\n")
     gallery = index.count()
-    judged = verdicts(calibration, gallery, settings.target_fpir, settings.same_person_threshold)
+    judged = verdicts(calibration, gallery, settings.search.target_fpir, settings.search.same_person_threshold)
     results |= {
         "calibration probes (Gumbel location, scale)": f"{calibration.probes} ({calibration.location:.4f}, {calibration.scale:.4f})",
-        f"same-person threshold, {gallery:,} faces, target FPIR {settings.target_fpir:.0%}": judged.same_person,
-        f"possible-match threshold (target FPIR {POSSIBLE_FACTOR * settings.target_fpir:.0%})": judged.possible,
+        f"same-person threshold, {gallery:,} faces, target FPIR {settings.search.target_fpir:.0%}": judged.same_person,
+        f"possible-match threshold (target FPIR {POSSIBLE_FACTOR * settings.search.target_fpir:.0%})": judged.possible,
     }
     results |= open_set(index, by_person, vectors, judged.same_person)
 

@@ -20,8 +20,10 @@ INDEX_VIDEO = "facesearch.index_video"
 
 
 def create_celery(settings: Settings) -> Celery:
-    """A Celery app for ``settings.broker_url``; builds no connection until it is used."""
-    app = Celery("facesearch", broker=settings.broker_url, backend=settings.broker_url, include=["ingest.tasks"])
+    """A Celery app for ``settings.queue.broker_url``; builds no connection until it is used."""
+    app = Celery(
+        "facesearch", broker=settings.queue.broker_url, backend=settings.queue.broker_url, include=["ingest.tasks"]
+    )
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -36,7 +38,7 @@ def create_celery(settings: Settings) -> Celery:
         result_extended=True,
         # How long a task of a worker that died outright (SIGKILL, lost machine) waits before another
         # worker gets it: short enough to recover soon, longer than any chunk takes.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={"visibility_timeout": settings.queue.visibility_timeout},
         result_expires=7 * 24 * 3600,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

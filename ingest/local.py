@@ -68,16 +68,16 @@ def analyse_segment_in_worker(
 def index_locally(
     settings: Settings, photos: Sequence[PhotoInput], progress: bool = True, videos: Sequence[Path] = ()
 ) -> tuple[BatchSummary, FaceIndex]:
-    """Index ``photos`` in batches of ``settings.batch_size``, then ``videos`` segment by segment, with
-    ``settings.worker_count`` processes; never stops on a bad file. Returns the summary and the
+    """Index ``photos`` in batches of ``settings.models.batch_size``, then ``videos`` segment by segment, with
+    ``settings.models.worker_count`` processes; never stops on a bad file. Returns the summary and the
     (open) index the faces went to.
     """
-    workers = settings.worker_count
+    workers = settings.models.worker_count
     resolved = settings.replace(embedder=resolve_embedder_name(settings))
-    if workers > 1 and not settings.torch_threads:
+    if workers > 1 and not settings.models.torch_threads:
         threads = max(1, (os.cpu_count() or 1) // workers)
         resolved = resolved.replace(torch_threads=threads)
-    index = create_index(resolved, build_embedder(resolved.embedder, resolved).info)
+    index = create_index(resolved, build_embedder(resolved.models.embedder, resolved).info)
     index.ensure()
     summary = BatchSummary()
     with worker_pool(resolved, workers) as pool:
@@ -125,9 +125,9 @@ def _analysed(
 ) -> Iterator[list[FileAnalysis]]:
     """Analyses of each chunk, in order, computed by the pool while the caller stores earlier ones."""
     pending = []
-    for batch in chunks(photos, settings.batch_size):
+    for batch in chunks(photos, settings.models.batch_size):
         known = index.get_sources([source_name(item.path) for item in batch])
-        pending.append(pool.submit(_analyse_in_worker, batch, known, settings.max_image_pixels))
+        pending.append(pool.submit(_analyse_in_worker, batch, known, settings.models.max_image_pixels))
         if len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
             yield pending.pop(0).result()
     for future in pending:

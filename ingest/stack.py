@@ -116,7 +116,7 @@ def init_stack(
     sleep: Callable[[float], None] = time.sleep,
 ) -> InitResult:
     """Create the configured model's Elasticsearch index (waiting for the cluster), then, when
-    ``settings.kibana_url`` is set, import the saved objects into Kibana (waiting for it).
+    ``settings.web.kibana_url`` is set, import the saved objects into Kibana (waiting for it).
 
     Raises:
         ConfigError: no ``FACESEARCH_ES_URL``, or bad credentials settings.
@@ -128,15 +128,15 @@ def init_stack(
 
     from .kibana.objects import saved_objects, to_ndjson
 
-    if not settings.es_url:
+    if not settings.index.es_url:
         raise ConfigError("facesearch init prepares an Elasticsearch index: set FACESEARCH_ES_URL (or --es-url)")
     result = _prepare_index(settings, timeout_s, sleep)
-    if not settings.kibana_url:
+    if not settings.web.kibana_url:
         return result
 
-    objects = saved_objects(result.names, settings.web_url)
+    objects = saved_objects(result.names, settings.web.web_url)
     ndjson = to_ndjson(objects)
-    kibana = KibanaClient(settings.kibana_url, settings)
+    kibana = KibanaClient(settings.web.kibana_url, settings)
     try:
         retry(kibana.wait_available, f"Kibana at {kibana.url}", _kibana_transient, timeout_s, sleep=sleep)
         answer = retry(

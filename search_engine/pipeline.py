@@ -61,15 +61,15 @@ class FacePipeline:
     @classmethod
     def from_settings(cls, settings: Settings) -> FacePipeline:
         """A loaded detector + the embedder the settings mean (``auto`` resolved), torch threads set."""
-        if settings.torch_threads:
+        if settings.models.torch_threads:
             import torch
 
-            torch.set_num_threads(settings.torch_threads)
+            torch.set_num_threads(settings.models.torch_threads)
         detector = FaceDetector(
-            min_face_size=settings.min_face_size,
-            min_probability=settings.min_probability,
-            batch_size=settings.batch_size,
-            device=settings.device,
+            min_face_size=settings.models.min_face_size,
+            min_probability=settings.models.min_probability,
+            batch_size=settings.models.batch_size,
+            device=settings.models.device,
         )
         return cls(detector, create_embedder(settings)).load()
 

@@ -106,7 +106,7 @@ class SearchService:
 
     def index_photos(self, items: Sequence[PhotoInput]) -> list[FileOutcome]:
         """Index one batch of photos (see :func:`search_engine.indexing.index_photos`)."""
-        return index_photos(self.pipeline, self.index, items, self.settings.max_image_pixels)
+        return index_photos(self.pipeline, self.index, items, self.settings.models.max_image_pixels)
 
     def faces_in(self, image: np.ndarray) -> list[EmbeddedFace]:
         """Every face of one (H, W, 3) uint8 RGB image with its embedding."""
@@ -173,7 +173,7 @@ class SearchService:
         (an :class:`ImageError` names the file if it is unusable)."""
         if is_video(Path(path)):
             return self.search_video(path, **options)
-        image = decode_image(read_file(Path(path)), str(path), self.settings.max_image_pixels)
+        image = decode_image(read_file(Path(path)), str(path), self.settings.models.max_image_pixels)
         return self.search_image(image, **options)
 
     def group_by_video(
@@ -195,8 +195,8 @@ class SearchService:
         return verdicts(
             calibration or calibration_for(self.index),
             self.index.count(),
-            self.settings.target_fpir,
-            self.settings.same_person_threshold,
+            self.settings.search.target_fpir,
+            self.settings.search.same_person_threshold,
         )
 
     def calibrate_on_pairs(self, pairs_file: Path, images: Path, progress: bool = False) -> CalibrationReport:
@@ -214,14 +214,14 @@ class SearchService:
         files = sorted({path for pair in pairs for path in (pair.first, pair.second)})
         vectors: dict[Path, np.ndarray] = {}
         skipped = []
-        batch = self.settings.batch_size
+        batch = self.settings.models.batch_size
         for start in tqdm(
             range(0, len(files), batch), desc="embedding pair images", unit="batch", disable=not progress
         ):
             images_read, paths = [], []
             for path in files[start : start + batch]:
                 try:
-                    images_read.append(decode_image(read_file(path), str(path), self.settings.max_image_pixels))
+                    images_read.append(decode_image(read_file(path), str(path), self.settings.models.max_image_pixels))
                     paths.append(path)
                 except ImageError as exc:
                     skipped.append(str(exc))

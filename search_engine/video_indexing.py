@@ -66,10 +66,10 @@ class VideoOptions:
         """The options the settings give, faces linked as the calibration of ``index`` decides."""
         return cls(
             link_similarity=track_link_similarity(index.model, calibration_for(index)),
-            rate=settings.video_fps,
-            max_side=settings.video_max_side,
-            segment_seconds=settings.video_segment_seconds,
-            track_embedding=settings.video_track_embedding,
+            rate=settings.video.fps,
+            max_side=settings.video.max_side,
+            segment_seconds=settings.video.segment_seconds,
+            track_embedding=settings.video.track_embedding,
         )
 
 

@@ -115,7 +115,7 @@ def test_shipped_calibrations_read_and_scale(key):
 def test_a_search_service_judges_hits_for_the_index_as_it_grows(tmp_path):
     """The same score can be "same person" in a small archive and only "possible" in a large one."""
     model = EmbedderInfo("mobilefacenet", "ms1m-r1", 192)
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings.of(data_dir=tmp_path)
     index = EmbeddedFaceIndex(tmp_path / "lancedb", model)
     index.ensure()
     service = SearchService(settings, pipeline=None, index=index)
@@ -259,7 +259,7 @@ def test_an_index_calibrated_on_its_labelled_faces_judges_by_that_calibration(tm
     assert report.calibration.probes == 240 and "240 labelled faces of 60 people" in report.calibration.measured_on
     index.put_calibration(report.calibration)
     assert calibration_for(index) == report.calibration
-    service = SearchService(Settings(data_dir=tmp_path), pipeline=None, index=index)
+    service = SearchService(Settings.of(data_dir=tmp_path), pipeline=None, index=index)
     assert service.verdicts().same_person == pytest.approx(report.calibration.threshold(240, 0.01))
     index.put_calibration(None)
     assert calibration_for(index) == shipped

@@ -144,8 +144,8 @@ def test_serve_flags_override_the_environment(monkeypatch):
     args = build_parser().parse_args(["serve", "--media-root", "/a", "--media-root", "/b", "--workers", "3"])
     assert (args.host, args.port, args.threads) == ("127.0.0.1", 8000, 4)
     settings = settings_from(args)
-    assert settings.media_roots == (Path("/a"), Path("/b")) and settings.workers == 3
-    assert settings_from(build_parser().parse_args(["serve"])).media_roots == (Path("/from/env"),)
+    assert settings.web.media_roots == (Path("/a"), Path("/b")) and settings.models.workers == 3
+    assert settings_from(build_parser().parse_args(["serve"])).web.media_roots == (Path("/from/env"),)
 
 
 def test_calibrate_on_pairs_stores_the_calibration_with_the_index(tmp_path, capsys, astronaut, cameraman):

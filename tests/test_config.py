@@ -9,7 +9,7 @@ from search_engine.errors import ConfigError
 
 def test_defaults_and_overrides():
     settings = Settings.from_env({})
-    assert settings.embedder == "auto" and settings.backend == "embedded"
+    assert settings.models.embedder == "auto" and settings.index.backend == "embedded"
     settings = Settings.from_env(
         {
             "FACESEARCH_EMBEDDER": "dlib",
@@ -21,11 +21,11 @@ def test_defaults_and_overrides():
             "FACESEARCH_FACENET_WEIGHTS": "~/w.pt",
         }
     )
-    assert settings.embedder == "dlib" and settings.data_dir == Path("/tmp/fs")
-    assert settings.backend == "elasticsearch" and settings.es_api_key == "key"
-    assert settings.min_probability == 0.95 and settings.batch_size == 8
-    assert settings.facenet_weights == Path("~/w.pt").expanduser()
-    assert settings.replace(batch_size=4).batch_size == 4
+    assert settings.models.embedder == "dlib" and settings.index.data_dir == Path("/tmp/fs")
+    assert settings.index.backend == "elasticsearch" and settings.index.es_api_key == "key"
+    assert settings.models.min_probability == 0.95 and settings.models.batch_size == 8
+    assert settings.models.facenet_weights == Path("~/w.pt").expanduser()
+    assert settings.replace(batch_size=4).models.batch_size == 4
 
 
 @pytest.mark.parametrize(
@@ -50,12 +50,16 @@ def test_bad_values_name_the_variable(env, message):
 
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
-        Settings.from_env({}).embedder = "dlib"
+        Settings.from_env({}).models.embedder = "dlib"
 
 
 def test_stack_settings():
     settings = Settings.from_env({})
-    assert settings.device == "cpu" and settings.kibana_url is None and settings.web_url == "http://localhost:8000"
+    assert (
+        settings.models.device == "cpu"
+        and settings.web.kibana_url is None
+        and settings.web.web_url == "http://localhost:8000"
+    )
     settings = Settings.from_env(
         {
             "FACESEARCH_DEVICE": "cuda",
@@ -63,8 +67,8 @@ def test_stack_settings():
             "FACESEARCH_WEB_URL": "https://faces.example.org",
         }
     )
-    assert settings.device == "cuda" and settings.kibana_url == "http://kibana:5601"
-    assert settings.web_url == "https://faces.example.org"
+    assert settings.models.device == "cuda" and settings.web.kibana_url == "http://kibana:5601"
+    assert settings.web.web_url == "https://faces.example.org"
     with pytest.raises(ConfigError, match="FACESEARCH_WEB_URL"):
         Settings.from_env({"FACESEARCH_WEB_URL": "faces.example.org"})
     with pytest.raises(ConfigError, match="FACESEARCH_KIBANA_URL"):
@@ -83,13 +87,13 @@ def test_web_settings_from_env(tmp_path):
             "FACESEARCH_SAME_PERSON_THRESHOLD": "0.8",
         }
     )
-    assert settings.media_roots == (tmp_path / "photos", Path("~/videos").expanduser())
-    assert settings.max_upload_bytes == 1000 and settings.results_per_page == 12
-    assert settings.api_keys == ("one", "two")
-    assert settings.keep_uploads == tmp_path / "kept" and settings.same_person_threshold == 0.8
+    assert settings.web.media_roots == (tmp_path / "photos", Path("~/videos").expanduser())
+    assert settings.web.max_upload_bytes == 1000 and settings.web.results_per_page == 12
+    assert settings.web.api_keys == ("one", "two")
+    assert settings.web.keep_uploads == tmp_path / "kept" and settings.search.same_person_threshold == 0.8
     defaults = Settings.from_env({})
-    assert defaults.media_roots == () and defaults.api_keys == () and defaults.keep_uploads is None
-    assert defaults.max_upload_bytes == 20_000_000 and defaults.results_per_page == 20
+    assert defaults.web.media_roots == () and defaults.web.api_keys == () and defaults.web.keep_uploads is None
+    assert defaults.web.max_upload_bytes == 20_000_000 and defaults.web.results_per_page == 20
 
 
 def test_tracks_link_at_the_calibrated_pair_threshold():
@@ -103,9 +107,9 @@ def test_tracks_link_at_the_calibrated_pair_threshold():
 
 
 def test_target_fpir_is_a_share():
-    assert Settings.from_env({"FACESEARCH_TARGET_FPIR": "0.02"}).target_fpir == 0.02
+    assert Settings.from_env({"FACESEARCH_TARGET_FPIR": "0.02"}).search.target_fpir == 0.02
     with pytest.raises(ConfigError, match="FACESEARCH_TARGET_FPIR"):
-        Settings(target_fpir=1.5)
+        Settings.of(target_fpir=1.5)
 
 
 def test_expansion_threshold_is_measured_or_calibrated_per_embedder_and_settable():
@@ -114,13 +118,13 @@ def test_expansion_threshold_is_measured_or_calibrated_per_embedder_and_settable
     from search_engine.types import EmbedderInfo
 
     dlib, other = EmbedderInfo("dlib", "r1", 128), EmbedderInfo("facenet", "vggface2-r1", 512)
-    assert Settings.from_env({}).expansion_neighbours == 3
+    assert Settings.from_env({}).search.expansion_neighbours == 3
     calibrated = Calibration(other.key, 0.4321, 0.03, 1000, 1000, 0.35, "made up")
     assert expansion_threshold(Settings(), dlib, calibrated) == 0.93
     assert expansion_threshold(Settings(), other, None) is None
     assert expansion_threshold(Settings(), other, calibrated) == 0.432
     settings = Settings.from_env({"FACESEARCH_EXPANSION_THRESHOLD": "0.6", "FACESEARCH_EXPANSION_NEIGHBOURS": "0"})
-    assert expansion_threshold(settings, other, calibrated) == 0.6 and settings.expansion_neighbours == 0
+    assert expansion_threshold(settings, other, calibrated) == 0.6 and settings.search.expansion_neighbours == 0
 
 
 def test_the_readme_table_is_the_declared_settings():
@@ -135,12 +139,12 @@ def test_every_setting_of_the_stack_env_example_is_declared_and_valid():
     variables only compose.yml reads (named there as ${VARIABLE})."""
     import re
 
-    from search_engine.config import declarations, variable
+    from search_engine.config import declarations
 
     docker = Path(__file__).resolve().parent.parent / "docker"
     example = dict(re.findall(r"^(FACESEARCH_\w+)=(.*)$", (docker / ".env.example").read_text(), re.M))
     compose = "".join(path.read_text() for path in docker.glob("compose*.yml"))
-    declared = {variable(name) for name in declarations()}
+    declared = {variable for variable, _, _ in declarations()}
     for name, value in example.items():
         assert name in declared or "${" + name in compose, f"{name} is neither a setting nor used by compose"
     Settings.from_env({k: v for k, v in example.items() if k in declared})

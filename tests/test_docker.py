@@ -118,16 +118,16 @@ def test_app_containers_configure_facesearch_for_the_stack(stack):
     for name in APP_SERVICES:
         env = services[name]["environment"]
         settings = Settings.from_env(env)
-        assert settings.es_url == "http://elasticsearch:9200"
-        assert (settings.es_user, settings.es_password) == ("elastic", "elastic-secret1")
-        assert settings.broker_url == "redis://redis:6379/0"
-        assert settings.embedder == "facenet" and settings.device == "cpu"
-        assert settings.data_dir == Path("/data") and env["FACESEARCH_MEDIA_ROOTS"] == "/media"
-        assert settings.web_url == "http://localhost:8000"
+        assert settings.index.es_url == "http://elasticsearch:9200"
+        assert (settings.index.es_user, settings.index.es_password) == ("elastic", "elastic-secret1")
+        assert settings.queue.broker_url == "redis://redis:6379/0"
+        assert settings.models.embedder == "facenet" and settings.models.device == "cpu"
+        assert settings.index.data_dir == Path("/data") and env["FACESEARCH_MEDIA_ROOTS"] == "/media"
+        assert settings.web.web_url == "http://localhost:8000"
         mounts = {volume.split(":")[1]: volume for volume in services[name]["volumes"]}
         assert set(mounts) == {"/data", "/models", "/media"}
         assert mounts["/media"].endswith(":ro")
-    assert Settings.from_env(services["init"]["environment"]).kibana_url == "http://kibana:5601"
+    assert Settings.from_env(services["init"]["environment"]).web.kibana_url == "http://kibana:5601"
 
 
 def test_a_host_folder_can_be_the_media(tmp_path):

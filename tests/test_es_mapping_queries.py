@@ -357,7 +357,7 @@ def test_source_faces_body_pages_in_frame_then_face_order():
 
 
 def settings(**changes) -> Settings:
-    return Settings(**({"es_url": "https://es.example:9200"} | changes))
+    return Settings.of(**({"es_url": "https://es.example:9200"} | changes))
 
 
 def test_create_client_with_api_key():
@@ -395,7 +395,7 @@ def test_ca_with_plain_http_is_a_config_error(tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
     with pytest.raises(ConfigError, match="https"):
-        create_client(Settings(es_url="http://es.example:9200", es_ca_cert=ca))
+        create_client(Settings.of(es_url="http://es.example:9200", es_ca_cert=ca))
 
 
 def test_index_fits_the_contract_without_connecting():
@@ -419,7 +419,7 @@ def closed_port() -> int:
 
 def test_unreachable_cluster_is_index_unavailable():
     url = f"http://127.0.0.1:{closed_port()}"
-    index = ElasticFaceIndex.from_settings(Settings(es_url=url), MODEL)
+    index = ElasticFaceIndex.from_settings(Settings.of(es_url=url), MODEL)
     started = time.monotonic()
     with pytest.raises(IndexUnavailableError, match=f"cannot reach Elasticsearch at {url}"):
         index.count()

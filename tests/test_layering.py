@@ -14,7 +14,7 @@ FORBIDDEN = {
 }
 #: The core's rooms, lowest first: a module imports only from its own rank or below.
 CORE_RANKS = (
-    {"config", "types", "errors", "ids", "media_types"},
+    {"config", "settings_fields", "types", "errors", "ids", "media_types"},
     {"imageio", "alignment", "calibration", "calibration_fit", "video", "mtcnn", "detection", "embedding", "index"},
     {"pipeline", "expansion", "tracking"},
     {"indexing", "video_indexing"},

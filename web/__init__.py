@@ -38,16 +38,16 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
             once per process (``Engine.load`` builds it at once).
     """
     settings = settings or Settings.from_env()
-    if settings.results_per_page > api.MAX_RESULTS:
+    if settings.web.results_per_page > api.MAX_RESULTS:
         raise ConfigError(
-            f"FACESEARCH_RESULTS_PER_PAGE must be at most {api.MAX_RESULTS}, got {settings.results_per_page}"
+            f"FACESEARCH_RESULTS_PER_PAGE must be at most {api.MAX_RESULTS}, got {settings.web.results_per_page}"
         )
     app = Flask(__name__)
     # Werkzeug refuses a larger body with 413 before reading it.
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.config["MAX_CONTENT_LENGTH"] = settings.web.max_upload_bytes
     app.extensions["facesearch"] = Engine(settings, service)
-    register_error_handlers(app, settings.max_upload_bytes)
-    init_auth(app, settings.api_keys)
+    register_error_handlers(app, settings.web.max_upload_bytes)
+    init_auth(app, settings.web.api_keys)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp, url_prefix="/api/v1")
     app.jinja_env.filters["clock"] = clock

@@ -66,7 +66,7 @@ def search():
     upload = request.files.get("image")
     if upload is None:
         raise InvalidRequestError("send the query photo as the multipart/form-data field 'image'")
-    query = parse_search(request.form, current_engine().settings.results_per_page)
+    query = parse_search(request.form, current_engine().settings.web.results_per_page)
     return current_engine().search(upload.read(), upload.filename or "upload", query)
 
 

@@ -57,7 +57,7 @@ class Engine:
 
     def __init__(self, settings: Settings, service: SearchService | None = None) -> None:
         self.settings = settings
-        self.media = MediaRoots(settings.media_roots)
+        self.media = MediaRoots(settings.web.media_roots)
         self._service = service
         self._pipeline = service.pipeline if service else None
         self._loading = threading.Lock()
@@ -95,8 +95,8 @@ class Engine:
     def search(self, data: bytes, filename: str, query: SearchQuery) -> dict:
         """Search with one face of an uploaded photo: the faces found in it, which one was used,
         the model, its same-person threshold and the hits, each with its links and verdict."""
-        image = decode_image(data, filename, self.settings.max_image_pixels)
-        if self.settings.keep_uploads is not None:
+        image = decode_image(data, filename, self.settings.models.max_image_pixels)
+        if self.settings.web.keep_uploads is not None:
             self._keep(data, filename)
         service = self.service()
         with self._inference:
@@ -112,8 +112,8 @@ class Engine:
         suffix = Path(filename).suffix.lower()
         name = content_hash(data) + (suffix if is_image_path(filename) else "")
         try:
-            self.settings.keep_uploads.mkdir(parents=True, exist_ok=True)
-            (self.settings.keep_uploads / name).write_bytes(data)
+            self.settings.web.keep_uploads.mkdir(parents=True, exist_ok=True)
+            (self.settings.web.keep_uploads / name).write_bytes(data)
         except OSError as exc:
             # Keeping a copy is a convenience; the search itself still runs.
             log.warning("could not keep the upload %s: %s", name, exc)
@@ -164,7 +164,7 @@ class Engine:
             if record.media_type == VIDEO:
                 image = read_frame(path, record.frame or 0)
             else:
-                image = decode_image(read_file(path), record.source, self.settings.max_image_pixels)
+                image = decode_image(read_file(path), record.source, self.settings.models.max_image_pixels)
         except ImageError as exc:
             raise WebError(404, "unreadable", f"the file of face {face_id} cannot be read: {exc.reason}") from None
         return face_thumbnail(image, record.box)
@@ -181,7 +181,7 @@ class Engine:
         body: dict = {
             "status": "ok",
             "model": {"loaded": False},
-            "index": {"reachable": False, "backend": self.settings.backend},
+            "index": {"reachable": False, "backend": self.settings.index.backend},
         }
         judged = described = None
         try:

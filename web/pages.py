@@ -17,9 +17,9 @@ def search():
     settings = current_engine().settings
     return render_template(
         "search.html",
-        per_page=settings.results_per_page,
+        per_page=settings.web.results_per_page,
         max_results=MAX_RESULTS,
-        max_upload_bytes=settings.max_upload_bytes,
+        max_upload_bytes=settings.web.max_upload_bytes,
     )
 
 

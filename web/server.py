@@ -37,7 +37,7 @@ class _Server(BaseApplication):
 
 def serve(settings: Settings, host: str, port: int, workers: int, threads: int) -> None:
     """Serve until SIGINT or SIGTERM (finishing requests in hand): ``workers`` processes, each with
-    ``threads`` request threads and its own models; ``settings.torch_threads`` applies per worker."""
+    ``threads`` request threads and its own models; ``settings.models.torch_threads`` applies per worker."""
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     log.info("serving on %s with %d worker(s) x %d thread(s)", bind, workers, threads)
     options = {

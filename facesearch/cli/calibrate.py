@@ -57,7 +57,7 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
         index.ensure()
         report = calibrate_on_index(index)
     # Before storing: an index too large for this calibration to vouch for is refused here.
-    judged = verdicts(report.calibration, index.count(), settings.target_fpir)
+    judged = verdicts(report.calibration, index.count(), settings.search.target_fpir)
     if not args.dry_run:
         index.put_calibration(report.calibration)
     if args.json:

@@ -39,7 +39,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def share_cores(settings: Settings, processes: int) -> Settings:
     """Unless set, torch threads = cores / processes: more only makes the processes' pools fight."""
-    if settings.torch_threads:
+    if settings.models.torch_threads:
         return settings
     return settings.replace(torch_threads=max(1, (os.cpu_count() or 1) // processes))
 

@@ -139,7 +139,7 @@ def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.celery_app import create_celery
 
-    concurrency = args.concurrency or settings.worker_count
+    concurrency = args.concurrency or settings.models.worker_count
     app = create_celery(share_cores(settings, concurrency))
     app.worker_main(
         [

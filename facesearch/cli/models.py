@@ -19,6 +19,6 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 def cmd_fetch_models(args: argparse.Namespace, settings: Settings) -> int:
     from search_engine.embedding.mobilefacenet import MobileFaceNetEmbedder
 
-    folder = MobileFaceNetEmbedder(weights=settings.mobilefacenet_weights).weights_dir()
+    folder = MobileFaceNetEmbedder(weights=settings.models.mobilefacenet_weights).weights_dir()
     print(f"MobileFaceNet weights ready in {folder}")
     return 0

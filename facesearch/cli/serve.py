@@ -40,6 +40,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.threads < 1:
         return usage_error("--threads must be 1 or more")
-    workers = settings.worker_count
+    workers = settings.models.worker_count
     serve(share_cores(settings, workers), args.host, args.port, workers, args.threads)
     return 0

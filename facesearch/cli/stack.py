@@ -56,7 +56,7 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(
             f"Kibana: {result.kibana_objects} saved objects imported; "
-            f"dashboard {settings.kibana_url.rstrip('/')}/app/dashboards#/view/{result.dashboard_id}"
+            f"dashboard {settings.web.kibana_url.rstrip('/')}/app/dashboards#/view/{result.dashboard_id}"
         )
     return 0
 
@@ -66,8 +66,8 @@ def cmd_kibana_export(args: argparse.Namespace, settings: Settings) -> int:
     from search_engine.embedding import embedder_info
     from search_engine.index.mapping import index_names
 
-    names = index_names(settings.es_index_prefix, embedder_info(settings))
-    sys.stdout.write(to_ndjson(saved_objects(names, settings.web_url)))
+    names = index_names(settings.index.es_index_prefix, embedder_info(settings))
+    sys.stdout.write(to_ndjson(saved_objects(names, settings.web.web_url)))
     return 0
 
 
@@ -76,7 +76,7 @@ def cmd_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
         import urllib.request
 
         # With API keys configured the web app answers 401 to anyone without one, itself included.
-        headers = {"X-API-Key": settings.api_keys[0]} if settings.api_keys else {}
+        headers = {"X-API-Key": settings.web.api_keys[0]} if settings.web.api_keys else {}
         try:
             # Raises HTTPError (an OSError) for any 4xx/5xx answer.
             with urllib.request.urlopen(urllib.request.Request(args.url, headers=headers), timeout=args.timeout):

@@ -55,15 +55,17 @@ class KibanaClient:
 
         self.url = url.rstrip("/")
         self._headers = {"kbn-xsrf": "facesearch"}
-        if settings.es_api_key:
-            self._headers["Authorization"] = f"ApiKey {settings.es_api_key}"
-        elif settings.es_user and settings.es_password:
-            self._headers.update(urllib3.util.make_headers(basic_auth=f"{settings.es_user}:{settings.es_password}"))
+        if settings.index.es_api_key:
+            self._headers["Authorization"] = f"ApiKey {settings.index.es_api_key}"
+        elif settings.index.es_user and settings.index.es_password:
+            self._headers.update(
+                urllib3.util.make_headers(basic_auth=f"{settings.index.es_user}:{settings.index.es_password}")
+            )
         timeout = urllib3.Timeout(connect=5.0, read=KIBANA_REQUEST_TIMEOUT_S)
         # No urllib3 retries: init's own loop decides what is worth asking again.
         pool: dict[str, Any] = {"timeout": timeout, "retries": False}
-        if settings.es_ca_cert is not None:
-            pool["ca_certs"] = str(settings.es_ca_cert)
+        if settings.index.es_ca_cert is not None:
+            pool["ca_certs"] = str(settings.index.es_ca_cert)
         self._http = urllib3.PoolManager(**pool)
 
     def _request(self, method: str, path: str, doing: str, **kwargs: Any) -> dict[str, Any]:

@@ -108,8 +108,8 @@ def embed_aligned(
 def expansion_threshold(settings: Settings, model: EmbedderInfo, calibration: Calibration | None) -> float | None:
     """``FACESEARCH_EXPANSION_THRESHOLD`` when set, else ``model``'s value measured on LFW, else
     its calibration's Gumbel location, else None (no query expansion for an uncalibrated model)."""
-    if settings.expansion_threshold is not None:
-        return settings.expansion_threshold
+    if settings.search.expansion_threshold is not None:
+        return settings.search.expansion_threshold
     if model.key in EXPANSION_THRESHOLDS:
         return EXPANSION_THRESHOLDS[model.key]
     return None if calibration is None else round(calibration.location, 3)
@@ -124,11 +124,11 @@ def build_embedder(name: str, settings: Settings) -> Embedder:
     if name == "mobilefacenet":
         from .mobilefacenet import MobileFaceNetEmbedder
 
-        return MobileFaceNetEmbedder(weights=settings.mobilefacenet_weights)
+        return MobileFaceNetEmbedder(weights=settings.models.mobilefacenet_weights)
     if name == "facenet":
         from .facenet import FacenetEmbedder
 
-        return FacenetEmbedder(weights=settings.facenet_weights, device=settings.device)
+        return FacenetEmbedder(weights=settings.models.facenet_weights, device=settings.models.device)
     raise ModelUnavailableError(f"unknown embedder {name!r}; choose facenet, mobilefacenet or dlib")
 
 
@@ -142,14 +142,14 @@ def resolve_embedder_name(settings: Settings) -> str:
     3. ``dlib``: always there (a PyPI package), the weakest.
 
     Loads no model, so a parent process can decide for its workers."""
-    if settings.embedder != "auto":
-        return settings.embedder
+    if settings.models.embedder != "auto":
+        return settings.models.embedder
     from .facenet import FacenetEmbedder
     from .mobilefacenet import MobileFaceNetEmbedder
 
     candidates = (
-        ("facenet", lambda: FacenetEmbedder(weights=settings.facenet_weights).weights_file()),
-        ("mobilefacenet", lambda: MobileFaceNetEmbedder(weights=settings.mobilefacenet_weights).weights_dir()),
+        ("facenet", lambda: FacenetEmbedder(weights=settings.models.facenet_weights).weights_file()),
+        ("mobilefacenet", lambda: MobileFaceNetEmbedder(weights=settings.models.mobilefacenet_weights).weights_dir()),
     )
     for name, find_weights in candidates:
         try:

@@ -11,7 +11,7 @@ __all__ = ["FACET_FIELDS", "FaceIndex", "create_index"]
 
 def create_index(settings: Settings, model: EmbedderInfo) -> FaceIndex:
     """Elasticsearch when ``FACESEARCH_ES_URL`` is set, else the embedded LanceDB store under the data dir."""
-    if settings.es_url:
+    if settings.index.es_url:
         from .elastic import ElasticFaceIndex
 
         return ElasticFaceIndex.from_settings(settings, model)

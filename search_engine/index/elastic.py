@@ -111,8 +111,8 @@ class ElasticFaceIndex:
 
     @classmethod
     def from_settings(cls, settings: Settings, model: EmbedderInfo) -> ElasticFaceIndex:
-        """The index for ``model`` on the cluster at ``settings.es_url``, under ``settings.es_index_prefix``."""
-        return cls(create_client(settings), model, prefix=settings.es_index_prefix)
+        """The index for ``model`` on the cluster at ``settings.index.es_url``, under ``settings.index.es_index_prefix``."""
+        return cls(create_client(settings), model, prefix=settings.index.es_index_prefix)
 
     def _talking(self, doing: str):
         """See :func:`.elastic_client.talking`."""

@@ -85,7 +85,7 @@ class EmbeddedFaceIndex:
 
     @classmethod
     def from_settings(cls, settings, model: EmbedderInfo) -> EmbeddedFaceIndex:
-        return cls(Path(settings.data_dir) / "lancedb", model)
+        return cls(Path(settings.index.data_dir) / "lancedb", model)
 
     @property
     def faces_table_name(self) -> str:

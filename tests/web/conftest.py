@@ -32,7 +32,7 @@ class Library:
 
     @property
     def settings(self) -> Settings:
-        return Settings(embedder="dlib", data_dir=self.data_dir, media_roots=(self.root,))
+        return Settings.of(embedder="dlib", data_dir=self.data_dir, media_roots=(self.root,))
 
 
 @pytest.fixture(scope="session")

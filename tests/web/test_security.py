@@ -78,7 +78,7 @@ def test_non_images_get_400(client):
 
 def test_uploads_are_kept_only_when_asked(tmp_path, library, service):
     search(create_app(library.settings, service=service).test_client(), library.queries / "eileen.jpg")
-    assert library.settings.keep_uploads is None
+    assert library.settings.web.keep_uploads is None
     kept = tmp_path / "kept"
     client = create_app(library.settings.replace(keep_uploads=kept), service=service).test_client()
     assert search(client, library.queries / "eileen.jpg").status_code == 200
