@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--embedder", default="mobilefacenet", choices=MODELS)
     args = parser.parse_args()
     settings = Settings.from_env().replace(embedder=args.embedder, min_face_size=MIN_DETECTED_FACE, es_url=None)
-    pipeline = FacePipeline.from_settings(settings)
+    pipeline = FacePipeline.from_settings(settings.models)
     # Two photos compared with each other: the 1:1 (pair) threshold, as a video track links faces.
     threshold = shipped_calibration(pipeline.embedder.info).pair_threshold
     pairs = [(a, b) for a, b, same in read_pairs(args.pairs, args.lfw)[: args.sets * PAIRS_PER_SET] if same]

@@ -40,8 +40,8 @@ def cpu_name() -> str:
 def naive(settings: Settings, paths: list[Path]) -> float:
     """One image at a time: read, detect, embed, store; torch on every core. Returns images/s."""
     started = time.perf_counter()
-    pipeline = FacePipeline.from_settings(settings)
-    index = create_index(settings, pipeline.embedder.info)
+    pipeline = FacePipeline.from_settings(settings.models)
+    index = create_index(settings.index, pipeline.embedder.info)
     index.ensure()
     key = pipeline.embedder.info.key
     for path in paths:
@@ -68,8 +68,8 @@ def batched(settings: Settings, paths: list[Path]) -> float:
 
 def stages(settings: Settings, paths: list[Path]) -> dict[str, float]:
     """Milliseconds per image (reading, detection) and per face (embedding, storing), one process."""
-    pipeline = FacePipeline.from_settings(settings)
-    index = create_index(settings, pipeline.embedder.info)
+    pipeline = FacePipeline.from_settings(settings.models)
+    index = create_index(settings.index, pipeline.embedder.info)
     index.ensure()
     key = pipeline.embedder.info.key
     spent = {"read": 0.0, "detect": 0.0, "embed": 0.0, "store": 0.0}

@@ -199,9 +199,9 @@ def main() -> None:
     }
     fit, missing = verification(pairs, vectors)
     calibration = calibrate(index.model, by_person, vectors, fit)
-    threshold = expansion_threshold(settings, index.model, calibration)
+    threshold = expansion_threshold(settings.search, index.model, calibration)
     expansion = f"{settings.search.expansion_neighbours} neighbours >= {threshold}"
-    ranking = partial(rank, settings, index, calibration=calibration)
+    ranking = partial(rank, settings.search, index, calibration=calibration)
     results |= retrieval(ranking, by_person, vectors, f"facesearch, expansion {expansion}")
     results |= retrieval(index.search, by_person, vectors, "plain kNN")
     results |= {

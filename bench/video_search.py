@@ -199,7 +199,7 @@ def main() -> None:
         "| clip | resolution | length (s) | tracks | documents per minute | frames analysed / sampled | x real time |"
     )
     print("|---|---|---|---|---|---|---|")
-    options = VideoOptions.from_settings(settings, service.index)
+    options = VideoOptions.from_settings(settings.video, service.index)
     for clip in clips:
         info = probe(clip)
         timings = []

@@ -49,7 +49,7 @@ def chunks(items: Sequence, size: int) -> list[Sequence]:
 def _init_worker(settings: Settings) -> None:
     global _pipeline
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    _pipeline = FacePipeline.from_settings(settings)
+    _pipeline = FacePipeline.from_settings(settings.models)
 
 
 def _analyse_in_worker(
@@ -73,11 +73,11 @@ def index_locally(
     (open) index the faces went to.
     """
     workers = settings.models.worker_count
-    resolved = settings.replace(embedder=resolve_embedder_name(settings))
+    resolved = settings.replace(embedder=resolve_embedder_name(settings.models))
     if workers > 1 and not settings.models.torch_threads:
         threads = max(1, (os.cpu_count() or 1) // workers)
         resolved = resolved.replace(torch_threads=threads)
-    index = create_index(resolved, build_embedder(resolved.models.embedder, resolved).info)
+    index = create_index(resolved.index, build_embedder(resolved.models.embedder, resolved.models).info)
     index.ensure()
     summary = BatchSummary()
     with worker_pool(resolved, workers) as pool:
@@ -140,7 +140,7 @@ def _analyse_video(settings: Settings, index: FaceIndex, path: Path, pool: Execu
     done, info, digest = plan_video(path, known)
     if done is not None:
         return done
-    options = VideoOptions.from_settings(settings, index)
+    options = VideoOptions.from_settings(settings.video, index)
     futures = [
         pool.submit(analyse_segment_in_worker, path, start, end, options, digest)
         for start, end in segments(info, options.segment_seconds)

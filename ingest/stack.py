@@ -91,8 +91,8 @@ def _prepare_index(settings: Settings, timeout_s: float, sleep: Callable[[float]
     from search_engine.embedding import embedder_info
     from search_engine.index.elastic import ElasticFaceIndex
 
-    model = embedder_info(settings)
-    index = ElasticFaceIndex.from_settings(settings, model)
+    model = embedder_info(settings.models)
+    index = ElasticFaceIndex.from_settings(settings.index, model)
     try:
         retry(index.ensure, f"Elasticsearch at {index.url}", _elasticsearch_transient, timeout_s, sleep=sleep)
         faces = index.count()
@@ -136,7 +136,7 @@ def init_stack(
 
     objects = saved_objects(result.names, settings.web.web_url)
     ndjson = to_ndjson(objects)
-    kibana = KibanaClient(settings.web.kibana_url, settings)
+    kibana = KibanaClient(settings.web.kibana_url, settings.index)
     try:
         retry(kibana.wait_available, f"Kibana at {kibana.url}", _kibana_transient, timeout_s, sleep=sleep)
         answer = retry(

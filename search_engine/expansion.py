@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .calibration import Calibration, calibration_for
-from .config import Settings
+from .config import SearchSettings
 from .embedding import expansion_threshold
 from .index.base import FaceIndex
 from .types import Hit, SearchFilters
@@ -95,7 +95,7 @@ def search_expanded(
 
 
 def rank(
-    settings: Settings,
+    settings: SearchSettings,
     index: FaceIndex,
     vector: np.ndarray,
     k: int = 20,
@@ -105,11 +105,11 @@ def rank(
 ) -> list[Hit]:
     """The ``k`` stored faces that best match one query vector (unit length, shape (dim,)), best
     first: with query expansion where the embedder has an expansion threshold (measured, calibrated
-    or set) and ``settings.search.expansion_neighbours`` is above 0, else by similarity to ``vector`` alone.
+    or set) and ``settings.expansion_neighbours`` is above 0, else by similarity to ``vector`` alone.
 
     ``calibration`` is the index's (:func:`~search_engine.calibration.calibration_for`), read from
     the index when not given."""
     threshold = expansion_threshold(settings, index.model, calibration or calibration_for(index))
     if threshold is None:
         return index.search(vector, k=k, filters=filters, collapse=collapse)
-    return search_expanded(index, vector, k, threshold, settings.search.expansion_neighbours, filters, collapse)
+    return search_expanded(index, vector, k, threshold, settings.expansion_neighbours, filters, collapse)

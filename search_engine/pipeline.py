@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import Settings
+from .config import ModelSettings
 from .detection import FaceDetector
 from .embedding import Embedder, create_embedder
 from .types import Detection
@@ -59,17 +59,17 @@ class FacePipeline:
         self.embedder = embedder
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FacePipeline:
+    def from_settings(cls, settings: ModelSettings) -> FacePipeline:
         """A loaded detector + the embedder the settings mean (``auto`` resolved), torch threads set."""
-        if settings.models.torch_threads:
+        if settings.torch_threads:
             import torch
 
-            torch.set_num_threads(settings.models.torch_threads)
+            torch.set_num_threads(settings.torch_threads)
         detector = FaceDetector(
-            min_face_size=settings.models.min_face_size,
-            min_probability=settings.models.min_probability,
-            batch_size=settings.models.batch_size,
-            device=settings.models.device,
+            min_face_size=settings.min_face_size,
+            min_probability=settings.min_probability,
+            batch_size=settings.batch_size,
+            device=settings.device,
         )
         return cls(detector, create_embedder(settings)).load()
 

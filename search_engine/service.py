@@ -99,8 +99,8 @@ class SearchService:
     @classmethod
     def from_settings(cls, settings: Settings) -> SearchService:
         """Load the detector and embedder, open (and create if needed) the index for that embedder."""
-        pipeline = FacePipeline.from_settings(settings)
-        index = create_index(settings, pipeline.embedder.info)
+        pipeline = FacePipeline.from_settings(settings.models)
+        index = create_index(settings.index, pipeline.embedder.info)
         index.ensure()
         return cls(settings, pipeline, index)
 
@@ -154,7 +154,7 @@ class SearchService:
             NoFaceError: no face appears in it.
             InvalidRequestError: ``face`` is out of range.
         """
-        options = VideoOptions.from_settings(self.settings, self.index)
+        options = VideoOptions.from_settings(self.settings.video, self.index)
         analysis = analyse_segment(self.pipeline, Path(path), 0.0, None, options)
         if analysis.error:
             raise ImageError(str(path), analysis.error)
@@ -260,7 +260,7 @@ class SearchService:
             if judged is not None:
                 groups = tuple(group.judged(judged) for group in groups)
             return tuple(g.hits[0] for g in groups), groups, judged
-        hits = rank(self.settings, self.index, vector, k, filters, collapse, calibration)
+        hits = rank(self.settings.search, self.index, vector, k, filters, collapse, calibration)
         return judge(hits, judged), None, judged
 
     @property

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .calibration import calibration_for
-from .config import Settings
+from .config import VideoSettings
 from .embedding import track_link_similarity
 from .errors import ImageError
 from .ids import face_id
@@ -62,14 +62,14 @@ class VideoOptions:
     track_embedding: str = "best"
 
     @classmethod
-    def from_settings(cls, settings: Settings, index: FaceIndex) -> VideoOptions:
+    def from_settings(cls, settings: VideoSettings, index: FaceIndex) -> VideoOptions:
         """The options the settings give, faces linked as the calibration of ``index`` decides."""
         return cls(
             link_similarity=track_link_similarity(index.model, calibration_for(index)),
-            rate=settings.video.fps,
-            max_side=settings.video.max_side,
-            segment_seconds=settings.video.segment_seconds,
-            track_embedding=settings.video.track_embedding,
+            rate=settings.fps,
+            max_side=settings.max_side,
+            segment_seconds=settings.segment_seconds,
+            track_embedding=settings.track_embedding,
         )
 
 

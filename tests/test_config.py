@@ -120,11 +120,11 @@ def test_expansion_threshold_is_measured_or_calibrated_per_embedder_and_settable
     dlib, other = EmbedderInfo("dlib", "r1", 128), EmbedderInfo("facenet", "vggface2-r1", 512)
     assert Settings.from_env({}).search.expansion_neighbours == 3
     calibrated = Calibration(other.key, 0.4321, 0.03, 1000, 1000, 0.35, "made up")
-    assert expansion_threshold(Settings(), dlib, calibrated) == 0.93
-    assert expansion_threshold(Settings(), other, None) is None
-    assert expansion_threshold(Settings(), other, calibrated) == 0.432
+    assert expansion_threshold(Settings().search, dlib, calibrated) == 0.93
+    assert expansion_threshold(Settings().search, other, None) is None
+    assert expansion_threshold(Settings().search, other, calibrated) == 0.432
     settings = Settings.from_env({"FACESEARCH_EXPANSION_THRESHOLD": "0.6", "FACESEARCH_EXPANSION_NEIGHBOURS": "0"})
-    assert expansion_threshold(settings, other, calibrated) == 0.6 and settings.search.expansion_neighbours == 0
+    assert expansion_threshold(settings.search, other, calibrated) == 0.6 and settings.search.expansion_neighbours == 0
 
 
 def test_the_readme_table_is_the_declared_settings():

@@ -361,7 +361,7 @@ def settings(**changes) -> Settings:
 
 
 def test_create_client_with_api_key():
-    client = create_client(settings(es_api_key="a2V5OnNlY3JldA=="))
+    client = create_client(settings(es_api_key="a2V5OnNlY3JldA==").index)
     assert client._headers["authorization"].startswith("ApiKey ")
     assert [node.base_url for node in client.transport.node_pool.all()] == ["https://es.example:9200"]
     client.close()
@@ -370,7 +370,7 @@ def test_create_client_with_api_key():
 def test_create_client_with_basic_auth_and_ca(tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_text("placeholder; read only when a TLS connection is made\n")
-    client = create_client(settings(es_user="elastic", es_password="changeme", es_ca_cert=ca))
+    client = create_client(settings(es_user="elastic", es_password="changeme", es_ca_cert=ca).index)
     assert client._headers["authorization"].startswith("Basic ")
     assert client.transport.node_pool.all()[0].config.ca_certs == str(ca)
     client.close()
@@ -388,18 +388,18 @@ def test_create_client_with_basic_auth_and_ca(tmp_path):
 )
 def test_create_client_refuses_unusable_settings(changes, message):
     with pytest.raises(ConfigError, match=message):
-        create_client(settings(**changes))
+        create_client(settings(**changes).index)
 
 
 def test_ca_with_plain_http_is_a_config_error(tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
     with pytest.raises(ConfigError, match="https"):
-        create_client(Settings.of(es_url="http://es.example:9200", es_ca_cert=ca))
+        create_client(Settings.of(es_url="http://es.example:9200", es_ca_cert=ca).index)
 
 
 def test_index_fits_the_contract_without_connecting():
-    index = ElasticFaceIndex(create_client(settings()), MODEL, prefix="unit")
+    index = ElasticFaceIndex(create_client(settings().index), MODEL, prefix="unit")
     assert isinstance(index, FaceIndex)
     assert index.names.faces_alias == "unit-faces-facenet-vggface2"
     for name, method in inspect.getmembers(FaceIndex, inspect.isfunction):
@@ -419,7 +419,7 @@ def closed_port() -> int:
 
 def test_unreachable_cluster_is_index_unavailable():
     url = f"http://127.0.0.1:{closed_port()}"
-    index = ElasticFaceIndex.from_settings(Settings.of(es_url=url), MODEL)
+    index = ElasticFaceIndex.from_settings(Settings.of(es_url=url).index, MODEL)
     started = time.monotonic()
     with pytest.raises(IndexUnavailableError, match=f"cannot reach Elasticsearch at {url}"):
         index.count()

@@ -31,7 +31,7 @@ def make_index(kind: str, tmp_path, model: EmbedderInfo = MODEL, prefix: str | N
 
     # Credentials come from the environment pytest started in: the per-test reset has removed them.
     settings = Settings.from_env(ES_ENV).replace(es_index_prefix=prefix or f"facesearch-test-{uuid.uuid4().hex[:8]}")
-    return ElasticFaceIndex.from_settings(settings, model)
+    return ElasticFaceIndex.from_settings(settings.index, model)
 
 
 @pytest.fixture(params=["embedded", "elasticsearch"])

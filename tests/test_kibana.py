@@ -278,7 +278,9 @@ def test_init_names_an_unreachable_cluster(capsys):
 
 def test_kibana_client_reports_an_unreachable_kibana():
     url = f"http://127.0.0.1:{closed_port()}"
-    client = KibanaClient(url, Settings.from_env({"FACESEARCH_ES_USER": "elastic", "FACESEARCH_ES_PASSWORD": "pw"}))
+    client = KibanaClient(
+        url, Settings.from_env({"FACESEARCH_ES_USER": "elastic", "FACESEARCH_ES_PASSWORD": "pw"}).index
+    )
     with pytest.raises(Exception, match=f"cannot reach Kibana at {re.escape(url)}"):
         client.wait_available()
     client.close()

@@ -185,17 +185,17 @@ def test_auto_takes_mobilefacenet_without_facenet_and_dlib_without_either(tmp_pa
 
     settings = Settings.from_env({}).replace(facenet_weights=tmp_path / "missing.pt")
     with caplog.at_level(logging.WARNING):
-        assert resolve_embedder_name(settings) == "mobilefacenet"
+        assert resolve_embedder_name(settings.models) == "mobilefacenet"
     assert "facenet unavailable" in caplog.text
     caplog.clear()
     empty = tmp_path / "empty"
     empty.mkdir()
     with caplog.at_level(logging.WARNING):
-        embedder = create_embedder(settings.replace(mobilefacenet_weights=empty))
+        embedder = create_embedder(settings.replace(mobilefacenet_weights=empty).models)
     assert embedder.info.name == "dlib"
     assert "mobilefacenet unavailable" in caplog.text and "Using the offline dlib embedder" in caplog.text
     with pytest.raises(ModelUnavailableError):
-        create_embedder(settings.replace(embedder="facenet"))
+        create_embedder(settings.replace(embedder="facenet").models)
 
 
 def test_similarity_transform_recovers_a_known_one():

@@ -82,9 +82,9 @@ class Engine:
         if self._service is None:
             with self._loading:
                 if self._pipeline is None:
-                    self._pipeline = FacePipeline.from_settings(self.settings)
+                    self._pipeline = FacePipeline.from_settings(self.settings.models)
                 if self._service is None:
-                    index = create_index(self.settings, self._pipeline.embedder.info)
+                    index = create_index(self.settings.index, self._pipeline.embedder.info)
                     index.ensure()
                     self._service = SearchService(self.settings, self._pipeline, index)
         return self._service

@@ -45,7 +45,7 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
     if args.reset and (args.pairs or args.dry_run):
         return usage_error("--reset removes the stored calibration; it takes no --pairs or --dry-run")
     if args.reset:
-        return _reset(create_index(settings, embedder_info(settings)))
+        return _reset(create_index(settings.index, embedder_info(settings.models)))
     if args.pairs is not None:
         from search_engine.service import SearchService
 
@@ -53,7 +53,7 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
         index = service.index
         report = service.calibrate_on_pairs(args.pairs, args.images, progress=not args.json)
     else:
-        index = create_index(settings, embedder_info(settings))
+        index = create_index(settings.index, embedder_info(settings.models))
         index.ensure()
         report = calibrate_on_index(index)
     # Before storing: an index too large for this calibration to vouch for is refused here.

@@ -106,7 +106,7 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     from search_engine.embedding import embedder_info
     from search_engine.index import create_index
 
-    index = create_index(settings, embedder_info(settings))
+    index = create_index(settings.index, embedder_info(settings.models))
     index.ensure()
     stats = {
         "model": index.model.key,

@@ -66,7 +66,7 @@ def cmd_kibana_export(args: argparse.Namespace, settings: Settings) -> int:
     from search_engine.embedding import embedder_info
     from search_engine.index.mapping import index_names
 
-    names = index_names(settings.index.es_index_prefix, embedder_info(settings))
+    names = index_names(settings.index.es_index_prefix, embedder_info(settings.models))
     sys.stdout.write(to_ndjson(saved_objects(names, settings.web.web_url)))
     return 0
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from search_engine.config import Settings
+from search_engine.config import IndexSettings
 from search_engine.errors import FaceSearchError
 
 #: Seconds one Kibana request may take; an import of a few objects takes well under one.
@@ -50,22 +50,20 @@ class KibanaClient:
         settings: supplies ``es_api_key`` or ``es_user``/``es_password`` and ``es_ca_cert``.
     """
 
-    def __init__(self, url: str, settings: Settings) -> None:
+    def __init__(self, url: str, settings: IndexSettings) -> None:
         import urllib3
 
         self.url = url.rstrip("/")
         self._headers = {"kbn-xsrf": "facesearch"}
-        if settings.index.es_api_key:
-            self._headers["Authorization"] = f"ApiKey {settings.index.es_api_key}"
-        elif settings.index.es_user and settings.index.es_password:
-            self._headers.update(
-                urllib3.util.make_headers(basic_auth=f"{settings.index.es_user}:{settings.index.es_password}")
-            )
+        if settings.es_api_key:
+            self._headers["Authorization"] = f"ApiKey {settings.es_api_key}"
+        elif settings.es_user and settings.es_password:
+            self._headers.update(urllib3.util.make_headers(basic_auth=f"{settings.es_user}:{settings.es_password}"))
         timeout = urllib3.Timeout(connect=5.0, read=KIBANA_REQUEST_TIMEOUT_S)
         # No urllib3 retries: init's own loop decides what is worth asking again.
         pool: dict[str, Any] = {"timeout": timeout, "retries": False}
-        if settings.index.es_ca_cert is not None:
-            pool["ca_certs"] = str(settings.index.es_ca_cert)
+        if settings.es_ca_cert is not None:
+            pool["ca_certs"] = str(settings.es_ca_cert)
         self._http = urllib3.PoolManager(**pool)
 
     def _request(self, method: str, path: str, doing: str, **kwargs: Any) -> dict[str, Any]:

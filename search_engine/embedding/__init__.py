@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from ..calibration import Calibration
-from ..config import Settings
+from ..config import ModelSettings, SearchSettings
 from ..errors import ModelUnavailableError
 from ..types import Detection, EmbedderInfo
 
@@ -105,17 +105,17 @@ def embed_aligned(
     return split_rows(normalise(vectors), counts)
 
 
-def expansion_threshold(settings: Settings, model: EmbedderInfo, calibration: Calibration | None) -> float | None:
+def expansion_threshold(settings: SearchSettings, model: EmbedderInfo, calibration: Calibration | None) -> float | None:
     """``FACESEARCH_EXPANSION_THRESHOLD`` when set, else ``model``'s value measured on LFW, else
     its calibration's Gumbel location, else None (no query expansion for an uncalibrated model)."""
-    if settings.search.expansion_threshold is not None:
-        return settings.search.expansion_threshold
+    if settings.expansion_threshold is not None:
+        return settings.expansion_threshold
     if model.key in EXPANSION_THRESHOLDS:
         return EXPANSION_THRESHOLDS[model.key]
     return None if calibration is None else round(calibration.location, 3)
 
 
-def build_embedder(name: str, settings: Settings) -> Embedder:
+def build_embedder(name: str, settings: ModelSettings) -> Embedder:
     """A (not yet loaded) embedder by name: ``facenet``, ``mobilefacenet`` or ``dlib``."""
     if name == "dlib":
         from .dlib_resnet import DlibEmbedder
@@ -124,15 +124,15 @@ def build_embedder(name: str, settings: Settings) -> Embedder:
     if name == "mobilefacenet":
         from .mobilefacenet import MobileFaceNetEmbedder
 
-        return MobileFaceNetEmbedder(weights=settings.models.mobilefacenet_weights)
+        return MobileFaceNetEmbedder(weights=settings.mobilefacenet_weights)
     if name == "facenet":
         from .facenet import FacenetEmbedder
 
-        return FacenetEmbedder(weights=settings.models.facenet_weights, device=settings.models.device)
+        return FacenetEmbedder(weights=settings.facenet_weights, device=settings.device)
     raise ModelUnavailableError(f"unknown embedder {name!r}; choose facenet, mobilefacenet or dlib")
 
 
-def resolve_embedder_name(settings: Settings) -> str:
+def resolve_embedder_name(settings: ModelSettings) -> str:
     """The embedder the settings mean. ``auto`` takes the first whose weights are at hand
     (configured, cached, or fetchable now), with a one-line notice for each one passed over:
 
@@ -142,14 +142,14 @@ def resolve_embedder_name(settings: Settings) -> str:
     3. ``dlib``: always there (a PyPI package), the weakest.
 
     Loads no model, so a parent process can decide for its workers."""
-    if settings.models.embedder != "auto":
-        return settings.models.embedder
+    if settings.embedder != "auto":
+        return settings.embedder
     from .facenet import FacenetEmbedder
     from .mobilefacenet import MobileFaceNetEmbedder
 
     candidates = (
-        ("facenet", lambda: FacenetEmbedder(weights=settings.models.facenet_weights).weights_file()),
-        ("mobilefacenet", lambda: MobileFaceNetEmbedder(weights=settings.models.mobilefacenet_weights).weights_dir()),
+        ("facenet", lambda: FacenetEmbedder(weights=settings.facenet_weights).weights_file()),
+        ("mobilefacenet", lambda: MobileFaceNetEmbedder(weights=settings.mobilefacenet_weights).weights_dir()),
     )
     for name, find_weights in candidates:
         try:
@@ -162,13 +162,13 @@ def resolve_embedder_name(settings: Settings) -> str:
     return "dlib"
 
 
-def embedder_info(settings: Settings) -> EmbedderInfo:
+def embedder_info(settings: ModelSettings) -> EmbedderInfo:
     """Name, version and dimension of the embedder the settings mean, without loading its model
     (``auto`` is resolved as :func:`resolve_embedder_name` does, which may fetch FaceNet's weights)."""
     return build_embedder(resolve_embedder_name(settings), settings).info
 
 
-def create_embedder(settings: Settings) -> Embedder:
+def create_embedder(settings: ModelSettings) -> Embedder:
     """The loaded embedder the settings ask for (see :func:`resolve_embedder_name` for ``auto``).
 
     An embedder named explicitly either loads or raises :class:`ModelUnavailableError`.

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from ..config import Settings
+from ..config import IndexSettings
 from ..types import FACET_FIELDS, EmbedderInfo
 from .base import FaceIndex
 
 __all__ = ["FACET_FIELDS", "FaceIndex", "create_index"]
 
 
-def create_index(settings: Settings, model: EmbedderInfo) -> FaceIndex:
+def create_index(settings: IndexSettings, model: EmbedderInfo) -> FaceIndex:
     """Elasticsearch when ``FACESEARCH_ES_URL`` is set, else the embedded LanceDB store under the data dir."""
-    if settings.index.es_url:
+    if settings.es_url:
         from .elastic import ElasticFaceIndex
 
         return ElasticFaceIndex.from_settings(settings, model)

@@ -27,7 +27,7 @@ from elasticsearch import (
 )
 
 from ..calibration import Calibration
-from ..config import Settings
+from ..config import IndexSettings
 from ..errors import DimensionMismatchError, IndexUnavailableError
 from ..ids import source_id
 from ..types import BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
@@ -110,9 +110,9 @@ class ElasticFaceIndex:
         self.url = ", ".join(node.base_url for node in client.transport.node_pool.all())
 
     @classmethod
-    def from_settings(cls, settings: Settings, model: EmbedderInfo) -> ElasticFaceIndex:
-        """The index for ``model`` on the cluster at ``settings.index.es_url``, under ``settings.index.es_index_prefix``."""
-        return cls(create_client(settings), model, prefix=settings.index.es_index_prefix)
+    def from_settings(cls, settings: IndexSettings, model: EmbedderInfo) -> ElasticFaceIndex:
+        """The index for ``model`` on the cluster at ``settings.es_url``, under ``settings.es_index_prefix``."""
+        return cls(create_client(settings), model, prefix=settings.es_index_prefix)
 
     def _talking(self, doing: str):
         """See :func:`.elastic_client.talking`."""

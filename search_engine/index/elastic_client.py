@@ -20,15 +20,15 @@ from elasticsearch import (
     UnsupportedProductError,
 )
 
-from ..config import Settings
+from ..config import IndexSettings
 from ..errors import ConfigError, IndexUnavailableError
 
 #: Seconds one HTTP request may take; bulk chunks of 500 faces and cold kNN searches fit well inside.
 REQUEST_TIMEOUT_S = 30.0
 
 
-def create_client(settings: Settings, request_timeout: float = REQUEST_TIMEOUT_S) -> Elasticsearch:
-    """A client for ``settings.index.es_url`` with its credentials and CA bundle; constructing it does not connect.
+def create_client(settings: IndexSettings, request_timeout: float = REQUEST_TIMEOUT_S) -> Elasticsearch:
+    """A client for ``settings.es_url`` with its credentials and CA bundle; constructing it does not connect.
 
     Authentication is an API key (``es_api_key``) or basic auth (``es_user`` + ``es_password``),
     not both. Timed-out requests are retried on the next node, as are 429/502/503/504 answers.
@@ -37,25 +37,25 @@ def create_client(settings: Settings, request_timeout: float = REQUEST_TIMEOUT_S
         ConfigError: no URL, a URL without scheme and port, conflicting or half-set credentials,
             a missing CA file, or a CA file with a plain-http URL.
     """
-    if not settings.index.es_url:
+    if not settings.es_url:
         raise ConfigError("FACESEARCH_ES_URL is not set")
     options: dict[str, Any] = {"request_timeout": request_timeout, "retry_on_timeout": True}
-    if settings.index.es_api_key and (settings.index.es_user or settings.index.es_password):
+    if settings.es_api_key and (settings.es_user or settings.es_password):
         raise ConfigError("set FACESEARCH_ES_API_KEY or FACESEARCH_ES_USER/FACESEARCH_ES_PASSWORD, not both")
-    if settings.index.es_api_key:
-        options["api_key"] = settings.index.es_api_key
-    elif settings.index.es_user or settings.index.es_password:
-        if not (settings.index.es_user and settings.index.es_password):
+    if settings.es_api_key:
+        options["api_key"] = settings.es_api_key
+    elif settings.es_user or settings.es_password:
+        if not (settings.es_user and settings.es_password):
             raise ConfigError("FACESEARCH_ES_USER and FACESEARCH_ES_PASSWORD must be set together")
-        options["basic_auth"] = (settings.index.es_user, settings.index.es_password)
-    if settings.index.es_ca_cert is not None:
-        if not settings.index.es_ca_cert.is_file():
-            raise ConfigError(f"FACESEARCH_ES_CA_CERT {settings.index.es_ca_cert} is not a file")
-        options["ca_certs"] = str(settings.index.es_ca_cert)
+        options["basic_auth"] = (settings.es_user, settings.es_password)
+    if settings.es_ca_cert is not None:
+        if not settings.es_ca_cert.is_file():
+            raise ConfigError(f"FACESEARCH_ES_CA_CERT {settings.es_ca_cert} is not a file")
+        options["ca_certs"] = str(settings.es_ca_cert)
     try:
-        return Elasticsearch(settings.index.es_url, **options)
+        return Elasticsearch(settings.es_url, **options)
     except ValueError as exc:
-        raise ConfigError(f"FACESEARCH_ES_URL {settings.index.es_url!r} cannot be used: {exc}") from exc
+        raise ConfigError(f"FACESEARCH_ES_URL {settings.es_url!r} cannot be used: {exc}") from exc
 
 
 def root_cause(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..calibration import Calibration
+from ..config import IndexSettings
 from ..errors import DimensionMismatchError, IndexUnavailableError
 from ..types import (
     BulkResult,
@@ -84,8 +85,8 @@ class EmbeddedFaceIndex:
         self._writes = 0
 
     @classmethod
-    def from_settings(cls, settings, model: EmbedderInfo) -> EmbeddedFaceIndex:
-        return cls(Path(settings.index.data_dir) / "lancedb", model)
+    def from_settings(cls, settings: IndexSettings, model: EmbedderInfo) -> EmbeddedFaceIndex:
+        return cls(Path(settings.data_dir) / "lancedb", model)
 
     @property
     def faces_table_name(self) -> str:

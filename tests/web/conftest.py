@@ -70,7 +70,7 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 def service_for(settings: Settings, detector, embedder) -> SearchService:
     """A search service on the session's loaded models (loading them again would cost seconds)."""
     pipeline = FacePipeline(detector, embedder)
-    index = create_index(settings, embedder.info)
+    index = create_index(settings.index, embedder.info)
     index.ensure()
     return SearchService(settings, pipeline, index)
 
