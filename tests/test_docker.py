@@ -234,3 +234,17 @@ def test_dockerfile_holds_no_secrets(dockerfile):
         if keyword in ("ENV", "ARG", "LABEL"):
             for word in shlex.split(arguments):
                 assert not secret.search(word.split("=", 1)[0]), f"{keyword} {word}"
+
+
+def test_the_image_gets_every_package_the_wheel_ships(dockerfile):
+    """setup.cfg's packages are copied into the build stage and let through .dockerignore."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(DOCKER.parent / "setup.cfg")
+    packages = [line.rstrip("*") for line in config["options.packages.find"]["include"].split()]
+    copied = {arguments.split()[0] for keyword, arguments in stages(dockerfile)[0] if keyword == "COPY"}
+    allowed = set((DOCKER.parent / ".dockerignore").read_text().split())
+    for package in packages:
+        assert package in copied, f"the Dockerfile does not COPY {package}/"
+        assert f"!{package}/" in allowed, f".dockerignore keeps {package}/ out of the build context"
