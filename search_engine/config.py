@@ -284,7 +284,8 @@ class Settings:
         """Read the ``FACESEARCH_*`` variables; unset or empty ones keep their defaults."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for variable, name, declaration in declarations():
+        for variable, name, field in declarations():
+            declaration: Declaration = field.metadata["declaration"]
             raw = env.get(variable, "").strip()
             if not raw:
                 continue
@@ -296,12 +297,13 @@ class Settings:
         return cls.of(**values)
 
 
-def declarations() -> Iterator[tuple[str, str, Declaration]]:
-    """``(variable, name for replace, declaration)`` of every setting, in the README's order."""
+def declarations() -> Iterator[tuple[str, str, dataclasses.Field]]:
+    """``(variable, name for replace, field)`` of every setting, in the README's order; the field's
+    ``metadata["declaration"]`` is its :class:`~.settings_fields.Declaration`."""
     for group in GROUPS.values():
         for f in dataclasses.fields(group):
             name = f"{group.PREFIX}{f.name}".lower()
-            yield f"FACESEARCH_{name.upper()}", name, f.metadata["declaration"]
+            yield f"FACESEARCH_{name.upper()}", name, f
 
 
 def _where(name: str) -> tuple[str, str]:
@@ -315,10 +317,10 @@ def _where(name: str) -> tuple[str, str]:
     raise TypeError(f"no setting named {name!r}")
 
 
-def _shown_default(group: type[_Group], field: dataclasses.Field) -> str:
-    declaration: Declaration = field.metadata["declaration"]
-    if declaration.shown is not None:
-        return declaration.shown
+def _shown_default(field: dataclasses.Field) -> str:
+    shown = field.metadata["declaration"].shown
+    if shown is not None:
+        return shown
     if field.default is None or field.default == ():
         return "–"
     return f"`{field.default}`"
@@ -327,10 +329,8 @@ def _shown_default(group: type[_Group], field: dataclasses.Field) -> str:
 def settings_table() -> str:
     """The README's configuration table (markdown), one row per setting."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for group in GROUPS.values():
-        for f in dataclasses.fields(group):
-            variable = f"FACESEARCH_{group.PREFIX}{f.name.upper()}"
-            rows.append(f"| `{variable}` | {_shown_default(group, f)} | {f.metadata['declaration'].doc} |")
+    for variable, _, f in declarations():
+        rows.append(f"| `{variable}` | {_shown_default(f)} | {f.metadata['declaration'].doc} |")
     return "\n".join(rows) + "\n"
 
 
