@@ -20,7 +20,6 @@ import numpy as np
 from elasticsearch import (
     AuthenticationException,
     AuthorizationException,
-    BadRequestError,
     Elasticsearch,
     NotFoundError,
     helpers,
@@ -28,29 +27,24 @@ from elasticsearch import (
 
 from ..calibration import Calibration
 from ..config import IndexSettings
-from ..errors import DimensionMismatchError, IndexUnavailableError
+from ..errors import IndexUnavailableError
 from ..ids import source_id
 from ..types import BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
 from .base import COLLAPSE_GROWTH, check_calibration, check_collapse, check_facet_field, query_vector, storable
-from .elastic_client import bulk_reason, create_client, error_type, talking
+from .elastic_client import bulk_reason, create_client, talking
+from .elastic_layout import check_dims, create_missing, drop_all
 from .mapping import (
     DEFAULT_VECTOR_INDEX,
     EMBEDDING_FIELD,
     calibration_from_mappings,
-    embedding_dims,
     embedding_from_document,
     face_document,
-    faces_mapping,
     faces_meta,
     hit_from_document,
     index_names,
-    index_settings,
-    index_template,
-    knows_exclude_source_vectors,
     record_from_document,
     source_document,
     source_record_from_document,
-    sources_mapping,
 )
 from .queries import (
     MAX_KNN,
@@ -127,60 +121,10 @@ class ElasticFaceIndex:
         """
         if self._ready:
             return
-        names = self.names
-        with self._talking(f"preparing the index {names.faces_alias}"):
-            missing = [
-                alias
-                for alias in (names.faces_alias, names.sources_alias)
-                if not self._client.indices.exists_alias(name=alias)
-            ]
-            if missing:
-                version = self._client.info()["version"]["number"]
-                faces_settings = index_settings(
-                    self._shards, self._replicas, keep_source_vectors=knows_exclude_source_vectors(version)
-                )
-                plans = {
-                    names.faces_alias: (
-                        names.faces_template,
-                        names.faces_index,
-                        faces_mapping(self.model.dim, self._vector_index),
-                        faces_settings,
-                    ),
-                    names.sources_alias: (
-                        names.sources_template,
-                        names.sources_index,
-                        sources_mapping(),
-                        index_settings(),
-                    ),
-                }
-                for alias in missing:
-                    self._create(alias, *plans[alias])
-            self._check_dims()
+        with self._talking(f"preparing the index {self.names.faces_alias}"):
+            create_missing(self._client, self.names, self.model, self._shards, self._replicas, self._vector_index)
+            check_dims(self._client, self.names, self.model)
         self._ready = True
-
-    def _create(self, alias: str, template: str, index: str, mappings: dict, settings: dict) -> None:
-        indices = self._client.indices
-        indices.put_index_template(name=template, body=index_template(alias, mappings, settings))
-        try:
-            indices.create(index=index, settings=settings, mappings=mappings, aliases={alias: {}})
-            log.info("created Elasticsearch index %s behind alias %s", index, alias)
-        except BadRequestError as exc:
-            # Another worker created it first, or the alias was removed from a surviving index.
-            if error_type(exc) != "resource_already_exists_exception":
-                raise
-            indices.put_alias(index=index, name=alias)
-
-    def _check_dims(self) -> None:
-        alias = self.names.faces_alias
-        for index, body in self._client.indices.get_mapping(index=alias).body.items():
-            dims = embedding_dims(body.get("mappings", {}))
-            if dims != self.model.dim:
-                held = f"{dims}-d vectors" if dims is not None else "no dense_vector 'embedding' field"
-                raise DimensionMismatchError(
-                    f"the Elasticsearch index {index} (alias {alias}) holds {held} but the {self.model.key} "
-                    f"embedder makes {self.model.dim}-d ones; delete that index or choose another "
-                    "FACESEARCH_ES_INDEX_PREFIX"
-                )
 
     def upsert(self, faces: Sequence[FaceRecord]) -> BulkResult:
         if not faces:
@@ -408,20 +352,9 @@ class ElasticFaceIndex:
 
     def drop(self) -> None:
         """Delete the faces and sources indices (every version behind the aliases) and their templates."""
-        names = self.names
-        quiet = self._client.options(ignore_status=404)
-        with self._talking(f"dropping {names.faces_alias}"):
-            indices = {names.faces_index, names.sources_index}
-            for alias in (names.faces_alias, names.sources_alias):
-                response = quiet.indices.get_alias(name=alias)
-                if response.meta.status == 200:
-                    indices.update(response.body)
-            # Named one by one: wildcard deletes are refused under action.destructive_requires_name.
-            quiet.indices.delete(index=sorted(indices), ignore_unavailable=True)
-            for template in (names.faces_template, names.sources_template):
-                quiet.indices.delete_index_template(name=template)
+        with self._talking(f"dropping {self.names.faces_alias}"):
+            drop_all(self._client, self.names)
         self._ready = False
-        log.info("dropped Elasticsearch indices %s", ", ".join(sorted(indices)))
 
     def close(self) -> None:
         self._client.close()

@@ -1,0 +1,99 @@
+"""The faces and sources indices' layout on a cluster: an index template, a versioned index and
+an alias per kind (:mod:`.mapping` names them); created where missing, checked, and dropped.
+Every function talks to the cluster through the client it is given; callers translate errors."""
+
+from __future__ import annotations
+
+import logging
+
+from elasticsearch import BadRequestError, Elasticsearch
+
+from ..errors import DimensionMismatchError
+from ..types import EmbedderInfo
+from .elastic_client import error_type
+from .mapping import (
+    IndexNames,
+    embedding_dims,
+    faces_mapping,
+    index_settings,
+    index_template,
+    knows_exclude_source_vectors,
+    sources_mapping,
+)
+
+log = logging.getLogger(__name__)
+
+
+def create_missing(
+    client: Elasticsearch,
+    names: IndexNames,
+    model: EmbedderInfo,
+    shards: int,
+    replicas: int | None,
+    vector_index: str,
+) -> None:
+    """Create the template, versioned index and alias of each kind whose alias is missing."""
+    missing = [
+        alias for alias in (names.faces_alias, names.sources_alias) if not client.indices.exists_alias(name=alias)
+    ]
+    if not missing:
+        return
+    version = client.info()["version"]["number"]
+    faces_settings = index_settings(shards, replicas, keep_source_vectors=knows_exclude_source_vectors(version))
+    plans = {
+        names.faces_alias: (
+            names.faces_template,
+            names.faces_index,
+            faces_mapping(model.dim, vector_index),
+            faces_settings,
+        ),
+        names.sources_alias: (names.sources_template, names.sources_index, sources_mapping(), index_settings()),
+    }
+    for alias in missing:
+        _create(client, alias, *plans[alias])
+
+
+def _create(client: Elasticsearch, alias: str, template: str, index: str, mappings: dict, settings: dict) -> None:
+    indices = client.indices
+    indices.put_index_template(name=template, body=index_template(alias, mappings, settings))
+    try:
+        indices.create(index=index, settings=settings, mappings=mappings, aliases={alias: {}})
+        log.info("created Elasticsearch index %s behind alias %s", index, alias)
+    except BadRequestError as exc:
+        # Another worker created it first, or the alias was removed from a surviving index.
+        if error_type(exc) != "resource_already_exists_exception":
+            raise
+        indices.put_alias(index=index, name=alias)
+
+
+def check_dims(client: Elasticsearch, names: IndexNames, model: EmbedderInfo) -> None:
+    """Refuse a faces index that holds vectors of another size than the model's.
+
+    Raises:
+        DimensionMismatchError: naming the index, what it holds and what to do.
+    """
+    alias = names.faces_alias
+    for index, body in client.indices.get_mapping(index=alias).body.items():
+        dims = embedding_dims(body.get("mappings", {}))
+        if dims != model.dim:
+            held = f"{dims}-d vectors" if dims is not None else "no dense_vector 'embedding' field"
+            raise DimensionMismatchError(
+                f"the Elasticsearch index {index} (alias {alias}) holds {held} but the {model.key} "
+                f"embedder makes {model.dim}-d ones; delete that index or choose another "
+                "FACESEARCH_ES_INDEX_PREFIX"
+            )
+
+
+def drop_all(client: Elasticsearch, names: IndexNames) -> None:
+    """Delete both kinds' indices (every version behind the aliases) and their templates."""
+    quiet = client.options(ignore_status=404)
+    indices = {names.faces_index, names.sources_index}
+    for alias in (names.faces_alias, names.sources_alias):
+        response = quiet.indices.get_alias(name=alias)
+        if response.meta.status == 200:
+            indices.update(response.body)
+    # Named one by one: wildcard deletes are refused under action.destructive_requires_name.
+    quiet.indices.delete(index=sorted(indices), ignore_unavailable=True)
+    for template in (names.faces_template, names.sources_template):
+        quiet.indices.delete_index_template(name=template)
+    log.info("dropped Elasticsearch indices %s", ", ".join(sorted(indices)))
