@@ -178,9 +178,14 @@ def test_calibrate_on_pairs_stores_the_calibration_with_the_index(tmp_path, caps
 
     index = EmbeddedFaceIndex(tmp_path / "data" / "lancedb", EmbedderInfo("dlib", "r1", 128))
     assert index.get_calibration().to_dict() == report["calibration"]
+    _, stats = run_json(capsys, ["stats", *data])
+    assert stats["calibration"] == report["calibration"] | {"stored_with_index": True}
+    assert stats["verdicts"]["same_person_threshold"] == report["verdicts"]["same_person_threshold"]
     assert main(["calibrate", "--reset", *data]) == 0
     assert "searches now use the shipped one" in capsys.readouterr().out
     assert index.get_calibration() is None
+    assert main(["stats", *data]) == 0
+    assert "(shipped with facesearch: LFW" in capsys.readouterr().out
 
 
 def test_calibrate_explains_what_it_lacks(tmp_path, capsys):

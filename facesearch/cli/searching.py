@@ -103,21 +103,37 @@ def _span(start: float, end: float) -> str:
 
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from search_engine.calibration import calibration_and_origin, verdicts
     from search_engine.embedding import embedder_info
     from search_engine.index import create_index
 
     index = create_index(settings.index, embedder_info(settings.models))
     index.ensure()
+    faces = index.count()
+    calibration, stored = calibration_and_origin(index)
+    judged = verdicts(calibration, faces, settings.search.target_fpir, settings.search.same_person_threshold)
     stats = {
         "model": index.model.key,
-        "faces": index.count(),
+        "faces": faces,
         "people": [{"person": f.value, "faces": f.count} for f in index.facets("person", size=20)],
         "videos": [{"video": f.value, "faces": f.count} for f in index.facets("video", size=20)],
+        "verdicts": None if judged is None else judged.to_dict(),
+        "calibration": None if calibration is None else calibration.to_dict() | {"stored_with_index": stored},
     }
     if args.json:
         print(json.dumps(stats, indent=2))
+        return 0
+    print(f"{faces} faces indexed with {stats['model']}")
+    if judged is None:
+        print("verdicts: none (this model is not calibrated; see facesearch calibrate)")
+    elif judged.fixed:
+        print(f"verdicts: same person from {judged.same_person:.3f} (FACESEARCH_SAME_PERSON_THRESHOLD)")
     else:
-        print(f"{stats['faces']} faces indexed with {stats['model']}")
-        for row in stats["people"]:
-            print(f"  {row['faces']:6d}  {row['person']}")
+        where = "stored with this index" if stored else "shipped with facesearch"
+        print(
+            f"verdicts: same person from {judged.same_person:.3f}, possible from {judged.possible:.3f} "
+            f"at target FPIR {judged.target_fpir:.1%} ({where}: {calibration.measured_on})"
+        )
+    for row in stats["people"]:
+        print(f"  {row['faces']:6d}  {row['person']}")
     return 0
