@@ -87,7 +87,12 @@ def register_error_handlers(app: Flask, max_upload_bytes: int) -> None:
             message = f"the upload is larger than the limit of {max_upload_bytes / 1e6:g} MB"
         else:
             message = _http_message(exc)
-        return error_response(status, HTTP_CODES.get(status, f"http_{status}"), message)
+        response = error_response(status, HTTP_CODES.get(status, f"http_{status}"), message)
+        # Werkzeug's own headers for the error, such as the Allow a 405 must carry (RFC 9110).
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     def unexpected(exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.path)

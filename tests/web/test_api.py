@@ -151,6 +151,14 @@ def test_unknown_faces_and_routes_are_json_404s(client):
     assert client.get("/faces/nope").status_code == 404
 
 
+def test_a_method_not_allowed_says_which_are_allowed(client):
+    """RFC 9110: a 405 carries Allow, as schemathesis checks."""
+    for method, path, allowed in (("TRACE", "/api/v1/health", "GET"), ("GET", "/api/v1/search", "POST")):
+        response = client.open(path, method=method)
+        assert response.status_code == 405 and response.is_json
+        assert allowed in {m.strip() for m in response.headers["Allow"].split(",")}
+
+
 def test_health_reports_model_and_counts(client):
     response = client.get("/api/v1/health")
     assert response.status_code == 200
