@@ -36,7 +36,9 @@ PYTHON=${PYTHON:-python3}
 extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-.venv/bin/python -m pip install -q -e ".${extra}"
+# setuptools warns on every editable install that a folder named like a package takes precedence
+# on imports: here that folder is the package itself, which is the point of an editable install.
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e ".${extra}"
 # The default embedder's weights, fetched once into the model cache (checked by sha256).
 .venv/bin/facesearch fetch-models
 # TensorFlow.js itself, the reference the torch port of MobileFaceNet is checked against.
