@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .calibration import Calibration, calibration_for
+from .calibration import Calibration
 from .config import SearchSettings
 from .embedding import expansion_threshold
 from .index.base import FaceIndex
@@ -101,15 +101,16 @@ def rank(
     k: int = 20,
     filters: SearchFilters | None = None,
     collapse: str | None = None,
-    calibration: Calibration | None = None,
+    *,
+    calibration: Calibration | None,
 ) -> list[Hit]:
     """The ``k`` stored faces that best match one query vector (unit length, shape (dim,)), best
     first: with query expansion where the embedder has an expansion threshold (measured, calibrated
     or set) and ``settings.expansion_neighbours`` is above 0, else by similarity to ``vector`` alone.
 
-    ``calibration`` is the index's (:func:`~search_engine.calibration.calibration_for`), read from
-    the index when not given."""
-    threshold = expansion_threshold(settings, index.model, calibration or calibration_for(index))
+    ``calibration`` is the index's (:func:`~search_engine.calibration.calibration_for`, None for
+    an uncalibrated model): the caller has it already for the verdicts."""
+    threshold = expansion_threshold(settings, index.model, calibration)
     if threshold is None:
         return index.search(vector, k=k, filters=filters, collapse=collapse)
     return search_expanded(index, vector, k, threshold, settings.expansion_neighbours, filters, collapse)

@@ -187,13 +187,17 @@ class SearchService:
             groups.append(VideoGroup(top.video, top.score, tuple(hits) or (top,)))
         return tuple(groups)
 
-    def verdicts(self, calibration: Calibration | None = None) -> Verdicts | None:
-        """The thresholds a search of the index as it is now is judged by: calibrated (by
-        ``calibration``, else the index's own) for the number of faces stored (all of them: a
-        filter narrows what is shown, and counting every face keeps the verdict on the safe side),
-        or the fixed threshold set."""
+    def verdicts(self) -> Verdicts | None:
+        """The thresholds a search of the index as it is now is judged by (see :meth:`judged_by`),
+        with the index's own calibration."""
+        return self.judged_by(calibration_for(self.index))
+
+    def judged_by(self, calibration: Calibration | None) -> Verdicts | None:
+        """The thresholds ``calibration`` gives a search of the number of faces stored now (all of
+        them: a filter narrows what is shown, and counting every face keeps the verdict on the safe
+        side), or the fixed threshold set; None when neither is there."""
         return verdicts(
-            calibration or calibration_for(self.index),
+            calibration,
             self.index.count(),
             self.settings.search.target_fpir,
             self.settings.search.same_person_threshold,
@@ -225,12 +229,16 @@ class SearchService:
                     paths.append(path)
                 except ImageError as exc:
                     skipped.append(str(exc))
-            for path, image, faces in zip(paths, images_read, self.pipeline.analyse(images_read)):
-                subject = subject_index([f.detection for f in faces], image.shape[1], image.shape[0])
+            # Only each photo's subject is embedded: the other faces in it have no label.
+            subjects = []
+            for path, image, detections in zip(paths, images_read, self.pipeline.detector.detect(images_read)):
+                subject = subject_index(detections, image.shape[1], image.shape[0])
                 if subject is None:
                     skipped.append(f"{path}: no face found")
                 else:
-                    vectors[path] = faces[subject].embedding
+                    subjects.append((path, image, detections[subject]))
+            embedded = self.pipeline.embedder.embed([(image, [face]) for _, image, face in subjects])
+            vectors.update((path, rows[0]) for (path, _, _), rows in zip(subjects, embedded))
         usable = [pair for pair in pairs if pair.first in vectors and pair.second in vectors]
         fit = fit_pairs(
             np.array([float(vectors[p.first] @ vectors[p.second]) for p in usable]), np.array([p.same for p in usable])
@@ -241,26 +249,21 @@ class SearchService:
             f"the {len(faces):,} images of {Path(pairs_file).name} ({len(set(people)):,} people): each image's best "
             f"score among the other people's images; pair threshold: 10-fold on its {fit.pairs:,} pairs"
         )
-        calibration = fit_calibration(
-            self.index.model,
-            np.stack([vectors[f] for f in faces]) if faces else np.zeros((0, self.index.model.dim)),
-            people,
-            fit,
-            measured_on,
-        )
+        # fit_pairs has refused an empty set already, so there are faces to stack.
+        calibration = fit_calibration(self.index.model, np.stack([vectors[f] for f in faces]), people, fit, measured_on)
         return CalibrationReport(calibration, fit, tuple(skipped))
 
     def _search(
         self, vector: np.ndarray, k: int, filters: SearchFilters | None, collapse: str | None, by_video: bool
     ) -> tuple[tuple[Hit, ...], tuple[VideoGroup, ...] | None, Verdicts | None]:
         calibration = calibration_for(self.index)
-        judged = self.verdicts(calibration)
+        judged = self.judged_by(calibration)
         if by_video:
             groups = self.group_by_video(vector, k, filters)
             if judged is not None:
                 groups = tuple(group.judged(judged) for group in groups)
             return tuple(g.hits[0] for g in groups), groups, judged
-        hits = rank(self.settings.search, self.index, vector, k, filters, collapse, calibration)
+        hits = rank(self.settings.search, self.index, vector, k, filters, collapse, calibration=calibration)
         return judge(hits, judged), None, judged
 
     @property

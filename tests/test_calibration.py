@@ -44,6 +44,26 @@ def best_of(gallery: int, probes: slice) -> np.ndarray:
     return (means[:, None] + spreads[:, None] * RNG.standard_normal((len(means), gallery))).max(axis=1)
 
 
+def store_faces(index: EmbeddedFaceIndex, vectors, labels, offset: int = 0) -> None:
+    """One face per made-up photo ``/p/<n>.jpg``, labelled as given (None: unlabelled)."""
+    key = index.model.key
+    index.upsert(
+        [
+            FaceRecord(
+                face_id(key, f"/p/{offset + n}.jpg", 0),
+                f"/p/{offset + n}.jpg",
+                0,
+                Box(0, 0, 9, 9),
+                0.99,
+                v,
+                key,
+                person=label,
+            )
+            for n, (v, label) in enumerate(zip(vectors, labels))
+        ]
+    )
+
+
 @pytest.fixture(scope="module")
 def calibration() -> Calibration:
     """Fitted on 2,000 probes against galleries of 1,000 strangers."""
@@ -124,20 +144,7 @@ def test_a_search_service_judges_hits_for_the_index_as_it_grows(tmp_path):
     def add(count: int, offset: int) -> None:
         vectors = rng.normal(size=(count, model.dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        index.upsert(
-            [
-                FaceRecord(
-                    face_id(model.key, f"/p/{offset + n}.jpg", 0),
-                    f"/p/{offset + n}.jpg",
-                    0,
-                    Box(0, 0, 9, 9),
-                    0.99,
-                    v,
-                    model.key,
-                )
-                for n, v in enumerate(vectors)
-            ]
-        )
+        store_faces(index, vectors, [None] * count, offset)
 
     add(10, 0)
     small = service.verdicts()
@@ -230,21 +237,7 @@ def _header_only(tmp_path):
 
 def labelled_index(tmp_path, vectors, labels, model) -> EmbeddedFaceIndex:
     index = EmbeddedFaceIndex(tmp_path / "lancedb", model)
-    index.upsert(
-        [
-            FaceRecord(
-                face_id(model.key, f"/p/{n}.jpg", 0),
-                f"/p/{n}.jpg",
-                0,
-                Box(0, 0, 9, 9),
-                0.99,
-                v,
-                model.key,
-                person=label,
-            )
-            for n, (v, label) in enumerate(zip(vectors, labels))
-        ]
-    )
+    store_faces(index, vectors, labels)
     return index
 
 

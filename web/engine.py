@@ -195,7 +195,7 @@ class Engine:
             calibration, stored = calibration_and_origin(index)
             if calibration is not None:
                 described = calibration.to_dict() | {"stored_with_index": stored}
-            judged = self._service.verdicts(calibration)
+            judged = self._service.judged_by(calibration)
         except (ModelUnavailableError, IndexUnavailableError, DimensionMismatchError, ConfigError) as exc:
             body.update(status="unavailable", problem=exc.message)
         if self._service is not None:

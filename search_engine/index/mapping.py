@@ -205,8 +205,16 @@ def embedding_dims(mappings: Mapping[str, Any]) -> int | None:
 
 
 _EDGES = ("x1", "y1", "x2", "y2")
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
 #: How a value of each kind of face field is written into a document, and read back from one.
 _TO_JSON = {
+    "keyword": _same,
+    "date": _same,
     "integer": int,
     "float": float,
     "double": float,
@@ -214,6 +222,8 @@ _TO_JSON = {
     "vector": lambda vector: np.asarray(vector, dtype=np.float32).reshape(-1).tolist(),
 }
 _FROM_JSON = {
+    "keyword": _same,
+    "date": _same,
     "integer": int,
     "float": float,
     "double": float,
@@ -227,9 +237,7 @@ def face_document(record: FaceRecord) -> dict[str, Any]:
     for f in face_fields():
         value = getattr(record, f.name)
         if value is not None:
-            doc[EMBEDDING_FIELD if f.metadata["kind"] == "vector" else f.name] = _TO_JSON.get(
-                f.metadata["kind"], lambda v: v
-            )(value)
+            doc[EMBEDDING_FIELD if f.metadata["kind"] == "vector" else f.name] = _TO_JSON[f.metadata["kind"]](value)
     return doc
 
 
@@ -252,7 +260,7 @@ def _fields_from_document(doc: Mapping[str, Any], names: Sequence[str]) -> dict[
         raw = doc.get(f.name)
         if raw is None and f.default is dataclasses.MISSING:
             raise ValueError(f"a stored face document lacks its {f.name!r}: {dict(doc)}")
-        values[f.name] = f.default if raw is None else _FROM_JSON.get(f.metadata["kind"], lambda v: v)(raw)
+        values[f.name] = f.default if raw is None else _FROM_JSON[f.metadata["kind"]](raw)
     return values
 
 
