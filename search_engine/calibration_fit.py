@@ -110,34 +110,31 @@ def fit_pairs(scores: np.ndarray, same: np.ndarray, folds: int = FOLDS) -> PairF
     return PairFit(float(np.mean(thresholds)), float(np.mean(accuracies)), float(np.std(accuracies)), len(scores))
 
 
-def stranger_law(
-    vectors: np.ndarray, labels: Sequence[str], probes: np.ndarray | None = None
-) -> tuple[float, float, int]:
-    """``(location, scale, probes)`` of the best stranger score of each probe among the labelled
-    faces of everyone else.
+def stranger_law(vectors: np.ndarray, labels: Sequence[str]) -> tuple[float, float]:
+    """``(location, scale)`` of the best stranger score of each labelled face among the faces of
+    everyone else.
 
     Args:
         vectors: (n, dim) unit vectors of labelled faces.
         labels: the person of each.
-        probes: a boolean mask of the faces that probe (default: all).
 
     Raises:
-        InvalidRequestError: fewer than :data:`MIN_PROBES` probes, or only one person.
+        InvalidRequestError: fewer than :data:`MIN_PROBES` faces, or only one person.
     """
     vectors = np.asarray(vectors, dtype=np.float32)
     labels = np.asarray(labels)
-    chosen = np.flatnonzero(np.ones(len(labels), bool) if probes is None else probes)
-    if len(chosen) < MIN_PROBES or len(np.unique(labels)) < 2:
+    if len(labels) < MIN_PROBES or len(np.unique(labels)) < 2:
         raise InvalidRequestError(
-            f"too few labelled faces to calibrate on: {len(chosen)} faces of {len(np.unique(labels))} people, "
+            f"too few labelled faces to calibrate on: {len(labels)} faces of {len(np.unique(labels))} people, "
             f"at least {MIN_PROBES} faces of two or more people needed"
         )
     best = [
-        best_stranger_scores(vectors[block] @ vectors.T, labels[block][:, None] != labels[None, :])
-        for block in (chosen[start : start + _BLOCK] for start in range(0, len(chosen), _BLOCK))
+        best_stranger_scores(
+            vectors[start : start + _BLOCK] @ vectors.T, labels[start : start + _BLOCK, None] != labels
+        )
+        for start in range(0, len(labels), _BLOCK)
     ]
-    location, scale = fit_best_stranger(np.concatenate(best))
-    return location, scale, len(chosen)
+    return fit_best_stranger(np.concatenate(best))
 
 
 def labelled_pairs(
@@ -190,18 +187,17 @@ def fit_calibration(
     labels: Sequence[str],
     pairs: PairFit,
     measured_on: str,
-    probes: np.ndarray | None = None,
 ) -> Calibration:
     """A model's calibration from labelled faces (the stranger law, see :func:`stranger_law`)
-    and a 1:1 fit; the calibration gallery is every labelled face given."""
-    location, scale, probe_count = stranger_law(vectors, labels, probes)
+    and a 1:1 fit; every labelled face given is a probe, and they are the calibration gallery."""
+    location, scale = stranger_law(vectors, labels)
     # Rounded as stored, so a calibration read back equals the one fitted.
     return Calibration(
         model=model.key,
         location=round(location, 5),
         scale=round(scale, 5),
         gallery=len(labels),
-        probes=probe_count,
+        probes=len(labels),
         pair_threshold=round(pairs.threshold, 4),
         measured_on=measured_on,
     )
