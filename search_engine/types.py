@@ -23,7 +23,7 @@ VIDEO = "video"
 MEDIA_TYPES = (PHOTO, VIDEO)
 
 #: Face fields that facets count and that a search may collapse on (best hit per value).
-FACET_FIELDS = ("person", "video", "media_type", "source")
+FACET_FIELDS = ("person", "video", "media_type", "source", "cluster")
 
 
 @dataclass(frozen=True)
@@ -101,12 +101,13 @@ def _stored(kind: str, default: object = dataclasses.MISSING, *, on_hit: bool = 
 class FaceRecord:
     """One face as stored in the index.
 
-    ``face_id`` is deterministic (source, model, face number), so re-indexing overwrites rather than
-    duplicates. A video face stands for a whole track, one continuous appearance: ``frame`` and
-    ``timestamp`` (seconds) locate its best face, ``start`` and ``end`` (seconds) the appearance. ``person`` is set only for a face known to be that person (the subject of a labelled
-    photo); other faces in the same photo are stored unlabelled.
+        ``face_id`` is deterministic (source, model, face number), so re-indexing overwrites rather than
+        duplicates. A video face stands for a whole track, one continuous appearance: ``frame`` and
+        ``timestamp`` (seconds) locate its best face, ``start`` and ``end`` (seconds) the appearance. ``person`` is set only for a face known to be that person (the subject of a labelled
+        photo); other faces in the same photo are stored unlabelled. ``cluster`` is the id of the person
+    the face was grouped into (:mod:`search_engine.people`), None while it is grouped with no one.
 
-    Adding a field is one declaration here (and one on :class:`Hit` if hits carry it).
+        Adding a field is one declaration here (and one on :class:`Hit` if hits carry it).
     """
 
     face_id: str = _stored("keyword", on_hit=True)
@@ -127,6 +128,7 @@ class FaceRecord:
     image_height: int | None = _stored("integer", None)
     content_hash: str | None = _stored("keyword", None)
     indexed_at: str | None = _stored("date", None)
+    cluster: str | None = _stored("keyword", None, on_hit=True)
 
 
 def face_fields() -> tuple[dataclasses.Field, ...]:
@@ -166,7 +168,8 @@ class SourceRecord:
 class SearchFilters:
     """Restrictions applied *before* nearest-neighbour ranking.
 
-    ``min_score`` is a cosine similarity floor in [-1, 1]; ``exclude_sources`` drops hits from those files.
+    ``min_score`` is a cosine similarity floor in [-1, 1]; ``exclude_sources`` drops hits from those files;
+    ``cluster`` keeps the faces grouped into that person.
     """
 
     person: str | None = None
@@ -174,6 +177,11 @@ class SearchFilters:
     media_type: str | None = None
     min_score: float | None = None
     exclude_sources: tuple[str, ...] = ()
+    cluster: str | None = None
+
+
+#: The :class:`SearchFilters` fields that keep only the faces whose field of that name equals them.
+EQUALITY_FILTERS = ("person", "video", "media_type", "cluster")
 
 
 @dataclass(frozen=True)
@@ -199,6 +207,7 @@ class Hit:
     timestamp: float | None = None
     start: float | None = None
     end: float | None = None
+    cluster: str | None = None
     rank_score: float | None = None
     verdict: str | None = None
 
@@ -219,6 +228,7 @@ class Hit:
             "timestamp": self.timestamp,
             "start": self.start,
             "end": self.end,
+            "cluster": self.cluster,
             "model": self.model,
         }
 

@@ -119,6 +119,28 @@ def test_search_finds_the_person_and_honours_filters(library, capsys, tmp_path, 
     assert [h["person"] for h in collapsed["hits"]] == ["Eileen_Collins", "Cameraman"]
 
 
+def test_people_cluster_groups_unlabelled_photos_into_their_people(library, capsys, tmp_path):
+    data = ["--data-dir", str(tmp_path / "data")]
+    main(["index", str(library / "Eileen_Collins"), str(library / "Cameraman"), "--quiet", *data])
+    capsys.readouterr()
+    code, report = run_json(capsys, ["people", "cluster", *data])
+    assert code == 0
+    assert (report["faces"], report["people"], report["alone"], report["changed"]) == (20, 2, 0, 20)
+    code, people = run_json(capsys, ["people", "list", *data])
+    assert [(p["face_count"], p["name"]) for p in people] == [(10, None), (10, None)]
+    assert people[0]["id"] != people[1]["id"]
+
+    from search_engine.embedding import embedder_info
+    from search_engine.index import create_index
+
+    settings = settings_from(build_parser().parse_args(["stats", *data]))
+    index = create_index(settings.index, embedder_info(settings.models))
+    folders = [{Path(index.get(f).source).parent.name for f in p["face_ids"]} for p in people]
+    assert sorted(map(sorted, folders)) == [["Cameraman"], ["Eileen_Collins"]]
+    code, again = run_json(capsys, ["people", "cluster", *data])
+    assert again["changed"] == 0 and again["examined"] == 0
+
+
 def test_query_without_a_face_fails_clearly(tmp_path):
     blank = tmp_path / "blank.png"
     save(np.full((200, 300, 3), 200, np.uint8), blank)

@@ -33,6 +33,7 @@ from search_engine.index.mapping import (
     index_settings,
     index_template,
     knows_exclude_source_vectors,
+    missing_properties,
     record_from_document,
     source_document,
     source_record_from_document,
@@ -42,13 +43,16 @@ from search_engine.index.queries import (
     COLLAPSE_OVERSAMPLE,
     MAX_KNN,
     MIN_CANDIDATES,
+    cluster_updates,
     cosine_from_score,
     count_body,
     facets_body,
     filter_clauses,
     knn_search_body,
     labelled_faces_body,
+    neighbours_searches,
     query_vector,
+    scan_body,
     source_faces_body,
 )
 from search_engine.types import FACET_FIELDS, Box, EmbedderInfo, FaceRecord, SearchFilters, SourceRecord
@@ -249,12 +253,13 @@ def test_filter_clauses():
     assert filter_clauses(None) == []
     assert filter_clauses(SearchFilters(min_score=0.5)) == []
     clauses = filter_clauses(
-        SearchFilters(person="Ada", video="v.mp4", media_type="video", exclude_sources=("/a", "/b"))
+        SearchFilters(person="Ada", video="v.mp4", media_type="video", exclude_sources=("/a", "/b"), cluster="p1")
     )
     assert clauses == [
         {"term": {"person": "Ada"}},
         {"term": {"video": "v.mp4"}},
         {"term": {"media_type": "video"}},
+        {"term": {"cluster": "p1"}},
         {"bool": {"must_not": [{"terms": {"source": ["/a", "/b"]}}]}},
     ]
 
@@ -444,3 +449,36 @@ def test_labelled_faces_body_pages_by_face_id_and_reads_only_the_label():
     assert body["_source"] == ["person"] and body["sort"] == [{"face_id": {"order": "asc"}}]
     assert "search_after" not in body
     assert labelled_faces_body(10, ["abc"])["search_after"] == ["abc"]
+
+
+def test_scan_body_pages_every_face_by_id_with_vector_and_labels_only():
+    body = scan_body(500)
+    assert body["query"] == {"match_all": {}} and body["size"] == 500
+    assert body["_source"] == [EMBEDDING_FIELD, "person", "cluster"]
+    assert body["sort"] == [{"face_id": {"order": "asc"}}] and "search_after" not in body
+    assert scan_body(10, ["abc"])["search_after"] == ["abc"]
+
+
+def test_neighbours_searches_alternate_headers_and_unfiltered_knn_bodies_without_source():
+    vectors = np.stack([unit(seed=1), unit(seed=2)])
+    searches = neighbours_searches(vectors, 5)
+    assert searches[0] == {} and searches[2] == {}
+    for body, vector in zip(searches[1::2], vectors):
+        assert body["_source"] is False and body["size"] == 5 and body["knn"]["k"] == 5
+        assert "filter" not in body["knn"]
+        assert body["knn"]["query_vector"] == pytest.approx(vector.tolist(), abs=1e-6)
+
+
+def test_cluster_updates_are_partial_updates_through_the_alias():
+    actions = cluster_updates("faces", {"a": "p1", "b": None})
+    assert actions == [
+        {"_op_type": "update", "_index": "faces", "_id": "a", "doc": {"cluster": "p1"}},
+        {"_op_type": "update", "_index": "faces", "_id": "b", "doc": {"cluster": None}},
+    ]
+
+
+def test_missing_properties_are_the_face_fields_an_older_index_lacks():
+    current = faces_mapping(MODEL.dim)
+    assert missing_properties(current, MODEL.dim) == {}
+    older = {"properties": {k: v for k, v in current["properties"].items() if k != "cluster"}}
+    assert missing_properties(older, MODEL.dim) == {"cluster": {"type": "keyword"}}

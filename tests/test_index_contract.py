@@ -302,3 +302,53 @@ def test_a_hit_carries_the_face_fields_declared_for_hits_and_only_its_own_beside
     computed = ("score", "rank_score", "verdict")
     hit = [f.name for f in dataclasses.fields(Hit)]
     assert [name for name in hit if name not in computed] == list(hit_field_names())
+
+
+def test_scan_reads_every_face_once_with_its_vector_and_labels(index, filled):
+    batches = list(index.scan(batch_size=7))
+    assert all(len(b.face_ids) <= 7 for b in batches)
+    seen = {
+        fid: (vec, person, cluster)
+        for b in batches
+        for fid, vec, person, cluster in zip(b.face_ids, b.vectors, b.persons, b.clusters)
+    }
+    assert sorted(seen) == sorted(f.face_id for f in filled)
+    for face in filled:
+        vector, person, cluster = seen[face.face_id]
+        assert vector.dtype == np.float32 and vector.shape == (MODEL.dim,)
+        np.testing.assert_allclose(vector, face.embedding, atol=1e-6)
+        assert person == face.person and cluster is None
+
+
+def test_neighbours_are_each_query_s_nearest_faces_best_first(index, filled):
+    queries = np.stack([filled[3].embedding, filled[11].embedding, unit(np.ones(MODEL.dim))])
+    found = index.neighbours(queries, k=4)
+    assert len(found) == 3
+    for query, row in zip(queries, found):
+        expected = sorted(filled, key=lambda f: -float(f.embedding @ query))[:4]
+        assert [face_id for face_id, _ in row] == [f.face_id for f in expected]
+        assert [score for _, score in row] == pytest.approx([float(f.embedding @ query) for f in expected], abs=0.02)
+    assert found[0][0][0] == filled[3].face_id
+    with pytest.raises(DimensionMismatchError):
+        index.neighbours(np.ones((2, MODEL.dim + 1), dtype=np.float32), k=3)
+
+
+def test_set_clusters_changes_that_field_alone_and_passes_over_unknown_faces(index, filled):
+    chosen = filled[:4]
+    updated = index.set_clusters(
+        {chosen[0].face_id: "p1", chosen[1].face_id: "p1", chosen[2].face_id: "p2", "nope": "p3"}
+    )
+    index.refresh()
+    assert updated == 3
+    stored = index.get(chosen[0].face_id)
+    assert stored.cluster == "p1" and stored.person == chosen[0].person and stored.source == chosen[0].source
+    np.testing.assert_allclose(stored.embedding, chosen[0].embedding, atol=1e-6)
+    assert index.count(SearchFilters(cluster="p1")) == 2
+    assert {f.value: f.count for f in index.facets("cluster")} == {"p1": 2, "p2": 1}
+    hits = index.search(chosen[2].embedding, k=3, filters=SearchFilters(cluster="p2"))
+    assert [h.face_id for h in hits] == [chosen[2].face_id] and hits[0].cluster == "p2"
+    assert index.get("nope") is None and index.count() == len(filled)
+    index.set_clusters({chosen[0].face_id: None})
+    index.refresh()
+    assert index.get(chosen[0].face_id).cluster is None
+    assert index.count(SearchFilters(cluster="p1")) == 1

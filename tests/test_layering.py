@@ -16,7 +16,7 @@ FORBIDDEN = {
 CORE_RANKS = (
     {"config", "settings_fields", "types", "errors", "ids", "media_types"},
     {"imageio", "alignment", "calibration", "calibration_fit", "video", "mtcnn", "detection", "embedding", "index"},
-    {"pipeline", "expansion", "tracking"},
+    {"pipeline", "expansion", "tracking", "people"},
     {"indexing", "video_indexing"},
     {"service"},
 )
@@ -96,7 +96,7 @@ def test_importing_the_application_loads_no_model():
 
     code = (
         "import sys, search_engine.service, search_engine.index, facesearch.cli, web, web.server; "
-        "heavy = {'torch', 'dlib', 'facenet_pytorch', 'lancedb', 'elasticsearch'} & set(sys.modules); "
+        "heavy = {'torch', 'dlib', 'facenet_pytorch', 'lancedb', 'elasticsearch', 'igraph'} & set(sys.modules); "
         "print(sorted(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout

@@ -15,13 +15,13 @@ import sys
 
 from search_engine.errors import FaceSearchError
 
-from . import calibrate, indexing, models, searching, serve, stack
+from . import calibrate, indexing, models, people, searching, serve, stack
 from .common import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, common_options, settings_from
 
 __all__ = ["EXIT_ERROR", "EXIT_PARTIAL", "EXIT_USAGE", "build_parser", "main", "settings_from"]
 
 #: In the order ``facesearch --help`` lists them.
-GROUPS = (indexing, searching, calibrate, serve, stack, models)
+GROUPS = (indexing, searching, people, calibrate, serve, stack, models)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,8 @@ Scores are cosine similarities in [-1, 1] between unit-length vectors, whatever 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -21,6 +22,36 @@ from ..types import FACET_FIELDS, BulkResult, EmbedderInfo, FaceRecord, Facet, H
 #: yields fewer than ``k`` groups and more faces may match, :data:`COLLAPSE_GROWTH` times as many again.
 COLLAPSE_OVERSAMPLE = 8
 COLLAPSE_GROWTH = 4
+
+
+#: One stored face near a query: its ``face_id`` and cosine similarity.
+Neighbour = tuple[str, float]
+
+
+@dataclass(frozen=True)
+class FaceBatch:
+    """A slice of the stored faces as :meth:`FaceIndex.scan` reads them, row ``i`` of each field
+    being one face: ``vectors`` is (n, dim) float32, unit rows; ``persons`` and ``clusters`` are
+    the stored labels, None where unset."""
+
+    face_ids: tuple[str, ...]
+    vectors: np.ndarray
+    persons: tuple[str | None, ...]
+    clusters: tuple[str | None, ...]
+
+
+def query_matrix(model: EmbedderInfo, vectors: np.ndarray) -> np.ndarray:
+    """Queries as an (n, dim) float32 matrix.
+
+    Raises:
+        DimensionMismatchError: they have another dimension than the index's model.
+    """
+    queries = np.asarray(vectors, dtype=np.float32)
+    if queries.ndim != 2 or queries.shape[1] != model.dim:
+        raise DimensionMismatchError(
+            f"query vectors of shape {queries.shape} given, the {model.key} index holds {model.dim}-d vectors"
+        )
+    return queries
 
 
 def check_collapse(collapse: str | None) -> None:
@@ -104,6 +135,18 @@ class FaceIndex(Protocol):
 
     def labels(self) -> dict[str, str]:
         """The person label of every face that has one, by face id."""
+
+    def scan(self, batch_size: int = 10_000) -> Iterator[FaceBatch]:
+        """Every stored face once, with its vector and labels, in batches of at most ``batch_size``
+        (in no stated order)."""
+
+    def neighbours(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
+        """For each row of ``vectors`` ((n, dim), unit rows), its ``k`` nearest stored faces, best
+        first: the batched form of an unfiltered :meth:`search`, for jobs that query every face."""
+
+    def set_clusters(self, assignments: Mapping[str, str | None]) -> int:
+        """Set the ``cluster`` of faces by face id (None: grouped with no one), leaving every other
+        field as it is; faces not stored are passed over. Returns how many faces were updated."""
 
     def faces_of_source(self, source: str) -> list[FaceRecord]:
         """Every stored face of one file, ordered by ``face_no``."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,7 +30,17 @@ from ..config import IndexSettings
 from ..errors import IndexUnavailableError
 from ..ids import source_id
 from ..types import BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
-from .base import COLLAPSE_GROWTH, check_calibration, check_collapse, check_facet_field, query_vector, storable
+from .base import (
+    COLLAPSE_GROWTH,
+    FaceBatch,
+    Neighbour,
+    check_calibration,
+    check_collapse,
+    check_facet_field,
+    query_matrix,
+    query_vector,
+    storable,
+)
 from .elastic_client import bulk_reason, create_client, talking
 from .elastic_layout import check_dims, create_missing, drop_all
 from .mapping import (
@@ -48,11 +58,14 @@ from .mapping import (
 )
 from .queries import (
     MAX_KNN,
+    cluster_updates,
     cosine_from_score,
     count_body,
     facets_body,
     knn_search_body,
     labelled_faces_body,
+    neighbours_searches,
+    scan_body,
     source_faces_body,
 )
 
@@ -65,6 +78,8 @@ BULK_MAX_BACKOFF_S = 30.0
 
 #: Faces per page when listing one file's faces; file ids per mget request.
 PAGE_SIZE = 1000
+#: kNN searches per msearch request in :meth:`ElasticFaceIndex.neighbours`.
+SEARCHES_PER_REQUEST = 100
 
 
 class ElasticFaceIndex:
@@ -139,19 +154,8 @@ class ElasticFaceIndex:
             actions.append({"_index": self.names.faces_alias, "_id": face.face_id, "_source": face_document(face)})
         indexed = 0
         with self._talking(f"indexing faces into {self.names.faces_alias}"):
-            for ok, item in helpers.streaming_bulk(
-                self._client,
-                actions,
-                raise_on_error=False,
-                # A whole chunk refused (a 5xx, say) is reported per face; 401/403 are raised below.
-                raise_on_exception=False,
-                max_retries=BULK_MAX_RETRIES,
-                initial_backoff=BULK_INITIAL_BACKOFF_S,
-                max_backoff=BULK_MAX_BACKOFF_S,
-                # Never let a write auto-create a dynamically mapped index where the alias should be.
-                require_alias=True,
-                refresh=self.refresh_on_write,
-            ):
+            # A whole chunk refused (a 5xx, say) is reported per face; 401/403 are raised below.
+            for ok, item in self._bulk(actions, raise_on_exception=False):
                 info = next(iter(item.values()))
                 if ok:
                     indexed += 1
@@ -168,6 +172,21 @@ class ElasticFaceIndex:
                 failed[0][1],
             )
         return BulkResult(indexed=indexed, failed=tuple(failed))
+
+    def _bulk(self, actions, **options):
+        """``helpers.streaming_bulk`` of these actions, errors reported per action, 429s retried."""
+        return helpers.streaming_bulk(
+            self._client,
+            actions,
+            raise_on_error=False,
+            max_retries=BULK_MAX_RETRIES,
+            initial_backoff=BULK_INITIAL_BACKOFF_S,
+            max_backoff=BULK_MAX_BACKOFF_S,
+            # Never let a write auto-create a dynamically mapped index where the alias should be.
+            require_alias=True,
+            refresh=self.refresh_on_write,
+            **options,
+        )
 
     def search(
         self,
@@ -248,6 +267,69 @@ class ElasticFaceIndex:
                 if len(hits) < PAGE_SIZE:
                     return labels
                 search_after = hits[-1]["sort"]
+
+    def scan(self, batch_size: int = 10_000) -> Iterator[FaceBatch]:
+        """See :meth:`FaceIndex.scan`: pages in face id order (``search_after``), so faces written
+        meanwhile may or may not be seen."""
+        self.ensure()
+        search_after = None
+        size = min(batch_size, MAX_KNN)
+        while True:
+            with self._talking(f"reading the faces of {self.names.faces_alias}"):
+                body = scan_body(size, search_after)
+                hits = self._client.search(index=self.names.faces_alias, body=body)["hits"]["hits"]
+            if hits:
+                yield FaceBatch(
+                    tuple(hit["_id"] for hit in hits),
+                    np.stack([embedding_from_document(hit["_id"], hit["_source"]) for hit in hits]),
+                    tuple(hit["_source"].get("person") for hit in hits),
+                    tuple(hit["_source"].get("cluster") for hit in hits),
+                )
+            if len(hits) < size:
+                return
+            search_after = hits[-1]["sort"]
+
+    def neighbours(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
+        queries = query_matrix(self.model, vectors)
+        self.ensure()
+        found: list[list[Neighbour]] = []
+        with self._talking(f"searching {self.names.faces_alias}"):
+            for start in range(0, len(queries), SEARCHES_PER_REQUEST):
+                chunk = queries[start : start + SEARCHES_PER_REQUEST]
+                response = self._client.msearch(index=self.names.faces_alias, searches=neighbours_searches(chunk, k))
+                for answer in response["responses"]:
+                    if "error" in answer:
+                        raise IndexUnavailableError(
+                            f"Elasticsearch refused a kNN search of {self.names.faces_alias}: {answer['error']}"
+                        )
+                    hits = answer["hits"]["hits"]
+                    found.append([(hit["_id"], cosine_from_score(hit["_score"])) for hit in hits])
+        return found
+
+    def set_clusters(self, assignments: Mapping[str, str | None]) -> int:
+        """See :meth:`FaceIndex.set_clusters`.
+
+        Raises:
+            IndexUnavailableError: Elasticsearch refused an update for another reason than the face
+                being gone (the first such reason given).
+        """
+        if not assignments:
+            return 0
+        self.ensure()
+        updated, refused = 0, []
+        with self._talking(f"grouping the faces of {self.names.faces_alias}"):
+            for ok, item in self._bulk(cluster_updates(self.names.faces_alias, assignments)):
+                info = next(iter(item.values()))
+                if ok:
+                    updated += 1
+                elif info.get("status") != 404:
+                    refused.append(bulk_reason(info))
+        if refused:
+            raise IndexUnavailableError(
+                f"Elasticsearch refused {len(refused)} of {len(assignments)} cluster updates in "
+                f"{self.names.faces_alias}: {refused[0]}"
+            )
+        return updated
 
     def delete_source(self, source: str) -> int:
         self.ensure()

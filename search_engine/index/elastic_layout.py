@@ -18,6 +18,7 @@ from .mapping import (
     index_settings,
     index_template,
     knows_exclude_source_vectors,
+    missing_properties,
     sources_mapping,
 )
 
@@ -67,14 +68,16 @@ def _create(client: Elasticsearch, alias: str, template: str, index: str, mappin
 
 
 def check_dims(client: Elasticsearch, names: IndexNames, model: EmbedderInfo) -> None:
-    """Refuse a faces index that holds vectors of another size than the model's.
+    """Refuse a faces index that holds vectors of another size than the model's, and add the face
+    fields an index made by an older version lacks.
 
     Raises:
         DimensionMismatchError: naming the index, what it holds and what to do.
     """
     alias = names.faces_alias
     for index, body in client.indices.get_mapping(index=alias).body.items():
-        dims = embedding_dims(body.get("mappings", {}))
+        mappings = body.get("mappings", {})
+        dims = embedding_dims(mappings)
         if dims != model.dim:
             held = f"{dims}-d vectors" if dims is not None else "no dense_vector 'embedding' field"
             raise DimensionMismatchError(
@@ -82,6 +85,10 @@ def check_dims(client: Elasticsearch, names: IndexNames, model: EmbedderInfo) ->
                 f"embedder makes {model.dim}-d ones; delete that index or choose another "
                 "FACESEARCH_ES_INDEX_PREFIX"
             )
+        missing = missing_properties(mappings, model.dim)
+        if missing:
+            log.info("adding fields %s to %s", sorted(missing), index)
+            client.indices.put_mapping(index=index, properties=missing)
 
 
 def drop_all(client: Elasticsearch, names: IndexNames) -> None:

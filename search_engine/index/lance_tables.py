@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ..types import Box, FaceRecord, Hit, SearchFilters, face_fields, hit_field_names
+from ..types import EQUALITY_FILTERS, Box, FaceRecord, Hit, SearchFilters, face_fields, hit_field_names
 
 _RECORD_FIELDS = tuple(f.name for f in face_fields())
 _HIT_FIELDS = hit_field_names()
@@ -64,7 +64,7 @@ def where_clause(filters: SearchFilters | None) -> str | None:
     if filters is None:
         return None
     parts = []
-    for column in ("person", "video", "media_type"):
+    for column in EQUALITY_FILTERS:
         value = getattr(filters, column)
         if value is not None:
             parts.append(f"{column} = {sql_literal(value)}")

@@ -113,6 +113,15 @@ def faces_mapping(dim: int, vector_index: str = DEFAULT_VECTOR_INDEX) -> dict[st
     return {"dynamic": "strict", "_meta": faces_meta(None), "properties": properties}
 
 
+def missing_properties(mappings: Mapping[str, Any], dim: int) -> dict[str, Any]:
+    """The face fields that one index's ``mappings`` (a ``get_mapping`` body) lacks, as mapping
+    properties: an index created by an older version gets them with ``put_mapping`` (adding a field
+    is the one change a strict mapping takes in place)."""
+    held = mappings.get("properties", {})
+    wanted = faces_mapping(dim)["properties"]
+    return {name: spec for name, spec in wanted.items() if name not in held}
+
+
 def faces_meta(calibration: Mapping[str, Any] | None) -> dict[str, Any]:
     """The faces mapping's whole ``_meta`` (an update replaces it all) with a calibration's
     :meth:`~search_engine.calibration.Calibration.to_dict`, or without one."""

@@ -9,12 +9,12 @@ by contrast, is compared with the raw similarity (the dot product itself), so a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..types import SearchFilters
+from ..types import EQUALITY_FILTERS, SearchFilters
 from .base import COLLAPSE_OVERSAMPLE, check_collapse, check_facet_field
 from .mapping import EMBEDDING_FIELD
 
@@ -26,8 +26,6 @@ MIN_CANDIDATES = 100
 
 #: Returned hits leave out the embedding: it is large and a hit does not carry it.
 HIT_SOURCE = {"excludes": [EMBEDDING_FIELD]}
-
-_TERM_FIELDS = ("person", "video", "media_type")
 
 
 def query_vector(vector: np.ndarray | Sequence[float]) -> list[float]:
@@ -49,13 +47,13 @@ def query_vector(vector: np.ndarray | Sequence[float]) -> list[float]:
 def filter_clauses(filters: SearchFilters | None) -> list[dict[str, Any]]:
     """Filter-context clauses for the equality and exclusion parts of ``filters`` (``min_score`` aside).
 
-    ``person``, ``video`` and ``media_type`` become ``term`` filters; ``exclude_sources`` becomes a
+    The :data:`~search_engine.types.EQUALITY_FILTERS` become ``term`` filters; ``exclude_sources`` becomes a
     ``bool.must_not`` over a ``terms`` query on ``source``.
     """
     if filters is None:
         return []
     clauses: list[dict[str, Any]] = [
-        {"term": {field: getattr(filters, field)}} for field in _TERM_FIELDS if getattr(filters, field) is not None
+        {"term": {field: getattr(filters, field)}} for field in EQUALITY_FILTERS if getattr(filters, field) is not None
     ]
     if filters.exclude_sources:
         clauses.append({"bool": {"must_not": [{"terms": {"source": list(filters.exclude_sources)}}]}})
@@ -159,6 +157,40 @@ def source_faces_body(source: str, size: int, search_after: list[Any] | None = N
     if search_after is not None:
         body["search_after"] = search_after
     return body
+
+
+def scan_body(size: int, search_after: list[Any] | None = None) -> dict[str, Any]:
+    """One page, in face id order, of every face with its embedding, person and cluster (the rest
+    of the document left out): what :meth:`~search_engine.index.base.FaceIndex.scan` reads."""
+    body: dict[str, Any] = {
+        "size": size,
+        "query": {"match_all": {}},
+        "_source": [EMBEDDING_FIELD, "person", "cluster"],
+        "sort": [{"face_id": {"order": "asc"}}],
+    }
+    if search_after is not None:
+        body["search_after"] = search_after
+    return body
+
+
+def neighbours_searches(vectors: np.ndarray, k: int) -> list[dict[str, Any]]:
+    """The ``msearch`` body (header and search alternating) asking the ``k`` faces nearest each
+    row of ``vectors``: unfiltered kNN searches whose hits carry only their ids and scores."""
+    searches: list[dict[str, Any]] = []
+    for vector in vectors:
+        body = knn_search_body(vector, k)
+        body["_source"] = False
+        searches.extend(({}, body))
+    return searches
+
+
+def cluster_updates(alias: str, assignments: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    """Bulk actions setting the ``cluster`` of faces by id, partial updates that leave every other
+    field as stored (None stores a null: the face has no cluster)."""
+    return [
+        {"_op_type": "update", "_index": alias, "_id": face_id, "doc": {"cluster": cluster}}
+        for face_id, cluster in assignments.items()
+    ]
 
 
 def labelled_faces_body(size: int, search_after: list[Any] | None = None) -> dict[str, Any]:
