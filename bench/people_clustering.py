@@ -5,7 +5,7 @@ fresh embedded index with the person labels taken off (the algorithm never sees 
 them three ways on the same kNN graph, the one the product asks its index for (each face's 32
 nearest, edges at the index's "same person" threshold):
 
-* **facesearch**: ``search_engine.people`` (label propagation, then centroid passes);
+* **facesearch**: ``search_engine.grouping`` (label propagation, then centroid passes);
 * **connected components** of the graph (scipy), the simplest grouping;
 * **Chinese whispers**, dlib's (``dlib.chinese_whispers``, unweighted as in dlib's own
   ``chinese_whispers_clustering``).
@@ -46,9 +46,11 @@ from tqdm import tqdm  # noqa: E402
 from ingest.local import index_locally  # noqa: E402
 from ingest.sources import collect_photos  # noqa: E402
 from search_engine.config import MODELS, Settings  # noqa: E402
+from search_engine.grouping import neighbourhoods  # noqa: E402
 from search_engine.index import FaceIndex, create_index  # noqa: E402
 from search_engine.indexing import source_name  # noqa: E402
-from search_engine.people import cluster_index, grouping_threshold, neighbourhoods  # noqa: E402
+from search_engine.people import cluster_index, grouping_threshold  # noqa: E402
+from search_engine.types import Grouping  # noqa: E402
 
 
 def scores(assigned: dict[str, str], truth: dict[str, str]) -> dict[str, float]:
@@ -91,7 +93,9 @@ def copy_unlabelled(source: FaceIndex, target: FaceIndex, sources: Sequence[str]
     """Every face of ``sources`` from one index into another, without person labels or clusters."""
     copied, pending = 0, []
     for number, name in enumerate(tqdm(sources, unit="file", desc="copying faces", dynamic_ncols=True), 1):
-        pending.extend(dataclasses.replace(f, person=None, cluster=None) for f in source.faces_of_source(name))
+        pending.extend(
+            dataclasses.replace(f, person=None, label=None, cluster=None) for f in source.faces_of_source(name)
+        )
         if number % 1000 == 0 or number == len(sources):
             copied += target.upsert(pending).indexed
             pending = []
@@ -153,7 +157,7 @@ def main() -> None:
     seconds = []
     for run in range(args.runs):
         if run:
-            whole.set_clusters(dict.fromkeys(stored_groups(whole)))
+            whole.set_people(dict.fromkeys(stored_groups(whole), Grouping(None, None)))
         report = cluster_index(whole, threshold, full=True)
         seconds.append(report.seconds)
     rows = {"facesearch": (scores(stored_groups(whole), truth), statistics.median(seconds))}

@@ -48,3 +48,11 @@ class IndexUnavailableError(FaceSearchError):
 
 class DimensionMismatchError(FaceSearchError):
     """An index holds vectors of another size than the embedder produces."""
+
+
+class NotFoundError(FaceSearchError):
+    """A request names a person or face the index does not hold."""
+
+
+class ConflictError(FaceSearchError):
+    """A request contradicts what is stored, such as a person's name another person has."""

@@ -246,6 +246,7 @@ def _records(entry: _Loaded, faces: list[EmbeddedFace], model: str) -> list[Face
             embedding=face.embedding,
             model=model,
             person=entry.item.person if n == subject else None,
+            label=entry.item.person if n == subject else None,
             media_type=PHOTO,
             image_width=width,
             image_height=height,

@@ -1,72 +1,54 @@
-"""People: every face of an index grouped into persons, or left alone.
+"""People: the faces of an index grouped into persons, named by humans, merged and split.
 
-How faces are grouped (``bench/people_clustering.py`` measures it against connected components and
-dlib's Chinese whispers on the same graph):
+Each face stores the id of its person (``cluster``, None while it is grouped with no one) and the
+name it goes by (``person``, what filters, facets and Kibana see). The clustering job
+(:func:`cluster_index`) groups the faces where a search would call them the same person, by
+:mod:`search_engine.grouping`.
 
-1. **A kNN graph through the index.** Each face examined asks the index for its nearest faces; an
-   edge joins two faces whose similarity reaches the *threshold*: the calibrated "same person"
-   verdict of a search of this index (:mod:`search_engine.calibration`), so two faces are grouped
-   only where a search would call them the same person.
-2. **Label propagation** (Raghavan et al., igraph's, edges weighted by similarity): each face
-   takes the label that weighs most among its neighbours', so a thin chain of single edges
-   between two people does not join them, where connected components would.
-3. **Centroid passes.** A face moves to a neighbouring group whose centroid (normalised mean vector)
-   is closer to it than its own group's without it, and at least the threshold; two neighbouring
-   groups whose centroids are at least the threshold apart merge, most similar first. A centroid
-   stands for a person better than any one face of them, which joins the profile and the
-   frontal halves of one person. Candidates come from the kNN lists, so the cost is linear in faces.
-4. A group of one face is no one: a stranger seen once stays alone (``cluster`` None).
+**Human decisions win, and are data.** What people decide is stored apart from the faces, keyed
+by person id (:class:`~search_engine.types.PersonRecord`: name, hidden, cover) and by face id
+(:class:`~search_engine.types.FaceDecision`: the person a human put a face in, the people they
+took it out of), so re-indexing a photo, whose faces keep their deterministic ids, keeps them.
+They bind the job:
 
-**Human decisions win.** A face whose ``person`` a human gave (a folder label, ``--person``) is
-pinned to the person of that name (:func:`~search_engine.ids.labelled_person_id`): it never moves,
-and groups of two different names never merge.
+* a face a human put in a person is *pinned*: it never moves, and two people holding pinned
+  faces are never merged. Moving a face pins it; naming, merging, splitting, hiding a person or
+  choosing their cover pins the faces they hold then (a human has looked at them), so a person
+  a human acted on is found again, whole, after the photos are re-indexed;
+* a face's label from indexing (``--person``, ``--person-from-folder``) pins it to the person of
+  that name (:func:`~search_engine.ids.labelled_person_id`), unless a human moved it since;
+* a face a human took out of a person never joins that person again;
+* a person's name is what every face of theirs goes by, those that join later included.
 
 **Incremental by default.** The faces already grouped keep their person; only the faces grouped
 with no one (new ones, and those left alone before) are examined, and they join existing people
-or form new ones. ``full=True`` examines every face again; groups keep the id most of their faces
-had, so a person keeps their id through a full run.
+or form new ones. ``full=True`` examines every face again; a group keeps the id most of its faces
+had, so a person keeps their id, their name and their decisions through a full run.
 """
 
 from __future__ import annotations
 
-import random
+import dataclasses
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .calibration import calibration_for, verdicts
 from .config import SearchSettings
-from .errors import ConfigError
+from .errors import ConfigError, ConflictError, InvalidRequestError, NotFoundError
+from .grouping import NEIGHBOURS, group_faces, neighbourhoods
 from .ids import grouped_person_id, labelled_person_id
 from .index.base import FaceIndex
-
-#: Nearest faces each examined face asks the index for: more than any one person usually has
-#: in a crowd of similar faces, few enough that the graph stays linear in faces.
-NEIGHBOURS = 32
-
-#: Centroid passes are repeated until nothing changes, at most this often.
-MAX_PASSES = 5
-
-
-@dataclass(frozen=True)
-class Neighbourhoods:
-    """The kNN lists of the examined faces: ``faces[r]`` is the position of the face of row ``r``;
-    ``nearest[r]`` (positions, -1 past the end of a short list) and ``scores[r]`` (cosine
-    similarities) are its nearest other faces, best first. Positions index the grouping's faces."""
-
-    faces: np.ndarray
-    nearest: np.ndarray
-    scores: np.ndarray
+from .types import FaceDecision, Grouping, PersonRecord, SearchFilters
 
 
 @dataclass(frozen=True)
 class ClusterReport:
     """What one clustering run did: ``faces`` stored, ``examined`` of them; ``people`` with at least
     one face afterwards, ``grouped`` faces in one, ``alone`` faces in none; ``changed`` faces whose
-    person changed; the similarity ``threshold`` of an edge; ``seconds`` of wall time."""
+    person or name changed; the similarity ``threshold`` of an edge; ``seconds`` of wall time."""
 
     faces: int
     examined: int
@@ -79,248 +61,81 @@ class ClusterReport:
     seconds: float
 
     def to_dict(self) -> dict:
-        return {
-            "faces": self.faces,
-            "examined": self.examined,
-            "people": self.people,
-            "grouped": self.grouped,
-            "alone": self.alone,
-            "changed": self.changed,
-            "threshold": round(self.threshold, 4),
-            "full": self.full,
-            "seconds": round(self.seconds, 1),
-        }
+        return dataclasses.asdict(self) | {"threshold": round(self.threshold, 4), "seconds": round(self.seconds, 1)}
 
 
 @dataclass(frozen=True)
 class Person:
-    """One person of the index: ``person_id`` (the faces' ``cluster``), the ``name`` most of their
-    faces carry as ``person`` (None when none does), and their ``face_ids`` in order."""
+    """One person of the index: ``person_id`` (their faces' ``cluster``), the ``name`` their faces
+    go by (None: unnamed), their ``face_ids`` in order, whether a human ``hidden`` them, and the
+    ``cover_face_id`` that shows them (a human's choice, else the face nearest their mean face)."""
 
     person_id: str
     name: str | None
     face_ids: tuple[str, ...]
+    hidden: bool
+    cover_face_id: str
 
     @property
     def face_count(self) -> int:
         return len(self.face_ids)
 
     def to_dict(self) -> dict:
-        return {"id": self.person_id, "name": self.name, "face_count": self.face_count, "face_ids": list(self.face_ids)}
+        return {
+            "id": self.person_id,
+            "name": self.name,
+            "face_count": self.face_count,
+            "face_ids": list(self.face_ids),
+            "hidden": self.hidden,
+            "cover_face_id": self.cover_face_id,
+        }
 
 
-def list_people(index: FaceIndex) -> list[Person]:
-    """Every person of the index, the most faces first (ties by id)."""
-    faces: dict[str, list[str]] = {}
-    names: dict[str, Counter] = {}
-    for batch in index.scan():
-        for face_id, person, cluster in zip(batch.face_ids, batch.persons, batch.clusters):
-            if cluster is not None:
-                faces.setdefault(cluster, []).append(face_id)
-                if person is not None:
-                    names.setdefault(cluster, Counter())[person] += 1
-    people = [
-        Person(cluster, names[cluster].most_common(1)[0][0] if cluster in names else None, tuple(sorted(ids)))
-        for cluster, ids in faces.items()
-    ]
-    return sorted(people, key=lambda p: (-p.face_count, p.person_id))
+@dataclass
+class _Faces:
+    """The faces of an index as scanned, row ``i`` of each list being one face."""
+
+    face_ids: list[str]
+    vectors: np.ndarray
+    persons: list[str | None]
+    labels: list[str | None]
+    clusters: list[str | None]
 
 
-def group_faces(
-    face_ids: Sequence[str],
-    vectors: np.ndarray,
-    current: Sequence[str | None],
-    pinned: Sequence[str | None],
-    examined: np.ndarray,
-    neighbourhoods: Neighbourhoods,
-    threshold: float,
-    seed: int = 0,
-) -> list[str | None]:
-    """The person id of every face, or None for a face grouped with no one.
-
-    Args:
-        face_ids: every face's id; ``vectors`` (n, dim) their unit vectors, in the same order.
-        current: each face's person now (None: none).
-        pinned: the person a human put each face in, or None; a pinned face never moves.
-        examined: (n,) bool, the faces grouped again; the others keep ``current`` (which must be
-            set for them) and draw the examined ones in.
-        neighbourhoods: the kNN lists of the examined faces.
-        threshold: the cosine similarity an edge, a move or a merge needs.
-        seed: of label propagation's random visiting order; the same inputs give the same groups.
-    """
-    n = len(face_ids)
-    fixed_id: list[str | None] = [
-        p if p is not None else (None if examined[i] else current[i]) for i, p in enumerate(pinned)
-    ]
-    if any(fixed is None and not examined[i] for i, fixed in enumerate(fixed_id)):
-        raise ValueError("a face that is not examined must have a person")
-    groups = _propagate(n, fixed_id, neighbourhoods, threshold, seed)
-    groups = _centroid_passes(groups, vectors, fixed_id, examined, neighbourhoods, threshold)
-    return _name_groups(groups, face_ids, current, fixed_id, examined)
+def _read(index: FaceIndex, filters: SearchFilters | None = None) -> _Faces:
+    faces = _Faces([], np.zeros((0, index.model.dim), dtype=np.float32), [], [], [])
+    chunks = []
+    for batch in index.scan(filters=filters):
+        faces.face_ids.extend(batch.face_ids)
+        faces.persons.extend(batch.persons)
+        faces.labels.extend(batch.labels)
+        faces.clusters.extend(batch.clusters)
+        chunks.append(batch.vectors)
+    if chunks:
+        faces.vectors = np.concatenate(chunks)
+    return faces
 
 
-def _propagate(n: int, fixed_id: list[str | None], hoods: Neighbourhoods, threshold: float, seed: int) -> np.ndarray:
-    """Label propagation over the edges at or above ``threshold``: (n,) group numbers, the faces
-    of one fixed id in one group and two fixed ids never in one."""
-    import igraph
-
-    rows = np.repeat(hoods.faces, hoods.nearest.shape[1])
-    cols = hoods.nearest.reshape(-1)
-    weights = hoods.scores.reshape(-1)
-    keep = (cols >= 0) & (weights >= threshold) & (rows != cols)
-    low, high = np.minimum(rows, cols)[keep], np.maximum(rows, cols)[keep]
-    _, first = np.unique(low.astype(np.int64) * n + high, return_index=True)
-    graph = igraph.Graph(n=n, edges=np.stack([low[first], high[first]], axis=1).tolist())
-    # Every face starts with a label of its own, those of one fixed id with that id's label; labels
-    # must lie in [0, n), and there are no more of them than faces.
-    label_of: dict[str, int] = {}
-    initial = [label_of.setdefault(fixed, len(label_of)) if fixed is not None else -1 for fixed in fixed_id]
-    free = len(label_of)
-    for i, label in enumerate(initial):
-        if label < 0:
-            initial[i], free = free, free + 1
-    previous = random.getstate()
-    random.seed(seed)
-    try:
-        # igraph draws its random numbers from Python's random module.
-        membership = graph.community_label_propagation(
-            weights=weights[keep][first].tolist(), initial=initial, fixed=[f is not None for f in fixed_id]
-        ).membership
-    finally:
-        random.setstate(previous)
-    return np.asarray(membership, dtype=np.int64)
+def names_of_people(records: Mapping[str, PersonRecord], labels: Iterable[str | None]) -> dict[str, str]:
+    """The name of each person that has one: the name a human gave them, else the label a
+    labelled person stands for."""
+    names = {labelled_person_id(label): label for label in labels if label is not None}
+    names.update((person_id, record.name) for person_id, record in records.items() if record.name)
+    return names
 
 
-def _centroid_passes(
-    groups: np.ndarray,
-    vectors: np.ndarray,
-    fixed_id: list[str | None],
-    examined: np.ndarray,
-    hoods: Neighbourhoods,
-    threshold: float,
-) -> np.ndarray:
-    movable = examined & np.array([fixed is None for fixed in fixed_id], dtype=bool)
-    _, groups = np.unique(groups, return_inverse=True)
-    for _ in range(MAX_PASSES):
-        changed = _merges(_moves(groups, vectors, movable, hoods, threshold), vectors, fixed_id, hoods, threshold)
-        _, changed = np.unique(changed, return_inverse=True)
-        if np.array_equal(changed, groups):
-            break
-        groups = changed
-    return groups
-
-
-def _sums(groups: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """The sum of the vectors of each group, numbered 0 to max with none missing."""
-    order = np.argsort(groups, kind="stable")
-    ordered = groups[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    return np.add.reduceat(vectors[order].astype(np.float64), starts, axis=0)
-
-
-def _unit(rows: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return (rows / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-
-
-#: Examined faces whose candidate groups are scored at once (bounds the (rows, k, dim) block).
-_MOVE_BATCH = 1024
-
-
-def _moves(
-    groups: np.ndarray, vectors: np.ndarray, movable: np.ndarray, hoods: Neighbourhoods, threshold: float
-) -> np.ndarray:
-    """Each movable face in the neighbouring group whose centroid is most similar to it, where
-    that reaches ``threshold`` and beats its own group's centroid without it."""
-    sums = _sums(groups, vectors)
-    centroids = _unit(sums)
-    moved = groups.copy()
-    rows = np.flatnonzero(movable[hoods.faces])
-    for start in range(0, rows.size, _MOVE_BATCH):
-        chunk = rows[start : start + _MOVE_BATCH]
-        faces, near = hoods.faces[chunk], hoods.nearest[chunk]
-        candidates = np.where(near >= 0, groups[np.maximum(near, 0)], -1)
-        similarity = np.einsum("rkd,rd->rk", centroids[np.maximum(candidates, 0)], vectors[faces])
-        similarity[(candidates < 0) | (candidates == groups[faces][:, None])] = -np.inf
-        best = similarity.argmax(axis=1)
-        best_score = similarity[np.arange(chunk.size), best]
-        rest = sums[groups[faces]] - vectors[faces]
-        # A face alone in its group has no group without it to stay with.
-        alone = np.linalg.norm(rest, axis=1) < 1e-6
-        own_score = np.where(alone, -np.inf, np.einsum("rd,rd->r", _unit(rest), vectors[faces]))
-        move = (best_score >= threshold) & (best_score > own_score)
-        moved[faces[move]] = candidates[np.arange(chunk.size), best][move]
-    return moved
-
-
-def _merges(
-    groups: np.ndarray, vectors: np.ndarray, fixed_id: list[str | None], hoods: Neighbourhoods, threshold: float
-) -> np.ndarray:
-    """Neighbouring groups whose centroids reach ``threshold``, merged most similar first, never
-    joining two groups of different fixed ids (two names, or two people who are not examined)."""
-    _, groups = np.unique(groups, return_inverse=True)
-    centroids = _unit(_sums(groups, vectors))
-    near = hoods.nearest
-    left = np.repeat(groups[hoods.faces], near.shape[1])[near.reshape(-1) >= 0]
-    right = groups[near[near >= 0]]
-    count = int(groups.max()) + 1
-    keys = np.unique(np.minimum(left, right) * count + np.maximum(left, right))
-    pairs = np.stack([keys // count, keys % count], axis=1)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    similarity = np.einsum("pd,pd->p", centroids[pairs[:, 0]], centroids[pairs[:, 1]])
-    order = np.argsort(-similarity, kind="stable")
-    order = order[similarity[order] >= threshold]
-    if order.size == 0:
-        return groups
-    owner = {int(groups[face]): fixed for face, fixed in enumerate(fixed_id) if fixed is not None}
-    root = list(range(int(groups.max()) + 1))
-
-    def find(group: int) -> int:
-        while root[group] != group:
-            root[group] = root[root[group]]
-            group = root[group]
-        return group
-
-    for a, b in pairs[order].tolist():
-        ra, rb = find(a), find(b)
-        if ra == rb or (ra in owner and rb in owner):
-            continue
-        root[rb] = ra
-        if rb in owner:
-            owner[ra] = owner[rb]
-    return np.array([find(g) for g in range(len(root))])[groups]
-
-
-def _name_groups(
-    groups: np.ndarray,
-    face_ids: Sequence[str],
-    current: Sequence[str | None],
-    fixed_id: list[str | None],
-    examined: np.ndarray,
-) -> list[str | None]:
-    """A person id per group: its fixed id; else the id most of its faces had, unless a larger
-    group has it; else a new one. A group of one face without a fixed id is no one."""
-    members: dict[int, list[int]] = {}
-    for face, group in enumerate(groups.tolist()):
-        members.setdefault(group, []).append(face)
-    names: dict[int, str | None] = {}
-    taken: set[str] = set()
-    for group, faces in members.items():
-        fixed = next((fixed_id[f] for f in faces if fixed_id[f] is not None), None)
-        if fixed is not None:
-            names[group] = fixed
-            taken.add(fixed)
-    for group, faces in sorted(members.items(), key=lambda item: -len(item[1])):
-        if group in names:
-            continue
-        if len(faces) == 1:
-            names[group] = None
-            continue
-        held = Counter(current[f] for f in faces if current[f] is not None)
-        name = next((person for person, _ in held.most_common() if person not in taken), None)
-        names[group] = name if name is not None else grouped_person_id(min(face_ids[f] for f in faces))
-        taken.add(names[group])
-    return [names[group] for group in groups.tolist()]
+def _pins(faces: _Faces, decisions: Mapping[str, FaceDecision]) -> list[str | None]:
+    """The person a human put each face in: by a decision, else by its label; else None."""
+    pins = []
+    for face_id, label in zip(faces.face_ids, faces.labels):
+        decision = decisions.get(face_id)
+        if decision is not None and decision.person_id is not None:
+            pins.append(decision.person_id)
+        elif label is not None and not (decision and labelled_person_id(label) in decision.not_person):
+            pins.append(labelled_person_id(label))
+        else:
+            pins.append(None)
+    return pins
 
 
 def grouping_threshold(search: SearchSettings, index: FaceIndex) -> float:
@@ -346,39 +161,40 @@ def cluster_index(
     neighbours: int = NEIGHBOURS,
     progress: Callable[[int], None] | None = None,
 ) -> ClusterReport:
-    """Group the faces of ``index`` into people and store each face's person (``cluster``).
+    """Group the faces of ``index`` into people and store each face's person and name.
 
     Args:
         threshold: the cosine similarity that joins two faces, the index's "same person" verdict
-            threshold (see the module's docstring).
+            threshold (:func:`grouping_threshold`).
         full: examine every face again, not only those grouped with no one.
         neighbours: nearest faces asked for per examined face.
         progress: called with the number of faces just examined, as kNN batches complete.
     """
     started = time.perf_counter()
-    face_ids: list[str] = []
-    chunks, persons, current = [], [], []
-    for batch in index.scan():
-        face_ids.extend(batch.face_ids)
-        chunks.append(batch.vectors)
-        persons.extend(batch.persons)
-        current.extend(batch.clusters)
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, index.model.dim), dtype=np.float32)
-    pinned = [labelled_person_id(person) if person is not None else None for person in persons]
-    examined = np.array([full or c is None or (p is not None and c != p) for c, p in zip(current, pinned)], dtype=bool)
-    hoods = neighbourhoods(index, face_ids, vectors, examined, neighbours, progress)
-    assigned = group_faces(face_ids, vectors, current, pinned, examined, hoods, threshold)
-    changes = {f: a for f, a, c in zip(face_ids, assigned, current) if a != c}
-    if changes:
-        index.set_clusters(changes)
-        index.refresh()
-    people = {a for a in assigned if a is not None}
+    faces = _read(index)
+    decisions = index.get_decisions()
+    pinned = _pins(faces, decisions)
+    examined = np.array(
+        [full or c is None or (p is not None and c != p) for c, p in zip(faces.clusters, pinned)], dtype=bool
+    )
+    hoods = neighbourhoods(index, faces.face_ids, faces.vectors, examined, neighbours, progress)
+    rejected = [frozenset(decisions[f].not_person) if f in decisions else frozenset() for f in faces.face_ids]
+    assigned = group_faces(
+        faces.face_ids, faces.vectors, faces.clusters, pinned, examined, hoods, threshold, rejected=rejected
+    )
+    names = names_of_people(index.get_people(), faces.labels)
+    changes = {}
+    for face_id, person_id, cluster, person in zip(faces.face_ids, assigned, faces.clusters, faces.persons):
+        grouping = Grouping(person_id, names.get(person_id) if person_id is not None else None)
+        if (grouping.cluster, grouping.person) != (cluster, person):
+            changes[face_id] = grouping
+    _store(index, changes)
     alone = sum(a is None for a in assigned)
     return ClusterReport(
-        faces=len(face_ids),
+        faces=len(faces.face_ids),
         examined=int(examined.sum()),
-        people=len(people),
-        grouped=len(face_ids) - alone,
+        people=len({a for a in assigned if a is not None}),
+        grouped=len(assigned) - alone,
         alone=alone,
         changed=len(changes),
         threshold=threshold,
@@ -387,31 +203,183 @@ def cluster_index(
     )
 
 
-#: Faces per kNN batch asked of the index.
-_KNN_BATCH = 1024
+def _store(index: FaceIndex, changes: Mapping[str, Grouping]) -> None:
+    if changes:
+        index.set_people(changes)
+        index.refresh()
 
 
-def neighbourhoods(
-    index: FaceIndex,
-    face_ids: Sequence[str],
-    vectors: np.ndarray,
-    examined: np.ndarray,
-    k: int,
-    progress: Callable[[int], None] | None,
-) -> Neighbourhoods:
-    """The ``k`` nearest other faces of each examined face, through the index's own kNN."""
-    position = {face_id: i for i, face_id in enumerate(face_ids)}
-    rows = np.flatnonzero(examined)
-    nearest = np.full((rows.size, k), -1, dtype=np.int64)
-    scores = np.full((rows.size, k), -np.inf, dtype=np.float32)
-    for start in range(0, rows.size, _KNN_BATCH):
-        chunk = rows[start : start + _KNN_BATCH]
-        # One more than k: the face itself is usually its own nearest.
-        for r, found in zip(range(start, start + chunk.size), index.neighbours(vectors[chunk], k + 1)):
-            others = [(position[f], s) for f, s in found if f in position and position[f] != rows[r]][:k]
-            if others:
-                nearest[r, : len(others)] = [p for p, _ in others]
-                scores[r, : len(others)] = [s for _, s in others]
-        if progress is not None:
-            progress(chunk.size)
-    return Neighbourhoods(rows, nearest, scores)
+# --- reading people -----------------------------------------------------------------------------
+
+
+def list_people(index: FaceIndex, include_hidden: bool = False) -> list[Person]:
+    """Every person of the index (hidden ones only with ``include_hidden``), the most faces first
+    (ties by id)."""
+    faces = _read(index)
+    records = index.get_people()
+    people = _people(faces, records, names_of_people(records, faces.labels))
+    return [p for p in people if include_hidden or not p.hidden]
+
+
+def get_person(index: FaceIndex, person_id: str) -> Person:
+    """One person with all their faces.
+
+    Raises:
+        NotFoundError: no face belongs to ``person_id``.
+    """
+    faces = _read(index, SearchFilters(cluster=person_id))
+    if not faces.face_ids:
+        raise NotFoundError(f"no person {person_id!r} in the {index.model.key} index")
+    records = index.get_people()
+    return _people(faces, records, names_of_people(records, faces.labels))[0]
+
+
+def _people(faces: _Faces, records: Mapping[str, PersonRecord], names: Mapping[str, str]) -> list[Person]:
+    rows: dict[str, list[int]] = {}
+    for row, cluster in enumerate(faces.clusters):
+        if cluster is not None:
+            rows.setdefault(cluster, []).append(row)
+    people = []
+    for person_id, members in rows.items():
+        record = records.get(person_id, PersonRecord(person_id))
+        ids = [faces.face_ids[r] for r in members]
+        cover = record.cover_face_id if record.cover_face_id in ids else None
+        if cover is None:
+            vectors = faces.vectors[members]
+            cover = ids[int(np.argmax(vectors @ vectors.sum(axis=0)))]
+        people.append(Person(person_id, names.get(person_id), tuple(sorted(ids)), record.hidden, cover))
+    return sorted(people, key=lambda p: (-p.face_count, p.person_id))
+
+
+# --- human decisions ----------------------------------------------------------------------------
+
+
+def name_person(index: FaceIndex, person_id: str, name: str | None) -> Person:
+    """Give a person a name (None or blank: take it away); every face of theirs goes by it, those
+    that join later included. Naming pins the faces they hold now.
+
+    Raises:
+        NotFoundError: no such person.
+        ConflictError: another person has that name (merge them instead).
+    """
+    person = get_person(index, person_id)
+    name = (name or "").strip() or None
+    if name is not None:
+        holders = _read(index, SearchFilters(person=name)).clusters
+        # A labelled face not grouped yet belongs to the person of its label.
+        others = {c if c is not None else labelled_person_id(name) for c in holders} - {person_id}
+        if others:
+            raise ConflictError(f"{name!r} is the name of person {min(others)}; merge the two people instead")
+    record = index.get_people().get(person_id, PersonRecord(person_id))
+    index.put_people([dataclasses.replace(record, name=name)])
+    if name is not None:
+        _decide(index, person.face_ids, person_id)
+    else:
+        name = names_of_people({}, _read(index, SearchFilters(cluster=person_id)).labels).get(person_id)
+    _place(index, person.face_ids, person_id, name)
+    return get_person(index, person_id)
+
+
+def merge_people(index: FaceIndex, into: str, others: Sequence[str]) -> Person:
+    """Make one person of several: every face of ``others`` joins ``into``, and all their faces are
+    pinned there (a human judged them one person). ``into`` keeps its name, or takes the first
+    name among ``others``.
+
+    Raises:
+        NotFoundError: one of them does not exist.
+        InvalidRequestError: nothing to merge.
+    """
+    others = [o for o in dict.fromkeys(others) if o != into]
+    if not others:
+        raise InvalidRequestError("name at least one other person to merge into this one")
+    target = get_person(index, into)
+    merged = [get_person(index, other) for other in others]
+    records = index.get_people()
+    name = target.name or next((m.name for m in merged if m.name), None)
+    updates = [dataclasses.replace(records.get(into, PersonRecord(into)), name=name)]
+    updates += [dataclasses.replace(records[m.person_id], name=None) for m in merged if m.person_id in records]
+    index.put_people(updates)
+    faces = [*target.face_ids, *(f for m in merged for f in m.face_ids)]
+    _decide(index, faces, into)
+    _place(index, faces, into, name)
+    return get_person(index, into)
+
+
+def split_person(index: FaceIndex, person_id: str, face_ids: Sequence[str]) -> Person:
+    """Take some faces out of a person into a new, unnamed person of their own. Both sides are
+    pinned, so the job never joins them again. Returns the new person.
+
+    Raises:
+        NotFoundError: no such person.
+        InvalidRequestError: a face is not theirs, or the split would take them all or none.
+    """
+    person = get_person(index, person_id)
+    leaving = list(dict.fromkeys(face_ids))
+    strangers = set(leaving) - set(person.face_ids)
+    if strangers:
+        raise InvalidRequestError(f"face {min(strangers)} is not one of person {person_id}'s faces")
+    if not leaving or len(leaving) == person.face_count:
+        raise InvalidRequestError("a split takes some of a person's faces, not none and not all")
+    new_id = grouped_person_id(f"{person_id}/{min(leaving)}")
+    _decide(index, [f for f in person.face_ids if f not in set(leaving)], person_id)
+    _decide(index, leaving, new_id, took_out_of=person_id)
+    _place(index, leaving, new_id, None)
+    return get_person(index, new_id)
+
+
+def move_face(index: FaceIndex, face_id: str, person_id: str | None) -> None:
+    """Put one face in another person, or (``person_id`` None) in no one: "not this person". Either
+    way it never joins the person it left again.
+
+    Raises:
+        NotFoundError: no such face or person.
+    """
+    face = index.get(face_id)
+    if face is None:
+        raise NotFoundError(f"no face {face_id!r} in the {index.model.key} index")
+    name = get_person(index, person_id).name if person_id is not None else None
+    _decide(index, [face_id], person_id, took_out_of=face.cluster if face.cluster != person_id else None)
+    _place(index, [face_id], person_id, name)
+
+
+def hide_person(index: FaceIndex, person_id: str, hidden: bool = True) -> None:
+    """Leave a person out of the people lists (or show them again); their faces stay searchable.
+
+    Raises:
+        NotFoundError: no such person.
+    """
+    _decide(index, get_person(index, person_id).face_ids, person_id)
+    record = index.get_people().get(person_id, PersonRecord(person_id))
+    index.put_people([dataclasses.replace(record, hidden=hidden)])
+
+
+def set_cover(index: FaceIndex, person_id: str, face_id: str) -> None:
+    """Show a person by this face of theirs.
+
+    Raises:
+        NotFoundError: no such person.
+        InvalidRequestError: the face is not theirs.
+    """
+    person = get_person(index, person_id)
+    if face_id not in person.face_ids:
+        raise InvalidRequestError(f"face {face_id} is not one of person {person_id}'s faces")
+    _decide(index, person.face_ids, person_id)
+    record = index.get_people().get(person_id, PersonRecord(person_id))
+    index.put_people([dataclasses.replace(record, cover_face_id=face_id)])
+
+
+def _decide(index: FaceIndex, face_ids: Sequence[str], person_id: str | None, took_out_of: str | None = None) -> None:
+    """Record that a human put these faces in ``person_id`` (None: in no one) and took them out of
+    ``took_out_of``; the people they were taken out of before stay refused."""
+    known = index.get_decisions()
+    decisions = []
+    for face_id in face_ids:
+        refused = set(known.get(face_id, FaceDecision(face_id)).not_person) | ({took_out_of} - {None})
+        refused.discard(person_id)
+        decisions.append(FaceDecision(face_id, person_id, tuple(sorted(refused))))
+    index.put_decisions(decisions)
+
+
+def _place(index: FaceIndex, face_ids: Sequence[str], person_id: str | None, name: str | None) -> None:
+    """Store these faces in ``person_id`` under the name they now go by."""
+    _store(index, dict.fromkeys(face_ids, Grouping(person_id, name if person_id is not None else None)))

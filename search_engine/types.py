@@ -118,6 +118,7 @@ class FaceRecord:
     embedding: np.ndarray = _stored("vector")
     model: str = _stored("keyword", on_hit=True)
     person: str | None = _stored("keyword", None, on_hit=True)
+    label: str | None = _stored("keyword", None)
     media_type: str = _stored("keyword", PHOTO, on_hit=True)
     video: str | None = _stored("keyword", None, on_hit=True)
     frame: int | None = _stored("integer", None, on_hit=True)
@@ -129,6 +130,11 @@ class FaceRecord:
     content_hash: str | None = _stored("keyword", None)
     indexed_at: str | None = _stored("date", None)
     cluster: str | None = _stored("keyword", None, on_hit=True)
+
+
+#: Face fields that a store written by an older version lacks and that start there as a copy of
+#: another field, by name: before labels had a field of their own, ``person`` held them.
+FILLED_FROM = {"label": "person"}
 
 
 def face_fields() -> tuple[dataclasses.Field, ...]:
@@ -231,6 +237,38 @@ class Hit:
             "cluster": self.cluster,
             "model": self.model,
         }
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Where one face belongs: the id of its person (``cluster``, None: no one) and the name it
+    goes by (``person``)."""
+
+    cluster: str | None
+    person: str | None
+
+
+@dataclass(frozen=True)
+class PersonRecord:
+    """What humans decided about one person (:mod:`search_engine.people`): the ``name`` they gave
+    (None: unnamed), whether they ``hidden`` the person from the people lists, and the face they
+    chose as the cover (None: the most typical face)."""
+
+    person_id: str
+    name: str | None = None
+    hidden: bool = False
+    cover_face_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FaceDecision:
+    """What humans decided about one face, kept apart from the face so a re-index keeps it:
+    ``person_id``, the person they put it in (None: none), and ``not_person``, the people they took
+    it out of, which it never joins again."""
+
+    face_id: str
+    person_id: str | None = None
+    not_person: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ def store_faces(index: EmbeddedFaceIndex, vectors, labels, offset: int = 0) -> N
                 v,
                 key,
                 person=label,
+                label=label,
             )
             for n, (v, label) in enumerate(zip(vectors, labels))
         ]

@@ -119,7 +119,7 @@ def test_search_finds_the_person_and_honours_filters(library, capsys, tmp_path, 
     assert [h["person"] for h in collapsed["hits"]] == ["Eileen_Collins", "Cameraman"]
 
 
-def test_people_cluster_groups_unlabelled_photos_into_their_people(library, capsys, tmp_path):
+def test_people_are_grouped_named_split_and_merged_from_the_cli(library, capsys, tmp_path, astronaut):
     data = ["--data-dir", str(tmp_path / "data")]
     main(["index", str(library / "Eileen_Collins"), str(library / "Cameraman"), "--quiet", *data])
     capsys.readouterr()
@@ -139,6 +139,29 @@ def test_people_cluster_groups_unlabelled_photos_into_their_people(library, caps
     assert sorted(map(sorted, folders)) == [["Cameraman"], ["Eileen_Collins"]]
     code, again = run_json(capsys, ["people", "cluster", *data])
     assert again["changed"] == 0 and again["examined"] == 0
+
+    eileen = next(p for p, f in zip(people, folders) if f == {"Eileen_Collins"})
+    other = next(p for p in people if p is not eileen)
+    code, named = run_json(capsys, ["people", "name", eileen["id"], "Eileen", *data])
+    assert (code, named["name"], named["face_count"]) == (0, "Eileen", 10)
+    query = tmp_path / "query.jpg"
+    save(variant(astronaut, 11), query)
+    code, found = run_json(capsys, ["search", str(query), "--k", "20", "--person", "Eileen", *data])
+    assert [h["person"] for h in found["hits"]] == ["Eileen"] * 10
+    assert {h["cluster"] for h in found["hits"]} == {eileen["id"]}
+    code, split = run_json(capsys, ["people", "split", eileen["id"], *eileen["face_ids"][:3], *data])
+    assert split["face_count"] == 3 and split["name"] is None
+    code, merged = run_json(capsys, ["people", "merge", eileen["id"], split["id"], *data])
+    assert merged["face_count"] == 10 and merged["name"] == "Eileen"
+    assert main(["people", "name", other["id"], "Eileen", *data]) == EXIT_ERROR
+    assert "merge the two people" in capsys.readouterr().err
+    code, moved = run_json(capsys, ["people", "move", eileen["face_ids"][0], "--out", *data])
+    assert moved == {"face_id": eileen["face_ids"][0], "person_id": None}
+    code, shown = run_json(capsys, ["people", "show", eileen["id"], *data])
+    assert shown["face_count"] == 9 and all(Path(f["source"]).parent.name == "Eileen_Collins" for f in shown["faces"])
+    code, again = run_json(capsys, ["people", "cluster", "--full", *data])
+    code, shown = run_json(capsys, ["people", "show", eileen["id"], *data])
+    assert shown["face_count"] == 9 and shown["name"] == "Eileen"
 
 
 def test_query_without_a_face_fails_clearly(tmp_path):

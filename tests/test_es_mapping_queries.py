@@ -24,6 +24,10 @@ from search_engine.index.mapping import (
     MAPPING_VERSION,
     TEMPLATE_PRIORITY,
     calibration_from_mappings,
+    copy_field_body,
+    decision_document,
+    decision_from_document,
+    decisions_mapping,
     embedding_dims,
     face_document,
     faces_mapping,
@@ -34,6 +38,9 @@ from search_engine.index.mapping import (
     index_template,
     knows_exclude_source_vectors,
     missing_properties,
+    people_mapping,
+    person_document,
+    person_from_document,
     record_from_document,
     source_document,
     source_record_from_document,
@@ -43,19 +50,30 @@ from search_engine.index.queries import (
     COLLAPSE_OVERSAMPLE,
     MAX_KNN,
     MIN_CANDIDATES,
-    cluster_updates,
     cosine_from_score,
     count_body,
+    every_document_body,
     facets_body,
     filter_clauses,
     knn_search_body,
     labelled_faces_body,
     neighbours_searches,
+    people_updates,
     query_vector,
     scan_body,
     source_faces_body,
 )
-from search_engine.types import FACET_FIELDS, Box, EmbedderInfo, FaceRecord, SearchFilters, SourceRecord
+from search_engine.types import (
+    FACET_FIELDS,
+    Box,
+    EmbedderInfo,
+    FaceDecision,
+    FaceRecord,
+    Grouping,
+    PersonRecord,
+    SearchFilters,
+    SourceRecord,
+)
 
 MODEL = EmbedderInfo("facenet", "vggface2", 512)
 
@@ -97,7 +115,9 @@ def test_names_are_a_versioned_index_behind_a_per_model_alias():
     assert names.faces_index == f"facesearch-faces-facenet-vggface2-v{MAPPING_VERSION}"
     assert names.sources_alias == "facesearch-sources-facenet-vggface2"
     assert names.sources_index == f"facesearch-sources-facenet-vggface2-v{MAPPING_VERSION}"
-    assert {names.faces_template, names.sources_template} == {names.faces_alias, names.sources_alias}
+    assert names.people_alias == "facesearch-people-facenet-vggface2"
+    assert names.index_of(names.decisions_alias) == f"facesearch-decisions-facenet-vggface2-v{MAPPING_VERSION}"
+    assert len(set(names.aliases)) == 4
 
 
 def test_names_are_lowercase_and_safe():
@@ -445,8 +465,8 @@ def test_the_calibration_lives_in_the_faces_mapping_meta():
 
 def test_labelled_faces_body_pages_by_face_id_and_reads_only_the_label():
     body = labelled_faces_body(1000)
-    assert body["query"] == {"bool": {"filter": [{"exists": {"field": "person"}}]}}
-    assert body["_source"] == ["person"] and body["sort"] == [{"face_id": {"order": "asc"}}]
+    assert body["query"] == {"bool": {"filter": [{"exists": {"field": "label"}}]}}
+    assert body["_source"] == ["label"] and body["sort"] == [{"face_id": {"order": "asc"}}]
     assert "search_after" not in body
     assert labelled_faces_body(10, ["abc"])["search_after"] == ["abc"]
 
@@ -454,9 +474,12 @@ def test_labelled_faces_body_pages_by_face_id_and_reads_only_the_label():
 def test_scan_body_pages_every_face_by_id_with_vector_and_labels_only():
     body = scan_body(500)
     assert body["query"] == {"match_all": {}} and body["size"] == 500
-    assert body["_source"] == [EMBEDDING_FIELD, "person", "cluster"]
+    assert body["_source"] == [EMBEDDING_FIELD, "person", "label", "cluster"]
     assert body["sort"] == [{"face_id": {"order": "asc"}}] and "search_after" not in body
     assert scan_body(10, ["abc"])["search_after"] == ["abc"]
+    assert scan_body(10, filters=SearchFilters(cluster="p1"))["query"] == {
+        "bool": {"filter": [{"term": {"cluster": "p1"}}]}
+    }
 
 
 def test_neighbours_searches_alternate_headers_and_unfiltered_knn_bodies_without_source():
@@ -469,12 +492,39 @@ def test_neighbours_searches_alternate_headers_and_unfiltered_knn_bodies_without
         assert body["knn"]["query_vector"] == pytest.approx(vector.tolist(), abs=1e-6)
 
 
-def test_cluster_updates_are_partial_updates_through_the_alias():
-    actions = cluster_updates("faces", {"a": "p1", "b": None})
+def test_people_updates_are_partial_updates_through_the_alias():
+    actions = people_updates("faces", {"a": Grouping("p1", "Ada"), "b": Grouping(None, None)})
     assert actions == [
-        {"_op_type": "update", "_index": "faces", "_id": "a", "doc": {"cluster": "p1"}},
-        {"_op_type": "update", "_index": "faces", "_id": "b", "doc": {"cluster": None}},
+        {"_op_type": "update", "_index": "faces", "_id": "a", "doc": {"cluster": "p1", "person": "Ada"}},
+        {"_op_type": "update", "_index": "faces", "_id": "b", "doc": {"cluster": None, "person": None}},
     ]
+
+
+def test_every_document_body_pages_by_its_key():
+    assert every_document_body("person_id", 100) == {
+        "size": 100,
+        "query": {"match_all": {}},
+        "sort": [{"person_id": {"order": "asc"}}],
+    }
+    assert every_document_body("face_id", 10, ["x"])["search_after"] == ["x"]
+
+
+def test_people_and_decisions_mappings_are_strict_and_round_trip():
+    assert people_mapping()["dynamic"] == decisions_mapping()["dynamic"] == "strict"
+    assert decisions_mapping()["properties"]["not_person"] == {"type": "keyword"}
+    record = PersonRecord("p1", "Ada", True, "f9")
+    assert set(person_document(record)) == set(people_mapping()["properties"])
+    assert person_from_document(person_document(record)) == record
+    assert person_from_document({"person_id": "p2"}) == PersonRecord("p2")
+    decision = FaceDecision("f1", None, ("p1", "p2"))
+    assert set(decision_document(decision)) == set(decisions_mapping()["properties"])
+    assert decision_from_document(decision_document(decision)) == decision
+
+
+def test_copying_a_field_only_touches_documents_that_have_it():
+    body = copy_field_body("person", "label")
+    assert body["query"] == {"bool": {"filter": [{"exists": {"field": "person"}}]}}
+    assert body["script"]["params"] == {"source": "person", "target": "label"}
 
 
 def test_missing_properties_are_the_face_fields_an_older_index_lacks():

@@ -12,7 +12,16 @@ from search_engine.calibration import Calibration
 from search_engine.config import Settings
 from search_engine.errors import DimensionMismatchError
 from search_engine.ids import face_id
-from search_engine.types import Box, EmbedderInfo, FaceRecord, SearchFilters, SourceRecord
+from search_engine.types import (
+    Box,
+    EmbedderInfo,
+    FaceDecision,
+    FaceRecord,
+    Grouping,
+    PersonRecord,
+    SearchFilters,
+    SourceRecord,
+)
 
 from .conftest import ES_ENV, ES_URL
 
@@ -69,6 +78,7 @@ def make_faces(n: int = 30, seed: int = 0) -> list[FaceRecord]:
                 embedding=unit(rng.normal(size=MODEL.dim)),
                 model=MODEL.key,
                 person=PEOPLE[i % 3],
+                label=PEOPLE[i % 3],
                 media_type="video" if is_video else "photo",
                 video=source.rsplit("/", 1)[1] if is_video else None,
                 frame=i if is_video else None,
@@ -249,6 +259,24 @@ def test_embedded_store_of_an_older_schema_gains_the_new_columns(tmp_path):
     index.close()
 
 
+def test_an_older_store_s_person_labels_become_its_labels(tmp_path):
+    import lancedb
+    import pyarrow as pa
+
+    from search_engine.index.embedded import EmbeddedFaceIndex
+    from search_engine.index.lance_tables import face_row, faces_schema
+
+    old = pa.schema([f for f in faces_schema(MODEL.dim) if f.name not in ("label", "cluster")])
+    faces = make_faces(9)
+    rows = [{k: v for k, v in face_row(f, f.embedding, "2026-01-01").items() if k in old.names} for f in faces]
+    table_name = EmbeddedFaceIndex(tmp_path, MODEL).faces_table_name
+    lancedb.connect(tmp_path).create_table(table_name, data=pa.Table.from_pylist(rows, schema=old))
+    index = EmbeddedFaceIndex(tmp_path, MODEL)
+    assert index.labels() == {f.face_id: f.person for f in faces if f.person is not None}
+    assert all(index.get(f.face_id).cluster is None for f in faces)
+    index.close()
+
+
 def test_cluster_credentials_reach_the_client_despite_the_environment_reset(monkeypatch, tmp_path):
     """``FACESEARCH_ES_USER``/``PASSWORD`` given to pytest are used (building a client does not connect)."""
     import tests.test_index_contract as contract
@@ -266,7 +294,7 @@ def test_cluster_credentials_reach_the_client_despite_the_environment_reset(monk
 
 
 def test_labels_list_every_labelled_face_and_only_those(index, filled):
-    assert index.labels() == {f.face_id: f.person for f in filled if f.person is not None}
+    assert index.labels() == {f.face_id: f.label for f in filled if f.label is not None}
 
 
 def test_a_calibration_is_stored_with_the_index_and_goes_with_it(kind, tmp_path):
@@ -285,9 +313,12 @@ def test_a_calibration_is_stored_with_the_index_and_goes_with_it(kind, tmp_path)
         store.put_calibration(None)
         assert store.get_calibration() is None
         store.put_calibration(calibration)
+        store.put_people([PersonRecord("p1", "Ada")])
+        store.put_decisions([FaceDecision("f1", "p1")])
         store.drop()
         store.ensure()
         assert store.get_calibration() is None
+        assert store.get_people() == {} and store.get_decisions() == {}
     finally:
         store.drop()
         store.close()
@@ -304,20 +335,22 @@ def test_a_hit_carries_the_face_fields_declared_for_hits_and_only_its_own_beside
     assert [name for name in hit if name not in computed] == list(hit_field_names())
 
 
-def test_scan_reads_every_face_once_with_its_vector_and_labels(index, filled):
+def test_scan_reads_every_face_once_with_its_vector_and_names(index, filled):
     batches = list(index.scan(batch_size=7))
     assert all(len(b.face_ids) <= 7 for b in batches)
     seen = {
-        fid: (vec, person, cluster)
+        fid: (vec, person, label, cluster)
         for b in batches
-        for fid, vec, person, cluster in zip(b.face_ids, b.vectors, b.persons, b.clusters)
+        for fid, vec, person, label, cluster in zip(b.face_ids, b.vectors, b.persons, b.labels, b.clusters)
     }
     assert sorted(seen) == sorted(f.face_id for f in filled)
     for face in filled:
-        vector, person, cluster = seen[face.face_id]
+        vector, person, label, cluster = seen[face.face_id]
         assert vector.dtype == np.float32 and vector.shape == (MODEL.dim,)
         np.testing.assert_allclose(vector, face.embedding, atol=1e-6)
-        assert person == face.person and cluster is None
+        assert (person, label, cluster) == (face.person, face.label, None)
+    grace = [fid for b in index.scan(filters=SearchFilters(person="Grace_Hopper")) for fid in b.face_ids]
+    assert sorted(grace) == sorted(f.face_id for f in filled if f.person == "Grace_Hopper")
 
 
 def test_neighbours_are_each_query_s_nearest_faces_best_first(index, filled):
@@ -333,22 +366,47 @@ def test_neighbours_are_each_query_s_nearest_faces_best_first(index, filled):
         index.neighbours(np.ones((2, MODEL.dim + 1), dtype=np.float32), k=3)
 
 
-def test_set_clusters_changes_that_field_alone_and_passes_over_unknown_faces(index, filled):
+def test_set_people_changes_those_fields_alone_and_passes_over_unknown_faces(index, filled):
     chosen = filled[:4]
-    updated = index.set_clusters(
-        {chosen[0].face_id: "p1", chosen[1].face_id: "p1", chosen[2].face_id: "p2", "nope": "p3"}
-    )
+    changes = {
+        chosen[0].face_id: Grouping("p1", "Ada"),
+        chosen[1].face_id: Grouping("p1", "Ada"),
+        chosen[2].face_id: Grouping("p2", None),
+        "nope": Grouping("p3", None),
+    }
+    assert index.set_people(changes) == 3
     index.refresh()
-    assert updated == 3
     stored = index.get(chosen[0].face_id)
-    assert stored.cluster == "p1" and stored.person == chosen[0].person and stored.source == chosen[0].source
+    assert (stored.cluster, stored.person, stored.label) == ("p1", "Ada", chosen[0].label)
+    assert stored.source == chosen[0].source and stored.box == chosen[0].box
     np.testing.assert_allclose(stored.embedding, chosen[0].embedding, atol=1e-6)
-    assert index.count(SearchFilters(cluster="p1")) == 2
+    assert index.count(SearchFilters(cluster="p1")) == 2 and index.count(SearchFilters(person="Ada")) == 2
     assert {f.value: f.count for f in index.facets("cluster")} == {"p1": 2, "p2": 1}
     hits = index.search(chosen[2].embedding, k=3, filters=SearchFilters(cluster="p2"))
-    assert [h.face_id for h in hits] == [chosen[2].face_id] and hits[0].cluster == "p2"
+    assert [h.face_id for h in hits] == [chosen[2].face_id] and hits[0].cluster == "p2" and hits[0].person is None
     assert index.get("nope") is None and index.count() == len(filled)
-    index.set_clusters({chosen[0].face_id: None})
+    index.set_people({chosen[0].face_id: Grouping(None, None)})
     index.refresh()
     assert index.get(chosen[0].face_id).cluster is None
     assert index.count(SearchFilters(cluster="p1")) == 1
+
+
+def test_person_records_and_face_decisions_round_trip_and_outlive_their_faces(index, filled):
+    assert index.get_people() == {} and index.get_decisions() == {}
+    index.put_people([PersonRecord("p1", "Ada"), PersonRecord("p2", hidden=True, cover_face_id=filled[0].face_id)])
+    index.put_people([PersonRecord("p1", "Ada Lovelace")])
+    assert index.get_people() == {
+        "p1": PersonRecord("p1", "Ada Lovelace"),
+        "p2": PersonRecord("p2", None, True, filled[0].face_id),
+    }
+    face = filled[3]
+    index.put_decisions([FaceDecision(face.face_id, "p1", ("p2", "p3")), FaceDecision("gone", None, ("p1",))])
+    index.put_decisions([FaceDecision(face.face_id, "p2", ("p3",))])
+    assert index.get_decisions() == {
+        face.face_id: FaceDecision(face.face_id, "p2", ("p3",)),
+        "gone": FaceDecision("gone", None, ("p1",)),
+    }
+    index.delete_source(face.source)
+    index.upsert([f for f in filled if f.source == face.source])
+    index.refresh()
+    assert index.get_decisions()[face.face_id].person_id == "p2"

@@ -16,7 +16,7 @@ FORBIDDEN = {
 CORE_RANKS = (
     {"config", "settings_fields", "types", "errors", "ids", "media_types"},
     {"imageio", "alignment", "calibration", "calibration_fit", "video", "mtcnn", "detection", "embedding", "index"},
-    {"pipeline", "expansion", "tracking", "people"},
+    {"pipeline", "expansion", "tracking", "grouping", "people"},
     {"indexing", "video_indexing"},
     {"service"},
 )

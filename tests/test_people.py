@@ -1,5 +1,5 @@
-"""Grouping faces into people, through the embedded store's own kNN, on constructed vectors whose
-true people are known."""
+"""Grouping faces into people and the human decisions about them, on both engines (through each
+one's own kNN), with constructed vectors whose true people are known."""
 
 from __future__ import annotations
 
@@ -7,11 +7,23 @@ import numpy as np
 import pytest
 
 from search_engine.config import Settings
-from search_engine.errors import ConfigError
+from search_engine.errors import ConfigError, ConflictError, InvalidRequestError, NotFoundError
 from search_engine.ids import face_id, labelled_person_id
-from search_engine.index.embedded import EmbeddedFaceIndex
-from search_engine.people import cluster_index, grouping_threshold, list_people
-from search_engine.types import Box, EmbedderInfo, FaceRecord
+from search_engine.people import (
+    cluster_index,
+    get_person,
+    grouping_threshold,
+    hide_person,
+    list_people,
+    merge_people,
+    move_face,
+    name_person,
+    set_cover,
+    split_person,
+)
+from search_engine.types import Box, EmbedderInfo, FaceRecord, SearchFilters
+
+from .test_index_contract import make_index
 
 MODEL = EmbedderInfo("people", "r1", 32)
 THRESHOLD = 0.6
@@ -27,7 +39,7 @@ def person_faces(rng, n: int, spread: float = 0.35, centre: np.ndarray | None = 
     return unit(centre + spread * rng.normal(size=(n, MODEL.dim)) / np.sqrt(MODEL.dim))
 
 
-def record(name: str, vector: np.ndarray, person: str | None = None) -> FaceRecord:
+def record(name: str, vector: np.ndarray, label: str | None = None) -> FaceRecord:
     return FaceRecord(
         face_id=face_id(MODEL.key, f"/photos/{name}.jpg", 0),
         source=f"/photos/{name}.jpg",
@@ -36,16 +48,23 @@ def record(name: str, vector: np.ndarray, person: str | None = None) -> FaceReco
         probability=0.99,
         embedding=vector,
         model=MODEL.key,
-        person=person,
+        person=label,
+        label=label,
     )
 
 
-@pytest.fixture
-def index(tmp_path):
-    store = EmbeddedFaceIndex(tmp_path / "lancedb", MODEL)
+@pytest.fixture(params=["embedded", "elasticsearch"])
+def index(request, tmp_path):
+    store = make_index(request.param, tmp_path, MODEL)
     store.ensure()
     yield store
     store.drop()
+    store.close()
+
+
+def add(index, faces) -> None:
+    index.upsert(faces)
+    index.refresh()
 
 
 @pytest.fixture
@@ -73,7 +92,7 @@ def by_name(faces, index) -> dict[str, str | None]:
 
 
 def test_each_person_becomes_one_group_and_strangers_stay_alone(index, crowd):
-    index.upsert([record(name, vector) for name, vector, _ in crowd])
+    add(index, [record(name, vector) for name, vector, _ in crowd])
     report = cluster_index(index, THRESHOLD)
     assert (report.faces, report.examined, report.people, report.grouped, report.alone) == (30, 30, 4, 24, 6)
     assigned = by_name(crowd, index)
@@ -87,7 +106,7 @@ def test_each_person_becomes_one_group_and_strangers_stay_alone(index, crowd):
 
 
 def test_a_rerun_changes_nothing_and_a_full_run_keeps_the_ids(index, crowd):
-    index.upsert([record(name, vector) for name, vector, _ in crowd])
+    add(index, [record(name, vector) for name, vector, _ in crowd])
     cluster_index(index, THRESHOLD)
     before = clusters(index)
     again = cluster_index(index, THRESHOLD)
@@ -100,10 +119,10 @@ def test_a_rerun_changes_nothing_and_a_full_run_keeps_the_ids(index, crowd):
 def test_new_faces_join_the_people_found_before(index, crowd):
     first = [face for i, face in enumerate(crowd) if i % 6 < 4 or face[2] is None]
     later = [face for i, face in enumerate(crowd) if not (i % 6 < 4 or face[2] is None)]
-    index.upsert([record(name, vector) for name, vector, _ in first])
+    add(index, [record(name, vector) for name, vector, _ in first])
     cluster_index(index, THRESHOLD)
     before = by_name(first, index)
-    index.upsert([record(name, vector) for name, vector, _ in later])
+    add(index, [record(name, vector) for name, vector, _ in later])
     report = cluster_index(index, THRESHOLD)
     assert report.examined == len(later) + 6
     after = by_name(crowd, index)
@@ -123,7 +142,7 @@ def test_a_thin_chain_of_faces_does_not_join_two_people(index):
     # Connected components would make one person of them all: every link is an edge.
     links = [max(a @ bridge[0]), *(x @ y for x, y in zip(bridge, bridge[1:])), max(b @ bridge[-1])]
     assert min(links) >= 0.8 and float(a.mean(0) @ b.mean(0)) < 0.3
-    index.upsert([record(name, vector) for name, vector, _ in faces])
+    add(index, [record(name, vector) for name, vector, _ in faces])
     cluster_index(index, 0.8)
     assigned = by_name(faces, index)
     assert len({assigned[f"a{i}"] for i in range(8)}) == 1
@@ -139,7 +158,7 @@ def test_labelled_faces_keep_their_person_and_two_names_never_merge(index):
     faces = [record(f"ada{i}", v, "Ada" if i < 2 else None) for i, v in enumerate(ada)]
     # One person's faces under two names: a human said they are two people.
     faces += [record(f"twin{i}", v, ("Tia" if i < 4 else "Tamera") if i < 6 else None) for i, v in enumerate(twin)]
-    index.upsert(faces)
+    add(index, faces)
     cluster_index(index, THRESHOLD)
     stored = clusters(index)
     assert {stored[f.face_id] for f in faces[:10]} == {labelled_person_id("Ada")}
@@ -155,3 +174,54 @@ def test_the_threshold_is_the_calibrated_verdict_or_the_fixed_one(index):
     with pytest.raises(ConfigError, match="facesearch calibrate"):
         grouping_threshold(Settings.of().search, index)
     assert grouping_threshold(Settings.of(same_person_threshold=0.7).search, index) == 0.7
+
+
+def test_human_decisions_survive_reruns_and_a_reindex(index, crowd):
+    faces = [record(name, vector) for name, vector, _ in crowd]
+    add(index, faces)
+    cluster_index(index, THRESHOLD)
+    stored = by_name(crowd, index)
+    p0, p1, p2, p3 = (stored[f"p{p}_0"] for p in range(4))
+
+    assert name_person(index, p0, "Ada").name == "Ada"
+    assert index.count(SearchFilters(person="Ada")) == 6
+    with pytest.raises(ConflictError, match="merge"):
+        name_person(index, p1, "Ada")
+    assert merge_people(index, p1, [p2]).face_count == 12
+    twins = split_person(index, p1, [record(f"p2_{i}", v).face_id for i, v in enumerate(vectors(crowd, "person2"))])
+    assert twins.face_count == 6 and twins.person_id not in (p1, p2)
+    strays = [record(f"p3_{i}", v).face_id for i, v in enumerate(vectors(crowd, "person3"))]
+    move_face(index, strays[0], None)
+    move_face(index, strays[1], p0)
+    hide_person(index, p3)
+    set_cover(index, p0, strays[1])
+    with pytest.raises(NotFoundError):
+        get_person(index, "nobody")
+    with pytest.raises(InvalidRequestError):
+        split_person(index, p0, ["not-a-face-of-ada"])
+
+    def in_force() -> None:
+        ada = get_person(index, p0)
+        assert ada.name == "Ada" and ada.face_count == 7 and strays[1] in ada.face_ids
+        assert ada.cover_face_id == strays[1]
+        assert index.count(SearchFilters(person="Ada")) == 7
+        assert index.get(strays[0]).cluster is None
+        assert get_person(index, p1).face_count == 6 and get_person(index, twins.person_id).face_count == 6
+        assert get_person(index, p3).face_count == 4
+        assert p3 not in {p.person_id for p in list_people(index)}
+        assert p3 in {p.person_id for p in list_people(index, include_hidden=True)}
+
+    in_force()
+    assert cluster_index(index, THRESHOLD).changed == 0
+    cluster_index(index, THRESHOLD, full=True)
+    in_force()
+    for face in faces:
+        index.delete_source(face.source)
+    add(index, faces)
+    assert index.count(SearchFilters(person="Ada")) == 0
+    cluster_index(index, THRESHOLD)
+    in_force()
+
+
+def vectors(crowd, person: str) -> list[np.ndarray]:
+    return [vector for _, vector, truth in crowd if truth == person]

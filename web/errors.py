@@ -9,6 +9,7 @@ from flask import Flask, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from search_engine.errors import (
+    ConflictError,
     DimensionMismatchError,
     FaceSearchError,
     ImageError,
@@ -16,6 +17,7 @@ from search_engine.errors import (
     InvalidRequestError,
     ModelUnavailableError,
     NoFaceError,
+    NotFoundError,
 )
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,8 @@ DOMAIN_ERRORS: tuple[tuple[type[FaceSearchError], int, str], ...] = (
     (ImageError, 400, "invalid_image"),
     (InvalidRequestError, 400, "invalid_request"),
     (NoFaceError, 422, "no_face"),
+    (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
     (IndexUnavailableError, 503, "index_unavailable"),
     (ModelUnavailableError, 503, "model_unavailable"),
     (DimensionMismatchError, 503, "index_mismatch"),

@@ -16,7 +16,19 @@ import numpy as np
 
 from ..calibration import Calibration
 from ..errors import DimensionMismatchError
-from ..types import FACET_FIELDS, BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
+from ..types import (
+    FACET_FIELDS,
+    BulkResult,
+    EmbedderInfo,
+    FaceDecision,
+    FaceRecord,
+    Facet,
+    Grouping,
+    Hit,
+    PersonRecord,
+    SearchFilters,
+    SourceRecord,
+)
 
 #: A collapsed search gathers this many times ``k`` nearest faces to collapse among, and while that
 #: yields fewer than ``k`` groups and more faces may match, :data:`COLLAPSE_GROWTH` times as many again.
@@ -31,12 +43,13 @@ Neighbour = tuple[str, float]
 @dataclass(frozen=True)
 class FaceBatch:
     """A slice of the stored faces as :meth:`FaceIndex.scan` reads them, row ``i`` of each field
-    being one face: ``vectors`` is (n, dim) float32, unit rows; ``persons`` and ``clusters`` are
-    the stored labels, None where unset."""
+    being one face: ``vectors`` is (n, dim) float32, unit rows; ``persons``, ``labels`` and
+    ``clusters`` are those fields of :class:`~search_engine.types.FaceRecord`, None where unset."""
 
     face_ids: tuple[str, ...]
     vectors: np.ndarray
     persons: tuple[str | None, ...]
+    labels: tuple[str | None, ...]
     clusters: tuple[str | None, ...]
 
 
@@ -134,19 +147,32 @@ class FaceIndex(Protocol):
         """The stored unit vectors (float32, shape (dim,)) of those faces that exist, by face id."""
 
     def labels(self) -> dict[str, str]:
-        """The person label of every face that has one, by face id."""
+        """The label (the name given at indexing) of every face that has one, by face id."""
 
-    def scan(self, batch_size: int = 10_000) -> Iterator[FaceBatch]:
-        """Every stored face once, with its vector and labels, in batches of at most ``batch_size``
-        (in no stated order)."""
+    def scan(self, batch_size: int = 10_000, filters: SearchFilters | None = None) -> Iterator[FaceBatch]:
+        """Every stored face matching the filters (``min_score`` ignored) once, with its vector and
+        names, in batches of at most ``batch_size`` (in no stated order)."""
 
     def neighbours(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
         """For each row of ``vectors`` ((n, dim), unit rows), its ``k`` nearest stored faces, best
         first: the batched form of an unfiltered :meth:`search`, for jobs that query every face."""
 
-    def set_clusters(self, assignments: Mapping[str, str | None]) -> int:
-        """Set the ``cluster`` of faces by face id (None: grouped with no one), leaving every other
-        field as it is; faces not stored are passed over. Returns how many faces were updated."""
+    def set_people(self, changes: Mapping[str, Grouping]) -> int:
+        """Set the ``cluster`` and ``person`` of faces by face id, leaving every other field as it
+        is; faces not stored are passed over. Returns how many faces were updated."""
+
+    def get_people(self) -> dict[str, PersonRecord]:
+        """Every stored person record (what humans decided about a person), by person id."""
+
+    def put_people(self, records: Sequence[PersonRecord]) -> None:
+        """Store person records, replacing those of the same ids."""
+
+    def get_decisions(self) -> dict[str, FaceDecision]:
+        """Every stored face decision (what humans decided about a face), by face id."""
+
+    def put_decisions(self, decisions: Sequence[FaceDecision]) -> None:
+        """Store face decisions, replacing those of the same faces. They outlive the faces: a face
+        re-indexed under its deterministic id is decided as before."""
 
     def faces_of_source(self, source: str) -> list[FaceRecord]:
         """Every stored face of one file, ordered by ``face_no``."""
@@ -183,7 +209,7 @@ class FaceIndex(Protocol):
         """Fold what many small writes left into the index's structures (after an ingest run)."""
 
     def drop(self) -> None:
-        """Delete the whole index and its source records."""
+        """Delete the whole index: faces, source records, calibration, people and face decisions."""
 
     def close(self) -> None:
         """Release the client or handles."""

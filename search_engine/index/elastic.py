@@ -29,7 +29,18 @@ from ..calibration import Calibration
 from ..config import IndexSettings
 from ..errors import IndexUnavailableError
 from ..ids import source_id
-from ..types import BulkResult, EmbedderInfo, FaceRecord, Facet, Hit, SearchFilters, SourceRecord
+from ..types import (
+    BulkResult,
+    EmbedderInfo,
+    FaceDecision,
+    FaceRecord,
+    Facet,
+    Grouping,
+    Hit,
+    PersonRecord,
+    SearchFilters,
+    SourceRecord,
+)
 from .base import (
     COLLAPSE_GROWTH,
     FaceBatch,
@@ -47,24 +58,29 @@ from .mapping import (
     DEFAULT_VECTOR_INDEX,
     EMBEDDING_FIELD,
     calibration_from_mappings,
+    decision_document,
+    decision_from_document,
     embedding_from_document,
     face_document,
     faces_meta,
     hit_from_document,
     index_names,
+    person_document,
+    person_from_document,
     record_from_document,
     source_document,
     source_record_from_document,
 )
 from .queries import (
     MAX_KNN,
-    cluster_updates,
     cosine_from_score,
     count_body,
+    every_document_body,
     facets_body,
     knn_search_body,
     labelled_faces_body,
     neighbours_searches,
+    people_updates,
     scan_body,
     source_faces_body,
 )
@@ -263,12 +279,12 @@ class ElasticFaceIndex:
             while True:
                 body = labelled_faces_body(PAGE_SIZE, search_after)
                 hits = self._client.search(index=self.names.faces_alias, body=body)["hits"]["hits"]
-                labels.update((hit["_id"], hit["_source"]["person"]) for hit in hits)
+                labels.update((hit["_id"], hit["_source"]["label"]) for hit in hits)
                 if len(hits) < PAGE_SIZE:
                     return labels
                 search_after = hits[-1]["sort"]
 
-    def scan(self, batch_size: int = 10_000) -> Iterator[FaceBatch]:
+    def scan(self, batch_size: int = 10_000, filters: SearchFilters | None = None) -> Iterator[FaceBatch]:
         """See :meth:`FaceIndex.scan`: pages in face id order (``search_after``), so faces written
         meanwhile may or may not be seen."""
         self.ensure()
@@ -276,13 +292,14 @@ class ElasticFaceIndex:
         size = min(batch_size, MAX_KNN)
         while True:
             with self._talking(f"reading the faces of {self.names.faces_alias}"):
-                body = scan_body(size, search_after)
+                body = scan_body(size, search_after, filters)
                 hits = self._client.search(index=self.names.faces_alias, body=body)["hits"]["hits"]
             if hits:
                 yield FaceBatch(
                     tuple(hit["_id"] for hit in hits),
                     np.stack([embedding_from_document(hit["_id"], hit["_source"]) for hit in hits]),
                     tuple(hit["_source"].get("person") for hit in hits),
+                    tuple(hit["_source"].get("label") for hit in hits),
                     tuple(hit["_source"].get("cluster") for hit in hits),
                 )
             if len(hits) < size:
@@ -306,19 +323,19 @@ class ElasticFaceIndex:
                     found.append([(hit["_id"], cosine_from_score(hit["_score"])) for hit in hits])
         return found
 
-    def set_clusters(self, assignments: Mapping[str, str | None]) -> int:
-        """See :meth:`FaceIndex.set_clusters`.
+    def set_people(self, changes: Mapping[str, Grouping]) -> int:
+        """See :meth:`FaceIndex.set_people`.
 
         Raises:
             IndexUnavailableError: Elasticsearch refused an update for another reason than the face
                 being gone (the first such reason given).
         """
-        if not assignments:
+        if not changes:
             return 0
         self.ensure()
         updated, refused = 0, []
         with self._talking(f"grouping the faces of {self.names.faces_alias}"):
-            for ok, item in self._bulk(cluster_updates(self.names.faces_alias, assignments)):
+            for ok, item in self._bulk(people_updates(self.names.faces_alias, changes)):
                 info = next(iter(item.values()))
                 if ok:
                     updated += 1
@@ -326,10 +343,66 @@ class ElasticFaceIndex:
                     refused.append(bulk_reason(info))
         if refused:
             raise IndexUnavailableError(
-                f"Elasticsearch refused {len(refused)} of {len(assignments)} cluster updates in "
+                f"Elasticsearch refused {len(refused)} of {len(changes)} updates of people in "
                 f"{self.names.faces_alias}: {refused[0]}"
             )
         return updated
+
+    def get_people(self) -> dict[str, PersonRecord]:
+        records = (person_from_document(doc) for doc in self._every(self.names.people_alias, "person_id"))
+        return {record.person_id: record for record in records}
+
+    def put_people(self, records: Sequence[PersonRecord]) -> None:
+        self._put(self.names.people_alias, {r.person_id: person_document(r) for r in records}, "person records")
+
+    def get_decisions(self) -> dict[str, FaceDecision]:
+        decisions = (decision_from_document(doc) for doc in self._every(self.names.decisions_alias, "face_id"))
+        return {decision.face_id: decision for decision in decisions}
+
+    def put_decisions(self, decisions: Sequence[FaceDecision]) -> None:
+        self._put(self.names.decisions_alias, {d.face_id: decision_document(d) for d in decisions}, "face decisions")
+
+    def _every(self, alias: str, key: str) -> Iterator[dict]:
+        """Every document of one of the small indices, in ``key`` order."""
+        self.ensure()
+        search_after = None
+        with self._talking(f"reading {alias}"):
+            while True:
+                hits = self._client.search(index=alias, body=every_document_body(key, PAGE_SIZE, search_after))["hits"][
+                    "hits"
+                ]
+                yield from (hit["_source"] for hit in hits)
+                if len(hits) < PAGE_SIZE:
+                    return
+                search_after = hits[-1]["sort"]
+
+    def _put(self, alias: str, documents: Mapping[str, dict], what: str, refresh: bool = True) -> None:
+        """Index documents by id into ``alias``; with ``refresh``, visible to the next read at once
+        (human decisions are few, and a person's page reads them straight after).
+
+        Raises:
+            IndexUnavailableError: Elasticsearch refused some (the first one's reason given).
+        """
+        if not documents:
+            return
+        self.ensure()
+        actions = [{"_index": alias, "_id": key, "_source": doc} for key, doc in documents.items()]
+        with self._talking(f"storing {what} in {alias}"):
+            try:
+                helpers.bulk(
+                    self._client,
+                    actions,
+                    max_retries=BULK_MAX_RETRIES,
+                    initial_backoff=BULK_INITIAL_BACKOFF_S,
+                    max_backoff=BULK_MAX_BACKOFF_S,
+                    require_alias=True,
+                    refresh=refresh,
+                )
+            except helpers.BulkIndexError as exc:
+                first = next(iter(exc.errors[0].values())) if exc.errors else {}
+                raise IndexUnavailableError(
+                    f"Elasticsearch refused {len(exc.errors)} of {len(actions)} {what} in {alias}: {bulk_reason(first)}"
+                ) from exc
 
     def delete_source(self, source: str) -> int:
         self.ensure()
@@ -368,30 +441,8 @@ class ElasticFaceIndex:
         Raises:
             IndexUnavailableError: Elasticsearch refused some records (the first one's reason given).
         """
-        if not sources:
-            return
-        self.ensure()
-        actions = [
-            {"_index": self.names.sources_alias, "_id": source_id(record.source), "_source": source_document(record)}
-            for record in sources
-        ]
-        with self._talking(f"recording files in {self.names.sources_alias}"):
-            try:
-                helpers.bulk(
-                    self._client,
-                    actions,
-                    max_retries=BULK_MAX_RETRIES,
-                    initial_backoff=BULK_INITIAL_BACKOFF_S,
-                    max_backoff=BULK_MAX_BACKOFF_S,
-                    require_alias=True,
-                    refresh=self.refresh_on_write,
-                )
-            except helpers.BulkIndexError as exc:
-                first = next(iter(exc.errors[0].values())) if exc.errors else {}
-                raise IndexUnavailableError(
-                    f"Elasticsearch refused {len(exc.errors)} of {len(actions)} file records in "
-                    f"{self.names.sources_alias}: {bulk_reason(first)}"
-                ) from exc
+        documents = {source_id(record.source): source_document(record) for record in sources}
+        self._put(self.names.sources_alias, documents, "file records", self.refresh_on_write)
 
     def get_sources(self, sources: Sequence[str]) -> dict[str, SourceRecord]:
         if not sources:

@@ -9,16 +9,19 @@ import logging
 from elasticsearch import BadRequestError, Elasticsearch
 
 from ..errors import DimensionMismatchError
-from ..types import EmbedderInfo
+from ..types import FILLED_FROM, EmbedderInfo
 from .elastic_client import error_type
 from .mapping import (
     IndexNames,
+    copy_field_body,
+    decisions_mapping,
     embedding_dims,
     faces_mapping,
     index_settings,
     index_template,
     knows_exclude_source_vectors,
     missing_properties,
+    people_mapping,
     sources_mapping,
 )
 
@@ -34,29 +37,25 @@ def create_missing(
     vector_index: str,
 ) -> None:
     """Create the template, versioned index and alias of each kind whose alias is missing."""
-    missing = [
-        alias for alias in (names.faces_alias, names.sources_alias) if not client.indices.exists_alias(name=alias)
-    ]
+    missing = [alias for alias in names.aliases if not client.indices.exists_alias(name=alias)]
     if not missing:
         return
     version = client.info()["version"]["number"]
     faces_settings = index_settings(shards, replicas, keep_source_vectors=knows_exclude_source_vectors(version))
     plans = {
-        names.faces_alias: (
-            names.faces_template,
-            names.faces_index,
-            faces_mapping(model.dim, vector_index),
-            faces_settings,
-        ),
-        names.sources_alias: (names.sources_template, names.sources_index, sources_mapping(), index_settings()),
+        names.faces_alias: (faces_mapping(model.dim, vector_index), faces_settings),
+        names.sources_alias: (sources_mapping(), index_settings()),
+        names.people_alias: (people_mapping(), index_settings()),
+        names.decisions_alias: (decisions_mapping(), index_settings()),
     }
     for alias in missing:
-        _create(client, alias, *plans[alias])
+        _create(client, alias, names.index_of(alias), *plans[alias])
 
 
-def _create(client: Elasticsearch, alias: str, template: str, index: str, mappings: dict, settings: dict) -> None:
+def _create(client: Elasticsearch, alias: str, index: str, mappings: dict, settings: dict) -> None:
     indices = client.indices
-    indices.put_index_template(name=template, body=index_template(alias, mappings, settings))
+    # The template has the alias's name.
+    indices.put_index_template(name=alias, body=index_template(alias, mappings, settings))
     try:
         indices.create(index=index, settings=settings, mappings=mappings, aliases={alias: {}})
         log.info("created Elasticsearch index %s behind alias %s", index, alias)
@@ -89,18 +88,23 @@ def check_dims(client: Elasticsearch, names: IndexNames, model: EmbedderInfo) ->
         if missing:
             log.info("adding fields %s to %s", sorted(missing), index)
             client.indices.put_mapping(index=index, properties=missing)
+            for field, copied in FILLED_FROM.items():
+                if field in missing:
+                    client.update_by_query(
+                        index=index, conflicts="proceed", refresh=True, **copy_field_body(copied, field)
+                    )
 
 
 def drop_all(client: Elasticsearch, names: IndexNames) -> None:
-    """Delete both kinds' indices (every version behind the aliases) and their templates."""
+    """Delete every kind's indices (every version behind the aliases) and their templates."""
     quiet = client.options(ignore_status=404)
-    indices = {names.faces_index, names.sources_index}
-    for alias in (names.faces_alias, names.sources_alias):
+    indices = {names.index_of(alias) for alias in names.aliases}
+    for alias in names.aliases:
         response = quiet.indices.get_alias(name=alias)
         if response.meta.status == 200:
             indices.update(response.body)
     # Named one by one: wildcard deletes are refused under action.destructive_requires_name.
     quiet.indices.delete(index=sorted(indices), ignore_unavailable=True)
-    for template in (names.faces_template, names.sources_template):
-        quiet.indices.delete_index_template(name=template)
+    for alias in names.aliases:
+        quiet.indices.delete_index_template(name=alias)
     log.info("dropped Elasticsearch indices %s", ", ".join(sorted(indices)))

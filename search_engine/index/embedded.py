@@ -1,7 +1,8 @@
 """The zero-setup face index: an embedded LanceDB database in a directory on disk.
 
-One table of faces per embedding model (``faces_<model key>``) and one of ingested files
-(``sources_<model key>``); the model's calibration, when one is stored, is the JSON file
+One table of faces per embedding model (``faces_<model key>``), one of ingested files
+(``sources_<model key>``), and the human decisions about people (``people_<model key>``) and
+faces (``decisions_<model key>``); the model's calibration, when one is stored, is the JSON file
 ``faces_<model key>.calibration.json`` beside them. Searches are exact (flat) cosine kNN with SQL pre-filters, which LanceDB
 runs in well under a second for hundreds of thousands of 128-d faces; Elasticsearch is the engine for
 larger collections.
@@ -27,11 +28,15 @@ from ..calibration import Calibration
 from ..config import IndexSettings
 from ..errors import DimensionMismatchError, IndexUnavailableError
 from ..types import (
+    FILLED_FROM,
     BulkResult,
     EmbedderInfo,
+    FaceDecision,
     FaceRecord,
     Facet,
+    Grouping,
     Hit,
+    PersonRecord,
     SearchFilters,
     SourceRecord,
     Status,
@@ -49,7 +54,9 @@ from .base import (
     storable,
 )
 from .lance_tables import (
+    DECISIONS_SCHEMA,
     HIT_COLUMNS,
+    PEOPLE_SCHEMA,
     SOURCES_SCHEMA,
     face_row,
     faces_schema,
@@ -90,6 +97,8 @@ class EmbeddedFaceIndex:
         self._db = None
         self._faces = None
         self._sources = None
+        self._people = None
+        self._decisions = None
         self._writes = 0
 
     @classmethod
@@ -145,10 +154,18 @@ class EmbeddedFaceIndex:
             )
         missing = [f for f in faces_schema(dim) if f.name not in faces.schema.names]
         if missing:
-            # A store written by an older version: new columns are optional, so they start empty.
+            # A store written by an older version: new columns are optional, so they start empty,
+            # or as a copy of the column that held their values before.
             log.info("adding columns %s to %s", [f.name for f in missing], self.faces_table_name)
-            faces.add_columns(missing)
+            copied = {f.name: FILLED_FROM[f.name] for f in missing if f.name in FILLED_FROM}
+            empty = [f for f in missing if f.name not in copied]
+            if empty:
+                faces.add_columns(empty)
+            if copied:
+                faces.add_columns(copied)
         self._sources = db.create_table(_table_name("sources", self.model), schema=SOURCES_SCHEMA, exist_ok=True)
+        self._people = db.create_table(_table_name("people", self.model), schema=PEOPLE_SCHEMA, exist_ok=True)
+        self._decisions = db.create_table(_table_name("decisions", self.model), schema=DECISIONS_SCHEMA, exist_ok=True)
         _ensure_btree(faces, ("face_id", "source", "person", "video", "cluster"))
         _ensure_btree(self._sources, ("source",))
         self._faces = faces
@@ -182,7 +199,7 @@ class EmbeddedFaceIndex:
         """Compact small files left by many upserts, fold new rows into the scalar indexes and drop
         old table versions."""
         with self._writing():
-            for table in (self._faces, self._sources):
+            for table in (self._faces, self._sources, self._people, self._decisions):
                 if table is not None:
                     table.optimize()
 
@@ -247,13 +264,17 @@ class EmbeddedFaceIndex:
         return found
 
     def labels(self) -> dict[str, str]:
-        rows = self._rows("person IS NOT NULL", ["face_id", "person"])
-        return dict(zip(rows["face_id"].to_pylist(), rows["person"].to_pylist()))
+        rows = self._rows("label IS NOT NULL", ["face_id", "label"])
+        return dict(zip(rows["face_id"].to_pylist(), rows["label"].to_pylist()))
 
-    def scan(self, batch_size: int = 10_000) -> Iterator[FaceBatch]:
+    def scan(self, batch_size: int = 10_000, filters: SearchFilters | None = None) -> Iterator[FaceBatch]:
         table = self._table()
-        columns = ["face_id", "embedding", "person", "cluster"]
-        reader = table.search().select(columns).limit(table.count_rows()).to_batches(batch_size)
+        columns = ["face_id", "embedding", "person", "label", "cluster"]
+        where = where_clause(filters)
+        query = table.search().select(columns)
+        if where:
+            query = query.where(where)
+        reader = query.limit(max(table.count_rows(where), 1)).to_batches(batch_size)
         for batch in reader:
             if batch.num_rows == 0:
                 continue
@@ -262,6 +283,7 @@ class EmbeddedFaceIndex:
                 tuple(batch.column("face_id").to_pylist()),
                 np.ascontiguousarray(vectors, dtype=np.float32),
                 tuple(batch.column("person").to_pylist()),
+                tuple(batch.column("label").to_pylist()),
                 tuple(batch.column("cluster").to_pylist()),
             )
 
@@ -288,20 +310,62 @@ class EmbeddedFaceIndex:
             row.sort(key=lambda neighbour: -neighbour[1])
         return found
 
-    def set_clusters(self, assignments: Mapping[str, str | None]) -> int:
+    def set_people(self, changes: Mapping[str, Grouping]) -> int:
         table = self._table()
-        schema = pa.schema([pa.field("face_id", pa.string(), nullable=False), pa.field("cluster", pa.string())])
-        items = list(assignments.items())
+        schema = pa.schema(
+            [
+                pa.field("face_id", pa.string(), nullable=False),
+                pa.field("cluster", pa.string()),
+                pa.field("person", pa.string()),
+            ]
+        )
+        items = list(changes.items())
         updated = 0
         for start in range(0, len(items), _UPDATES_PER_MERGE):
             chunk = items[start : start + _UPDATES_PER_MERGE]
-            data = pa.table({"face_id": [i for i, _ in chunk], "cluster": [c for _, c in chunk]}, schema=schema)
+            data = pa.table(
+                {
+                    "face_id": [face_id for face_id, _ in chunk],
+                    "cluster": [grouping.cluster for _, grouping in chunk],
+                    "person": [grouping.person for _, grouping in chunk],
+                },
+                schema=schema,
+            )
             with self._writing():
-                # Matched faces only, and only this column: a face deleted meanwhile is not revived.
+                # Matched faces only, and only these columns: a face deleted meanwhile is not revived.
                 result = table.merge_insert("face_id").when_matched_update_all().execute(data)
             updated += result.num_updated_rows
             self._after_write()
         return updated
+
+    def get_people(self) -> dict[str, PersonRecord]:
+        self.ensure()
+        rows = self._people.search().limit(self._people.count_rows()).to_list()
+        return {row["person_id"]: PersonRecord(**{name: row[name] for name in PEOPLE_SCHEMA.names}) for row in rows}
+
+    def put_people(self, records: Sequence[PersonRecord]) -> None:
+        if records:
+            self.ensure()
+            rows = {r.person_id: dataclasses.asdict(r) for r in records}
+            self._merge(self._people, "person_id", pa.Table.from_pylist(list(rows.values()), schema=PEOPLE_SCHEMA))
+
+    def get_decisions(self) -> dict[str, FaceDecision]:
+        self.ensure()
+        rows = self._decisions.search().limit(self._decisions.count_rows()).to_list()
+        return {
+            row["face_id"]: FaceDecision(row["face_id"], row["person_id"], tuple(row["not_person"])) for row in rows
+        }
+
+    def put_decisions(self, decisions: Sequence[FaceDecision]) -> None:
+        if decisions:
+            self.ensure()
+            rows = {d.face_id: dataclasses.asdict(d) | {"not_person": list(d.not_person)} for d in decisions}
+            self._merge(self._decisions, "face_id", pa.Table.from_pylist(list(rows.values()), schema=DECISIONS_SCHEMA))
+
+    def _merge(self, table, key: str, data: pa.Table) -> None:
+        with self._writing():
+            table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
+        self._after_write()
 
     def faces_of_source(self, source: str) -> list[FaceRecord]:
         rows = self._rows(f"source = {sql_literal(source)}").to_pylist()
@@ -336,9 +400,7 @@ class EmbeddedFaceIndex:
         self.ensure()
         unique = {s.source: dataclasses.asdict(s) | {"status": Status(s.status).value} for s in sources}
         data = pa.Table.from_pylist(list(unique.values()), schema=SOURCES_SCHEMA)
-        with self._writing():
-            self._sources.merge_insert("source").when_matched_update_all().when_not_matched_insert_all().execute(data)
-        self._after_write()
+        self._merge(self._sources, "source", data)
 
     def get_sources(self, sources: Sequence[str]) -> dict[str, SourceRecord]:
         if not sources:
@@ -384,13 +446,13 @@ class EmbeddedFaceIndex:
     def drop(self) -> None:
         db = self._connect()
         with self._writing():
-            for name in (self.faces_table_name, _table_name("sources", self.model)):
-                db.drop_table(name, ignore_missing=True)
+            for kind in ("faces", "sources", "people", "decisions"):
+                db.drop_table(_table_name(kind, self.model), ignore_missing=True)
             self._calibration_path.unlink(missing_ok=True)
-        self._faces = self._sources = None
+        self._faces = self._sources = self._people = self._decisions = None
 
     def close(self) -> None:
-        self._faces = self._sources = self._db = None
+        self._faces = self._sources = self._people = self._decisions = self._db = None
 
 
 def _ensure_btree(table, columns: Sequence[str]) -> None:

@@ -54,6 +54,24 @@ SOURCES_SCHEMA = pa.schema(
 )
 
 
+PEOPLE_SCHEMA = pa.schema(
+    [
+        pa.field("person_id", pa.string(), nullable=False),
+        pa.field("name", pa.string()),
+        pa.field("hidden", pa.bool_(), nullable=False),
+        pa.field("cover_face_id", pa.string()),
+    ]
+)
+
+DECISIONS_SCHEMA = pa.schema(
+    [
+        pa.field("face_id", pa.string(), nullable=False),
+        pa.field("person_id", pa.string()),
+        pa.field("not_person", pa.list_(pa.string()), nullable=False),
+    ]
+)
+
+
 def sql_literal(value: str) -> str:
     """A SQL string literal for a LanceDB filter, quotes doubled."""
     return "'" + value.replace("'", "''") + "'"

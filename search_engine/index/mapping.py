@@ -3,7 +3,9 @@
 Layout, per embedding model (``EmbedderInfo.key``) and prefix ``p``:
 
 - faces: alias ``p-faces-<key>`` over the concrete index ``p-faces-<key>-v<MAPPING_VERSION>``;
-- ingested files: alias ``p-sources-<key>`` over ``p-sources-<key>-v<MAPPING_VERSION>``.
+- ingested files: alias ``p-sources-<key>`` over ``p-sources-<key>-v<MAPPING_VERSION>``;
+- human decisions about people (``p-people-<key>``, one document per person id) and about faces
+  (``p-decisions-<key>``, one per face id), each likewise over its ``-v<MAPPING_VERSION>`` index.
 
 Everything reads and writes through the aliases, so a mapping change is a new versioned index, a
 reindex and an alias flip, never an in-place rewrite. An index template per alias (same name as the
@@ -29,7 +31,19 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..types import PHOTO, Box, EmbedderInfo, FaceRecord, Hit, SourceRecord, Status, face_fields, hit_field_names
+from ..types import (
+    PHOTO,
+    Box,
+    EmbedderInfo,
+    FaceDecision,
+    FaceRecord,
+    Hit,
+    PersonRecord,
+    SourceRecord,
+    Status,
+    face_fields,
+    hit_field_names,
+)
 
 #: Bumped whenever a mapping below changes incompatibly; it names the concrete indices.
 MAPPING_VERSION = 1
@@ -55,22 +69,25 @@ class IndexNames:
 
     faces_alias: str
     sources_alias: str
+    people_alias: str
+    decisions_alias: str
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        return (self.faces_alias, self.sources_alias, self.people_alias, self.decisions_alias)
+
+    @staticmethod
+    def index_of(alias: str) -> str:
+        """The concrete index an alias of this version points at (its template has the alias's name)."""
+        return f"{alias}-v{MAPPING_VERSION}"
 
     @property
     def faces_index(self) -> str:
-        return f"{self.faces_alias}-v{MAPPING_VERSION}"
+        return self.index_of(self.faces_alias)
 
     @property
     def sources_index(self) -> str:
-        return f"{self.sources_alias}-v{MAPPING_VERSION}"
-
-    @property
-    def faces_template(self) -> str:
-        return self.faces_alias
-
-    @property
-    def sources_template(self) -> str:
-        return self.sources_alias
+        return self.index_of(self.sources_alias)
 
 
 def index_names(prefix: str, model: EmbedderInfo) -> IndexNames:
@@ -86,7 +103,7 @@ def index_names(prefix: str, model: EmbedderInfo) -> IndexNames:
             f"starting with a letter or digit, got {prefix!r}"
         )
     key = _UNSAFE.sub("_", model.key.lower())
-    return IndexNames(faces_alias=f"{clean}-faces-{key}", sources_alias=f"{clean}-sources-{key}")
+    return IndexNames(*(f"{clean}-{kind}-{key}" for kind in ("faces", "sources", "people", "decisions")))
 
 
 def faces_mapping(dim: int, vector_index: str = DEFAULT_VECTOR_INDEX) -> dict[str, Any]:
@@ -111,6 +128,18 @@ def faces_mapping(dim: int, vector_index: str = DEFAULT_VECTOR_INDEX) -> dict[st
         else:
             properties[f.name] = {"type": kind}
     return {"dynamic": "strict", "_meta": faces_meta(None), "properties": properties}
+
+
+def copy_field_body(source: str, target: str) -> dict[str, Any]:
+    """The ``update_by_query`` arguments copying field ``source`` into ``target`` wherever it is set."""
+    return {
+        "query": {"bool": {"filter": [{"exists": {"field": source}}]}},
+        "script": {
+            "source": "ctx._source[params.target] = ctx._source[params.source]",
+            "lang": "painless",
+            "params": {"source": source, "target": target},
+        },
+    }
 
 
 def missing_properties(mappings: Mapping[str, Any], dim: int) -> dict[str, Any]:
@@ -157,6 +186,50 @@ def sources_mapping() -> dict[str, Any]:
             "media_type": keyword,
         },
     }
+
+
+def people_mapping() -> dict[str, Any]:
+    """Mapping of the person records: one document per person, ``_id`` = the person id."""
+    return {
+        "dynamic": "strict",
+        "_meta": {"mapping_version": MAPPING_VERSION},
+        "properties": {
+            "person_id": {"type": "keyword"},
+            "name": {"type": "keyword"},
+            "hidden": {"type": "boolean"},
+            "cover_face_id": {"type": "keyword"},
+        },
+    }
+
+
+def decisions_mapping() -> dict[str, Any]:
+    """Mapping of the face decisions: one document per face, ``_id`` = the face id; ``not_person``
+    is an array of person ids."""
+    return {
+        "dynamic": "strict",
+        "_meta": {"mapping_version": MAPPING_VERSION},
+        "properties": {
+            "face_id": {"type": "keyword"},
+            "person_id": {"type": "keyword"},
+            "not_person": {"type": "keyword"},
+        },
+    }
+
+
+def person_document(record: PersonRecord) -> dict[str, Any]:
+    return dataclasses.asdict(record)
+
+
+def person_from_document(doc: Mapping[str, Any]) -> PersonRecord:
+    return PersonRecord(doc["person_id"], doc.get("name"), bool(doc.get("hidden", False)), doc.get("cover_face_id"))
+
+
+def decision_document(decision: FaceDecision) -> dict[str, Any]:
+    return {"face_id": decision.face_id, "person_id": decision.person_id, "not_person": list(decision.not_person)}
+
+
+def decision_from_document(doc: Mapping[str, Any]) -> FaceDecision:
+    return FaceDecision(doc["face_id"], doc.get("person_id"), tuple(doc.get("not_person") or ()))
 
 
 def index_settings(shards: int = 1, replicas: int | None = None, keep_source_vectors: bool = False) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..types import EQUALITY_FILTERS, SearchFilters
+from ..types import EQUALITY_FILTERS, Grouping, SearchFilters
 from .base import COLLAPSE_OVERSAMPLE, check_collapse, check_facet_field
 from .mapping import EMBEDDING_FIELD
 
@@ -159,13 +159,14 @@ def source_faces_body(source: str, size: int, search_after: list[Any] | None = N
     return body
 
 
-def scan_body(size: int, search_after: list[Any] | None = None) -> dict[str, Any]:
-    """One page, in face id order, of every face with its embedding, person and cluster (the rest
-    of the document left out): what :meth:`~search_engine.index.base.FaceIndex.scan` reads."""
+def scan_body(size: int, search_after: list[Any] | None = None, filters: SearchFilters | None = None) -> dict[str, Any]:
+    """One page, in face id order, of the filtered faces with their embedding, person, label and
+    cluster (the rest of the document left out): what :meth:`~search_engine.index.base.FaceIndex.scan`
+    reads. ``min_score`` is ignored."""
     body: dict[str, Any] = {
         "size": size,
-        "query": {"match_all": {}},
-        "_source": [EMBEDDING_FIELD, "person", "cluster"],
+        "query": _filtered_query(filter_clauses(filters)),
+        "_source": [EMBEDDING_FIELD, "person", "label", "cluster"],
         "sort": [{"face_id": {"order": "asc"}}],
     }
     if search_after is not None:
@@ -184,21 +185,29 @@ def neighbours_searches(vectors: np.ndarray, k: int) -> list[dict[str, Any]]:
     return searches
 
 
-def cluster_updates(alias: str, assignments: Mapping[str, str | None]) -> list[dict[str, Any]]:
-    """Bulk actions setting the ``cluster`` of faces by id, partial updates that leave every other
-    field as stored (None stores a null: the face has no cluster)."""
+def people_updates(alias: str, changes: Mapping[str, Grouping]) -> list[dict[str, Any]]:
+    """Bulk actions setting the ``cluster`` and ``person`` of faces by id, partial updates that
+    leave every other field as stored (None stores a null: the field is unset)."""
     return [
-        {"_op_type": "update", "_index": alias, "_id": face_id, "doc": {"cluster": cluster}}
-        for face_id, cluster in assignments.items()
+        {"_op_type": "update", "_index": alias, "_id": face_id, "doc": {"cluster": g.cluster, "person": g.person}}
+        for face_id, g in changes.items()
     ]
 
 
+def every_document_body(key: str, size: int, search_after: list[Any] | None = None) -> dict[str, Any]:
+    """One page, in ``key`` order, of every document of an index (person records, face decisions)."""
+    body: dict[str, Any] = {"size": size, "query": {"match_all": {}}, "sort": [{key: {"order": "asc"}}]}
+    if search_after is not None:
+        body["search_after"] = search_after
+    return body
+
+
 def labelled_faces_body(size: int, search_after: list[Any] | None = None) -> dict[str, Any]:
-    """One page, in face id order, of the faces that carry a person label: only that label read."""
+    """One page, in face id order, of the faces that carry a label: only that label read."""
     body: dict[str, Any] = {
         "size": size,
-        "query": {"bool": {"filter": [{"exists": {"field": "person"}}]}},
-        "_source": ["person"],
+        "query": {"bool": {"filter": [{"exists": {"field": "label"}}]}},
+        "_source": ["label"],
         "sort": [{"face_id": {"order": "asc"}}],
     }
     if search_after is not None:
