@@ -14,6 +14,7 @@ from search_engine.index import FACET_FIELDS
 from search_engine.types import PHOTO, VIDEO, SearchFilters
 
 from .engine import SearchQuery, current_engine
+from .errors import WebError
 
 bp = Blueprint("api", __name__)
 
@@ -74,6 +75,57 @@ def search():
 def people():
     limit = _number(request.args, "limit", int, 1, 10_000) or 100
     return current_engine().people(request.args.get("q", "").strip() or None, limit)
+
+
+@bp.get("/persons")
+def persons():
+    limit = _number(request.args, "limit", int, 1, 10_000) or 100
+    offset = _number(request.args, "offset", int, 0, 10_000_000) or 0
+    hidden = _choice(request.args, "hidden", ("0", "1")) == "1"
+    return current_engine().persons(limit, offset, hidden)
+
+
+@bp.get("/persons/<person_id>")
+def person(person_id: str):
+    limit = _number(request.args, "limit", int, 1, 10_000) or 200
+    offset = _number(request.args, "offset", int, 0, 10_000_000) or 0
+    return current_engine().person(person_id, limit, offset)
+
+
+#: What a person's POST routes decide, each its own route ``/persons/<id>/<verb>`` (see
+#: :meth:`~web.engine.Engine.decide`).
+PERSON_DECISIONS = ("name", "merge", "split", "hide", "cover")
+
+
+def _decide_person(person_id: str, verb: str):
+    return current_engine().decide(verb, person_id, _json_body())
+
+
+for _verb in PERSON_DECISIONS:
+    bp.add_url_rule(
+        f"/persons/<person_id>/{_verb}",
+        endpoint=f"person_{_verb}",
+        view_func=_decide_person,
+        methods=["POST"],
+        defaults={"verb": _verb},
+    )
+
+
+@bp.post("/faces/<face_id>/person")
+def move_face(face_id: str):
+    return current_engine().decide("move", None, _json_body() | {"face_id": face_id})
+
+
+def _json_body() -> dict:
+    """The request's JSON object. State-changing calls take JSON only: a page of another site can
+    send a form across sites, but not this content type without the browser asking first (CORS),
+    and the key cookie is SameSite=Lax, never sent with another site's POST."""
+    if not request.is_json:
+        raise WebError(415, "unsupported_media_type", "send a JSON object with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the body must be a JSON object")
+    return body
 
 
 @bp.get("/videos")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flask import current_app, url_for
 
+from search_engine import people
 from search_engine.calibration import calibration_and_origin
 from search_engine.config import Settings
 from search_engine.errors import (
@@ -17,6 +18,7 @@ from search_engine.errors import (
     DimensionMismatchError,
     ImageError,
     IndexUnavailableError,
+    InvalidRequestError,
     ModelUnavailableError,
 )
 from search_engine.imageio import content_hash, decode_image, read_file
@@ -136,6 +138,64 @@ class Engine:
             facets = [f for f in facets if needle in _loose(f.value)]
         return {"people": [{"person": f.value, "faces": f.count} for f in facets[:limit]], "matching": len(facets)}
 
+    def persons(self, limit: int, offset: int, include_hidden: bool) -> dict:
+        """The people the faces were grouped into (``facesearch people cluster``), the unnamed
+        first, each order by face count: the ones a human should look at come first."""
+        found = people.list_people(self._index(), include_hidden=include_hidden)
+        found.sort(key=lambda p: (p.name is not None, -p.face_count, p.person_id))
+        return {"persons": [self._person(p) for p in found[offset : offset + limit]], "total": len(found)}
+
+    def person(self, person_id: str, limit: int, offset: int) -> dict:
+        """One person, with one page of their faces (each with its links)."""
+        index = self._index()
+        found = people.get_person(index, person_id)
+        faces = []
+        for face_id in found.face_ids[offset : offset + limit]:
+            record = index.get(face_id)
+            if record is not None:
+                faces.append(self._face_summary(record))
+        return self._person(found) | {"faces": faces}
+
+    def _person(self, person: people.Person) -> dict:
+        return person.to_dict() | {
+            "person_url": url_for("pages.person", person_id=person.person_id),
+            "cover_url": url_for("api.face_thumbnail", face_id=person.cover_face_id),
+        }
+
+    def _face_summary(self, record: FaceRecord) -> dict:
+        return {
+            "face_id": record.face_id,
+            "source": record.source,
+            "media_type": record.media_type,
+            "timestamp": record.timestamp,
+            "box": record.box.as_list(),
+            "label": record.label,
+        } | self._links(record.face_id, record.source)
+
+    def decide(self, verb: str, person_id: str | None, body: dict) -> dict:
+        """Record one human decision (``verb``: name, merge, split, hide, cover, move) and answer
+        with the person it leaves (for ``move`` out of everyone: the face and None)."""
+        index = self._index()
+        if verb == "name":
+            changed = people.name_person(index, person_id, _text(body, "name", optional=True))
+        elif verb == "merge":
+            changed = people.merge_people(index, person_id, _texts(body, "others"))
+        elif verb == "split":
+            changed = people.split_person(index, person_id, _texts(body, "face_ids"))
+        elif verb == "hide":
+            people.hide_person(index, person_id, hidden=_flag(body, "hidden"))
+            changed = people.get_person(index, person_id)
+        elif verb == "cover":
+            people.set_cover(index, person_id, _text(body, "face_id"))
+            changed = people.get_person(index, person_id)
+        else:
+            face_id, target = _text(body, "face_id"), _text(body, "person_id", optional=True)
+            people.move_face(index, face_id, target)
+            if target is None:
+                return {"face_id": face_id, "person": None}
+            changed = people.get_person(index, target)
+        return {"person": self._person(changed)}
+
     def videos(self, limit: int) -> dict:
         """Videos with their face (track) counts, most first."""
         facets = self._index().facets("video", size=min(limit, FACET_LIMIT))
@@ -206,6 +266,29 @@ class Engine:
                 "calibration": described,
             }
         return body, body["status"] == "ok"
+
+
+def _text(body: dict, name: str, optional: bool = False) -> str | None:
+    value = body.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or (not optional and not value.strip()):
+        raise InvalidRequestError(f"{name} must be a {'string or null' if optional else 'non-empty string'}")
+    return value
+
+
+def _texts(body: dict, name: str) -> list[str]:
+    value = body.get(name)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise InvalidRequestError(f"{name} must be a non-empty array of ids")
+    return value
+
+
+def _flag(body: dict, name: str) -> bool:
+    value = body.get(name, True)
+    if not isinstance(value, bool):
+        raise InvalidRequestError(f"{name} must be true or false")
+    return value
 
 
 def _loose(text: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template, send_file
+from flask import Blueprint, render_template, request, send_file
 
 from search_engine.media_types import media_format
 
@@ -28,6 +28,30 @@ def face(face_id: str):
     shown = current_engine().face(face_id)
     known = media_format(shown["source"])
     return render_template("face.html", face=shown, plays=known is not None and known.plays_in_browser)
+
+
+#: People per page of the people grid.
+PEOPLE_PER_PAGE = 200
+
+
+@bp.get("/people")
+def people():
+    offset = request.args.get("offset", "0")
+    offset = int(offset) if offset.isdigit() else 0
+    shown = current_engine().persons(PEOPLE_PER_PAGE, offset, include_hidden=False)
+    following = offset + PEOPLE_PER_PAGE
+    return render_template(
+        "people.html",
+        persons=shown["persons"],
+        total=shown["total"],
+        next_offset=following if following < shown["total"] else None,
+    )
+
+
+@bp.get("/people/<person_id>")
+def person(person_id: str):
+    shown = current_engine().person(person_id, limit=1000, offset=0)
+    return render_template("person.html", person=shown)
 
 
 # merge_slashes off: "/media//etc/passwd" must be refused as it stands, not redirected.

@@ -1,4 +1,5 @@
-// facesearch pages: the search page (upload, pick a face, results, filters) and the face page.
+// facesearch pages: the search page (upload, pick a face, results, filters), the face page, and the
+// people pages (the grid of people, one person's faces: rename, merge, split, not this person).
 // Plain JS on purpose: no build step. Face numbers are 0-based in the API and 1-based on screen.
 "use strict";
 
@@ -264,8 +265,106 @@ function initFace() {
   whenLoaded(image, () => drawBoxes(svg, image, [box], 0, null));
 }
 
+// A human decision about people, sent as JSON (the API takes nothing else for a change); resolves
+// to the answer, or shows the server's message and rejects.
+async function decide(url, body) {
+  const message = document.getElementById("message");
+  message.hidden = true;
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    message.textContent = (answer.error && answer.error.message) || `the server answered ${response.status}`;
+    message.className = "message error";
+    message.hidden = false;
+    throw new Error(message.textContent);
+  }
+  return answer;
+}
+
+const personUrl = (id, verb) => `/api/v1/persons/${encodeURIComponent(id)}/${verb}`;
+
+// A name field renames its person on Enter or when it loses focus, if it changed.
+function renameOnCommit(input, personId) {
+  let saved = input.value;
+  const commit = async () => {
+    if (input.value.trim() === saved.trim()) return;
+    try {
+      const answer = await decide(personUrl(personId, "name"), { name: input.value });
+      saved = input.value = answer.person.name || "";
+      input.classList.add("saved");
+    } catch (error) {
+      input.value = saved;
+    }
+  };
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") commit();
+  });
+  input.addEventListener("blur", commit);
+}
+
+// Ticked boxes enable a button once there are at least `least` of them.
+function picked(button, least) {
+  const boxes = [...document.querySelectorAll("input.pick")];
+  const update = () => {
+    button.disabled = boxes.filter((box) => box.checked).length < least;
+  };
+  boxes.forEach((box) => box.addEventListener("change", update));
+  update();
+  return () => boxes.filter((box) => box.checked).map((box) => box.value);
+}
+
+function initPeople() {
+  for (const card of document.querySelectorAll(".person-card")) {
+    renameOnCommit(card.querySelector(".rename"), card.dataset.person);
+  }
+  const merge = document.getElementById("merge");
+  const selected = picked(merge, 2);
+  merge.addEventListener("click", async () => {
+    const cards = selected().map((id) => document.querySelector(`.person-card[data-person="${id}"]`));
+    // Into the named one if there is one, else the one with the most faces.
+    cards.sort((a, b) => (b.dataset.name ? 1 : 0) - (a.dataset.name ? 1 : 0) || b.dataset.faces - a.dataset.faces);
+    const [into, ...others] = cards.map((card) => card.dataset.person);
+    await decide(personUrl(into, "merge"), { others });
+    window.location.reload();
+  });
+}
+
+function initPerson() {
+  const personId = document.getElementById("person").dataset.person;
+  renameOnCommit(document.getElementById("name"), personId);
+  const split = document.getElementById("split");
+  const selected = picked(split, 1);
+  split.addEventListener("click", async () => {
+    const answer = await decide(personUrl(personId, "split"), { face_ids: selected() });
+    window.location.assign(answer.person.person_url);
+  });
+  const hide = document.getElementById("hide");
+  hide.addEventListener("click", async () => {
+    await decide(personUrl(personId, "hide"), { hidden: hide.dataset.hidden !== "true" });
+    window.location.reload();
+  });
+  for (const button of document.querySelectorAll(".not-this")) {
+    button.addEventListener("click", async () => {
+      await decide(`/api/v1/faces/${encodeURIComponent(button.dataset.face)}/person`, { person_id: null });
+      window.location.reload();
+    });
+  }
+  for (const button of document.querySelectorAll(".make-cover")) {
+    button.addEventListener("click", async () => {
+      await decide(personUrl(personId, "cover"), { face_id: button.dataset.face });
+      window.location.reload();
+    });
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const page = document.body.dataset.page;
   if (page === "search") initSearch();
   else if (page === "face") initFace();
+  else if (page === "people") initPeople();
+  else if (page === "person") initPerson();
 });
