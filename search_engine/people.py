@@ -251,6 +251,41 @@ def _people(faces: _Faces, records: Mapping[str, PersonRecord], names: Mapping[s
     return sorted(people, key=lambda p: (-p.face_count, p.person_id))
 
 
+#: Faces of a person a search for more of them queries with, besides their mean face.
+EXEMPLARS = 8
+
+
+@dataclass(frozen=True)
+class PersonQuery:
+    """What a search for more of one person queries with: ``centroid``, their mean face, (dim,)
+    unit; ``exemplars``, (m, dim) unit rows, up to :data:`EXEMPLARS` of their faces as unlike each
+    other as they come (so their profile and their younger self are asked about too)."""
+
+    person_id: str
+    centroid: np.ndarray
+    exemplars: np.ndarray
+
+
+def person_query(index: FaceIndex, person_id: str) -> PersonQuery:
+    """The query for more of a person.
+
+    Raises:
+        NotFoundError: no face belongs to ``person_id``.
+    """
+    vectors = _read(index, SearchFilters(cluster=person_id)).vectors
+    if len(vectors) == 0:
+        raise NotFoundError(f"no person {person_id!r} in the {index.model.key} index")
+    centroid = vectors.sum(axis=0)
+    centroid /= np.linalg.norm(centroid) or 1.0
+    # Farthest-point sampling from the most typical face.
+    chosen = [int(np.argmax(vectors @ centroid))]
+    nearest = vectors @ vectors[chosen[0]]
+    while len(chosen) < min(EXEMPLARS, len(vectors)):
+        chosen.append(int(np.argmin(nearest)))
+        nearest = np.maximum(nearest, vectors @ vectors[chosen[-1]])
+    return PersonQuery(person_id, centroid.astype(np.float32), vectors[chosen])
+
+
 # --- human decisions ----------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from .imageio import decode_image, read_file
 from .index import FaceIndex, create_index
 from .indexing import FileOutcome, PhotoInput, index_photos
 from .media_types import is_video
+from .people import person_query
 from .pipeline import EmbeddedFace, FacePipeline, largest_index, subject_index
 from .types import VIDEO, Detection, Hit, SearchFilters
 from .video_indexing import VideoOptions, analyse_segment
@@ -55,7 +56,7 @@ class SearchResult:
     """
 
     query_faces: tuple[Detection, ...]
-    face: int
+    face: int | None
     hits: tuple[Hit, ...]
     query_times: tuple[tuple[float, float], ...] = ()
     groups: tuple[VideoGroup, ...] | None = None
@@ -175,6 +176,39 @@ class SearchService:
             return self.search_video(path, **options)
         image = decode_image(read_file(Path(path)), str(path), self.settings.models.max_image_pixels)
         return self.search_image(image, **options)
+
+    def search_person(self, person_id: str, k: int = 20, filters: SearchFilters | None = None) -> SearchResult:
+        """More of one person: the faces not grouped with them that are most like them, to confirm.
+
+        Queries with their mean face and a spread of their faces (:func:`~search_engine.people.person_query`).
+        Each hit's ``score`` is its similarity to the nearest of those faces, face to face, so its
+        verdict means what a photo search's does; ``rank_score``, the order, is its similarity to
+        their mean face. No query faces are listed (``face`` is None).
+
+        Raises:
+            NotFoundError: no such person.
+        """
+        query = person_query(self.index, person_id)
+        base = dataclasses.replace(filters or SearchFilters(), exclude_cluster=person_id)
+        found: dict[str, Hit] = {}
+        for vector in (query.centroid, *query.exemplars):
+            for hit in self.index.search(vector, k=k, filters=base):
+                found.setdefault(hit.face_id, hit)
+        stored = self.index.embeddings(list(found))
+        ranked = sorted(
+            (
+                dataclasses.replace(
+                    hit,
+                    score=float(np.max(query.exemplars @ stored[face_id])),
+                    rank_score=float(query.centroid @ stored[face_id]),
+                )
+                for face_id, hit in found.items()
+                if face_id in stored
+            ),
+            key=lambda hit: -hit.rank_score,
+        )
+        judged = self.verdicts()
+        return SearchResult((), None, judge(ranked[:k], judged), verdicts=judged)
 
     def group_by_video(
         self, vector: np.ndarray, videos: int, filters: SearchFilters | None = None, moments: int = MOMENTS_PER_VIDEO

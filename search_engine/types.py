@@ -175,7 +175,7 @@ class SearchFilters:
     """Restrictions applied *before* nearest-neighbour ranking.
 
     ``min_score`` is a cosine similarity floor in [-1, 1]; ``exclude_sources`` drops hits from those files;
-    ``cluster`` keeps the faces grouped into that person.
+    ``cluster`` keeps the faces grouped into that person, ``exclude_cluster`` drops them.
     """
 
     person: str | None = None
@@ -184,6 +184,7 @@ class SearchFilters:
     min_score: float | None = None
     exclude_sources: tuple[str, ...] = ()
     cluster: str | None = None
+    exclude_cluster: str | None = None
 
 
 #: The :class:`SearchFilters` fields that keep only the faces whose field of that name equals them.

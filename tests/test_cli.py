@@ -162,6 +162,11 @@ def test_people_are_grouped_named_split_and_merged_from_the_cli(library, capsys,
     code, again = run_json(capsys, ["people", "cluster", "--full", *data])
     code, shown = run_json(capsys, ["people", "show", eileen["id"], *data])
     assert shown["face_count"] == 9 and shown["name"] == "Eileen"
+    # The face taken out is the one most like her that is not hers.
+    code, more = run_json(capsys, ["search", "--person-id", eileen["id"], "--k", "3", *data])
+    assert more["face"] is None and more["hits"][0]["face_id"] == eileen["face_ids"][0]
+    assert all(h["cluster"] != eileen["id"] for h in more["hits"])
+    assert main(["search", *data]) == EXIT_USAGE
 
 
 def test_query_without_a_face_fails_clearly(tmp_path):

@@ -282,6 +282,9 @@ def test_filter_clauses():
         {"term": {"cluster": "p1"}},
         {"bool": {"must_not": [{"terms": {"source": ["/a", "/b"]}}]}},
     ]
+    assert filter_clauses(SearchFilters(exclude_cluster="p2")) == [
+        {"bool": {"must_not": [{"term": {"cluster": "p2"}}]}}
+    ]
 
 
 def test_knn_body_puts_filters_inside_knn():

@@ -385,6 +385,8 @@ def test_set_people_changes_those_fields_alone_and_passes_over_unknown_faces(ind
     hits = index.search(chosen[2].embedding, k=3, filters=SearchFilters(cluster="p2"))
     assert [h.face_id for h in hits] == [chosen[2].face_id] and hits[0].cluster == "p2" and hits[0].person is None
     assert index.get("nope") is None and index.count() == len(filled)
+    others = index.search(chosen[0].embedding, k=len(filled), filters=SearchFilters(exclude_cluster="p1"))
+    assert len(others) == len(filled) - 2 and all(h.cluster != "p1" for h in others)
     index.set_people({chosen[0].face_id: Grouping(None, None)})
     index.refresh()
     assert index.get(chosen[0].face_id).cluster is None

@@ -225,3 +225,25 @@ def test_human_decisions_survive_reruns_and_a_reindex(index, crowd):
 
 def vectors(crowd, person: str) -> list[np.ndarray]:
     return [vector for _, vector, truth in crowd if truth == person]
+
+
+def test_more_of_a_person_finds_their_faces_not_yet_grouped_first(index, crowd):
+    from search_engine.service import SearchService
+
+    rng = np.random.default_rng(5)
+    add(index, [record(name, vector) for name, vector, _ in crowd])
+    cluster_index(index, THRESHOLD)
+    ada = by_name(crowd, index)["p0_0"]
+    centre = unit(np.mean(vectors(crowd, "person0"), axis=0))
+    later = [record(f"p0_new{i}", v) for i, v in enumerate(person_faces(rng, 3, centre=centre))]
+    add(index, later)
+    service = SearchService(Settings.of(same_person_threshold=THRESHOLD), pipeline=None, index=index)
+    result = service.search_person(ada, k=5)
+    assert result.face is None and result.query_faces == ()
+    assert {h.face_id for h in result.hits[:3]} == {f.face_id for f in later}
+    assert all(h.cluster != ada for h in result.hits)
+    assert [h.verdict for h in result.hits[:3]] == ["same_person"] * 3
+    ranks = [h.rank_score for h in result.hits]
+    assert ranks == sorted(ranks, reverse=True)
+    with pytest.raises(NotFoundError):
+        service.search_person("nobody")

@@ -92,6 +92,12 @@ def person(person_id: str):
     return current_engine().person(person_id, limit, offset)
 
 
+@bp.get("/persons/<person_id>/more")
+def more_of_person(person_id: str):
+    k = _number(request.args, "k", int, 1, MAX_RESULTS) or current_engine().settings.web.results_per_page
+    return current_engine().more_of(person_id, k)
+
+
 #: What a person's POST routes decide, each its own route ``/persons/<id>/<verb>`` (see
 #: :meth:`~web.engine.Engine.decide`).
 PERSON_DECISIONS = ("name", "merge", "split", "hide", "cover")

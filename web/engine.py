@@ -156,6 +156,14 @@ class Engine:
                 faces.append(self._face_summary(record))
         return self._person(found) | {"faces": faces}
 
+    def more_of(self, person_id: str, k: int) -> dict:
+        """The faces not yet a person's most like them (:meth:`SearchService.search_person`), each
+        with its links and verdict: candidates for a human to confirm."""
+        body = self.service().search_person(person_id, k=k).to_dict()
+        for hit in body["hits"]:
+            hit.update(self._links(hit["face_id"], hit["source"]))
+        return body
+
     def _person(self, person: people.Person) -> dict:
         return person.to_dict() | {
             "person_url": url_for("pages.person", person_id=person.person_id),

@@ -11,14 +11,20 @@ from search_engine.config import Settings
 from search_engine.errors import InvalidRequestError
 from search_engine.types import FACET_FIELDS, MEDIA_TYPES, SearchFilters
 
-from .common import EXIT_USAGE
+from .common import EXIT_USAGE, usage_error
 
 
 def register(commands, common: argparse.ArgumentParser) -> None:
     search = commands.add_parser("search", parents=[common], help="find the faces most like one in a photo or clip")
-    search.add_argument("image", type=Path, metavar="QUERY", help="query photo, or video clip (its people are tracked)")
+    search.add_argument(
+        "image", type=Path, nargs="?", metavar="QUERY", help="query photo, or video clip (its people are tracked)"
+    )
+    search.add_argument(
+        "--person-id",
+        help="instead of a photo, more of this person (facesearch people list): the faces not yet theirs most like them",
+    )
     search.add_argument("--k", type=int, default=20, help="number of hits (default 20)")
-    search.add_argument("--person", help="only faces labelled with this person")
+    search.add_argument("--person", help="only faces of the person of this name (a label or a person's name)")
     search.add_argument("--video", help="only faces from this video")
     search.add_argument("--media-type", choices=MEDIA_TYPES, help="only photos or only video frames")
     search.add_argument("--min-score", type=float, help="cosine similarity floor in [-1, 1]")
@@ -41,12 +47,19 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from search_engine.calibration import POSSIBLE, SAME_PERSON
     from search_engine.service import SearchService
 
+    if (args.image is None) == (args.person_id is None):
+        return usage_error("search with a QUERY photo or clip, or with --person-id, one of the two")
+    if args.person_id is not None and (args.face is not None or args.collapse or args.by_video):
+        return usage_error("--person-id takes no --face, --collapse or --by-video")
     service = SearchService.from_settings(settings)
     filters = SearchFilters(person=args.person, video=args.video, media_type=args.media_type, min_score=args.min_score)
     try:
-        result = service.search_file(
-            args.image, k=args.k, filters=filters, face=args.face, collapse=args.collapse, by_video=args.by_video
-        )
+        if args.person_id is not None:
+            result = service.search_person(args.person_id, k=args.k, filters=filters)
+        else:
+            result = service.search_file(
+                args.image, k=args.k, filters=filters, face=args.face, collapse=args.collapse, by_video=args.by_video
+            )
     except InvalidRequestError as exc:
         print(f"facesearch: error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE

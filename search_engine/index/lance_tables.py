@@ -89,6 +89,8 @@ def where_clause(filters: SearchFilters | None) -> str | None:
     if filters.exclude_sources:
         listed = ", ".join(sql_literal(s) for s in filters.exclude_sources)
         parts.append(f"source NOT IN ({listed})")
+    if filters.exclude_cluster is not None:
+        parts.append(f"(cluster IS NULL OR cluster != {sql_literal(filters.exclude_cluster)})")
     return " AND ".join(parts) or None
 
 

@@ -47,8 +47,8 @@ def query_vector(vector: np.ndarray | Sequence[float]) -> list[float]:
 def filter_clauses(filters: SearchFilters | None) -> list[dict[str, Any]]:
     """Filter-context clauses for the equality and exclusion parts of ``filters`` (``min_score`` aside).
 
-    The :data:`~search_engine.types.EQUALITY_FILTERS` become ``term`` filters; ``exclude_sources`` becomes a
-    ``bool.must_not`` over a ``terms`` query on ``source``.
+    The :data:`~search_engine.types.EQUALITY_FILTERS` become ``term`` filters; ``exclude_sources`` and
+    ``exclude_cluster`` become ``bool.must_not`` clauses.
     """
     if filters is None:
         return []
@@ -57,6 +57,8 @@ def filter_clauses(filters: SearchFilters | None) -> list[dict[str, Any]]:
     ]
     if filters.exclude_sources:
         clauses.append({"bool": {"must_not": [{"terms": {"source": list(filters.exclude_sources)}}]}})
+    if filters.exclude_cluster is not None:
+        clauses.append({"bool": {"must_not": [{"term": {"cluster": filters.exclude_cluster}}]}})
     return clauses
 
 

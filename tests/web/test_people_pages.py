@@ -72,6 +72,10 @@ def test_persons_are_listed_and_decided_through_the_api(people_client):
     assert merged["face_count"] == PHOTOS_EACH + 1 and merged["name"] == "Eileen_Collins"
     out = post(f"/api/v1/faces/{eileen['face_ids'][0]}/person", {"person_id": None}).get_json()
     assert out == {"face_id": eileen["face_ids"][0], "person": None}
+    more = client.get(f"/api/v1/persons/{eileen['id']}/more?k=3").get_json()
+    assert more["hits"][0]["face_id"] == eileen["face_ids"][0] and more["hits"][0]["thumbnail_url"]
+    back = post(f"/api/v1/faces/{eileen['face_ids'][0]}/person", {"person_id": eileen["id"]}).get_json()
+    assert back["person"]["face_count"] == PHOTOS_EACH + 1
     hidden = post(f"/api/v1/persons/{eileen['id']}/hide", {"hidden": True}).get_json()["person"]
     assert hidden["hidden"] and client.get("/api/v1/persons").get_json()["total"] == 1
     assert client.get("/api/v1/persons?hidden=1").get_json()["total"] == 2
@@ -159,3 +163,18 @@ def test_split_name_and_merge_people_in_the_browser(people_server, browser):  # 
     shown = cards(browser)
     assert set(shown) == {"Eileen_Collins", "Cameraman"} and f"{PHOTOS_EACH + 1} faces" in shown["Eileen_Collins"].text
     browser.save_screenshot(str(ARTIFACTS / "people-4-merged.png"))
+
+    # Not this person, then find it again among the faces most like her, and add it back.
+    shown["Eileen_Collins"].find_element("css selector", "a").click()
+    wait_for(browser, lambda d: len(css(d, ".face-card")) == PHOTOS_EACH + 1, "Eileen's faces")
+    taken = css(browser, ".face-card")[-1].get_attribute("data-face")
+    css(browser, f'.not-this[data-face="{taken}"]')[0].click()
+    wait_for(browser, lambda d: len(css(d, ".face-card")) == PHOTOS_EACH, "one face fewer")
+    css(browser, "#more")[0].click()
+    wait_for(browser, lambda d: css(d, "#candidate-list li"), "the faces most like her")
+    assert css(browser, "#candidate-list li")[0].get_attribute("data-face") == taken
+    browser.save_screenshot(str(ARTIFACTS / "people-5-more-of-her.png"))
+    css(browser, f'.add-face[data-face="{taken}"]')[0].click()
+    wait_for(browser, lambda d: not css(d, f'#candidate-list li[data-face="{taken}"]'), "the face to be added")
+    browser.refresh()
+    wait_for(browser, lambda d: len(css(d, ".face-card")) == PHOTOS_EACH + 1, "her faces, whole again")

@@ -333,6 +333,27 @@ function initPeople() {
   });
 }
 
+const VERDICT_WORDS = { same_person: "same person", possible: "possible" };
+
+// One face that may be this person's, with a button that confirms it.
+function candidateCard(hit, personId) {
+  const image = hit.thumbnail_url ? el("img", { src: hit.thumbnail_url, alt: "a face that may be theirs" }) : "(file not served)";
+  const add = el("button", { type: "button", class: "add-face", "data-face": hit.face_id }, "Add to this person");
+  const card = el(
+    "li",
+    { class: "card candidate", "data-face": hit.face_id },
+    el("a", { href: hit.face_url }, image),
+    el("span", { class: "where" }, `${(hit.score * 100).toFixed(0)}% ${VERDICT_WORDS[hit.verdict] || ""}`),
+    el("span", { class: "where" }, basename(hit.source)),
+    add,
+  );
+  add.addEventListener("click", async () => {
+    await decide(`/api/v1/faces/${encodeURIComponent(hit.face_id)}/person`, { person_id: personId });
+    card.remove();
+  });
+  return card;
+}
+
 function initPerson() {
   const personId = document.getElementById("person").dataset.person;
   renameOnCommit(document.getElementById("name"), personId);
@@ -341,6 +362,16 @@ function initPerson() {
   split.addEventListener("click", async () => {
     const answer = await decide(personUrl(personId, "split"), { face_ids: selected() });
     window.location.assign(answer.person.person_url);
+  });
+  const more = document.getElementById("more");
+  more.addEventListener("click", async () => {
+    const response = await fetch(`/api/v1/persons/${encodeURIComponent(personId)}/more`, {
+      headers: { Accept: "application/json" },
+    });
+    const answer = await response.json();
+    const list = document.getElementById("candidate-list");
+    list.replaceChildren(...answer.hits.map((hit) => candidateCard(hit, personId)));
+    document.getElementById("candidates").hidden = false;
   });
   const hide = document.getElementById("hide");
   hide.addEventListener("click", async () => {
