@@ -1,6 +1,6 @@
 """The Celery application: Redis broker and result backend, settings for long CPU-bound tasks.
 
-Callers submit tasks by name (:data:`INDEX_CHUNK`, :data:`INDEX_VIDEO`), so the CLI and the web
+Callers submit tasks by name (:data:`INDEX_CHUNK`, :data:`INDEX_VIDEO`, :data:`CLUSTER_PEOPLE`), so the CLI and the web
 app never import torch.
 """
 
@@ -17,6 +17,7 @@ from search_engine.config import Settings
 
 INDEX_CHUNK = "facesearch.index_chunk"
 INDEX_VIDEO = "facesearch.index_video"
+CLUSTER_PEOPLE = "facesearch.cluster_people"
 
 
 def create_celery(settings: Settings) -> Celery:

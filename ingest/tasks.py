@@ -11,10 +11,11 @@ from celery import Task, shared_task
 from search_engine.config import Settings
 from search_engine.errors import IndexUnavailableError
 from search_engine.indexing import BatchSummary, PhotoInput
+from search_engine.people import cluster_index, grouping_threshold
 from search_engine.service import SearchService
 from search_engine.video_indexing import VideoOptions, VideoStep, index_video_step
 
-from .celery_app import INDEX_CHUNK, INDEX_VIDEO
+from .celery_app import CLUSTER_PEOPLE, INDEX_CHUNK, INDEX_VIDEO
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +81,16 @@ def index_video(self, path: str, start: float = 0.0, digest: str = "", faces: in
     summary = BatchSummary()
     summary.add([step.outcome])
     return summary.to_dict()
+
+
+def cluster_people_of(service: SearchService, full: bool = False) -> dict:
+    """Group the faces of ``service``'s index into people; returns :meth:`ClusterReport.to_dict`."""
+    index = service.index
+    return cluster_index(index, grouping_threshold(service.settings.search, index), full=full).to_dict()
+
+
+@shared_task(name=CLUSTER_PEOPLE, **_INDEXING_TASK)
+def cluster_people(self, chunk_results: list | None = None, full: bool = False) -> dict:
+    """Group the index's faces into people. Run after a job's tasks (a chord), it is handed their
+    results first, which it does not need."""
+    return cluster_people_of(self.service, full=full)

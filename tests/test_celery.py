@@ -75,11 +75,14 @@ def test_submitted_folder_lands_in_the_index_with_labels(worker, worker_env, pho
     assert code == EXIT_PARTIAL and again["failures"] == summary["failures"]
     assert "not an image" in again["failures"][0]["error"] or "truncated" in again["failures"][0]["error"]
 
-    # Submitting the same folder again indexes nothing twice.
-    main(["submit", str(photos), "--person-from-folder", "--wait", "--json"])
+    # Submitting the same folder again indexes nothing twice; a worker then groups the faces.
+    main(["submit", str(photos), "--person-from-folder", "--wait", "--json", "--cluster"])
     rerun = json.loads(capsys.readouterr().out)
     assert rerun["skipped_unchanged"] == 12 and rerun["indexed"] == 0
     assert index.count() == 12
+    assert (rerun["people"]["faces"], rerun["people"]["people"], rerun["people"]["alone"]) == (12, 2, 0)
+    assert {c.value: c.count for c in index.facets("person")} == {"Eileen_Collins": 6, "Cameraman": 6}
+    assert len(index.facets("cluster")) == 2
 
 
 def test_unknown_job_is_a_clear_error(worker_env, monkeypatch, capsys, redis_url):

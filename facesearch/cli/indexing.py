@@ -28,6 +28,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         type=int,
         help="processes detecting and embedding in parallel (env FACESEARCH_WORKERS; 0 = per core)",
     )
+    index.add_argument("--cluster", action="store_true", help="then group the faces into people (people cluster)")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
     index.set_defaults(run=cmd_index)
@@ -35,6 +36,11 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     submit = commands.add_parser("submit", parents=[common, labels], help="index photos on the Celery workers")
     submit.add_argument("--chunk-size", type=int, default=32, help="photos per task (default 32)")
     submit.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
+    submit.add_argument(
+        "--cluster",
+        action="store_true",
+        help="then group the faces into people on a worker (facesearch people cluster)",
+    )
     submit.add_argument("--json", action="store_true", help="print the job id (and with --wait the summary) as JSON")
     submit.set_defaults(run=cmd_submit)
 
@@ -72,12 +78,19 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
         settings, collected.photos, progress=not (args.quiet or args.json), videos=collected.videos
     )
     result = summary.to_dict() | {"ignored_other_files": collected.ignored, "index_total_faces": index.count()}
+    if args.cluster:
+        from search_engine.people import cluster_index, grouping_threshold
+
+        result["people"] = cluster_index(index, grouping_threshold(settings.search, index)).to_dict()
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         ignored = f"; {collected.ignored} other files ignored" if collected.ignored else ""
         print(summary_text(summary) + ignored)
         print(f"index now holds {result['index_total_faces']} faces ({index.model.key})")
+        if args.cluster:
+            people = result["people"]
+            print(f"{people['people']} people, {people['alone']} faces alone; {people['changed']} faces changed person")
         print_failures(summary)
     return EXIT_PARTIAL if summary.failures else 0
 
@@ -90,7 +103,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     if collected is None:
         return EXIT_ERROR
     with celery_client(settings) as app:
-        job_id = submit_photos(app, collected.photos, args.chunk_size, videos=collected.videos)
+        job_id = submit_photos(app, collected.photos, args.chunk_size, videos=collected.videos, cluster=args.cluster)
         if not args.wait:
             print(json.dumps({"job_id": job_id}) if args.json else job_id)
             return 0
@@ -123,6 +136,10 @@ def _report(status, as_json: bool) -> int:
         print(json.dumps(status.to_dict(), indent=2))
     else:
         print(f"job {status.job_id}: {status.state}; {summary_text(status.summary)}")
+        if isinstance(status.people, dict):
+            people = status.people
+            grouped = people.get("error") or f"{people['people']} people, {people['alone']} faces alone"
+            print(f"people: {grouped}")
         print_failures(status.summary)
     return EXIT_PARTIAL if status.summary.failures else 0
 
