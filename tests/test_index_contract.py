@@ -362,6 +362,7 @@ def test_neighbours_are_each_query_s_nearest_faces_best_first(index, filled):
         assert [face_id for face_id, _ in row] == [f.face_id for f in expected]
         assert [score for _, score in row] == pytest.approx([float(f.embedding @ query) for f in expected], abs=0.02)
     assert found[0][0][0] == filled[3].face_id
+    assert index.neighbours(queries[:1], k=4) == found[:1]
     with pytest.raises(DimensionMismatchError):
         index.neighbours(np.ones((2, MODEL.dim + 1), dtype=np.float32), k=3)
 

@@ -92,10 +92,23 @@ def keyed(library, service):
 
 
 def test_api_keys_guard_every_call(keyed, library):
-    for url in ("/api/v1/health", "/api/v1/people", "/api/v1/videos", "/api/v1/openapi.json", "/api/v1/faces/x"):
+    for url in (
+        "/api/v1/health",
+        "/api/v1/people",
+        "/api/v1/persons",
+        "/api/v1/persons/p1",
+        "/api/v1/persons/p1/more",
+        "/api/v1/videos",
+        "/api/v1/openapi.json",
+        "/api/v1/faces/x",
+    ):
         response = keyed.get(url)
         assert error_of(response)[:2] == (401, "unauthorized"), url
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    for url in ("/api/v1/persons/p1/name", "/api/v1/persons/p1/merge", "/api/v1/faces/x/person"):
+        assert error_of(keyed.post(url, json={"name": "x"}))[:2] == (401, "unauthorized"), url
+    for page in ("/people", "/people/p1"):
+        assert keyed.get(page).status_code == 401
     assert error_of(search(keyed, library.queries / "eileen.jpg"))[:2] == (401, "unauthorized")
     status, code, message = error_of(keyed.get("/api/v1/health", headers={"X-API-Key": "k-three"}))
     assert (status, code) == (401, "unauthorized") and "not valid" in message
