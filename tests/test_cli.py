@@ -139,6 +139,8 @@ def test_people_are_grouped_named_split_and_merged_from_the_cli(library, capsys,
     assert sorted(map(sorted, folders)) == [["Cameraman"], ["Eileen_Collins"]]
     code, again = run_json(capsys, ["people", "cluster", *data])
     assert again["changed"] == 0 and again["examined"] == 0
+    code, stats = run_json(capsys, ["stats", *data])
+    assert stats["grouped"] == {"people": 2, "faces": 20}
 
     eileen = next(p for p, f in zip(people, folders) if f == {"Eileen_Collins"})
     other = next(p for p in people if p is not eileen)

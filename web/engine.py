@@ -22,7 +22,7 @@ from search_engine.errors import (
     ModelUnavailableError,
 )
 from search_engine.imageio import content_hash, decode_image, read_file
-from search_engine.index import FaceIndex, create_index
+from search_engine.index import FACET_LIMIT, FaceIndex, create_index
 from search_engine.media_types import is_image_path, media_format
 from search_engine.pipeline import FacePipeline
 from search_engine.service import SearchService
@@ -33,9 +33,6 @@ from .errors import WebError
 from .media import MediaRoots, face_thumbnail
 
 log = logging.getLogger(__name__)
-
-#: The most facet values read when listing or counting people and videos.
-FACET_LIMIT = 10_000
 
 
 @dataclass(frozen=True)

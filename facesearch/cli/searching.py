@@ -118,16 +118,19 @@ def _span(start: float, end: float) -> str:
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     from search_engine.calibration import calibration_and_origin, verdicts
     from search_engine.embedding import embedder_info
-    from search_engine.index import create_index
+    from search_engine.index import FACET_LIMIT, create_index
 
     index = create_index(settings.index, embedder_info(settings.models))
     index.ensure()
     faces = index.count()
     calibration, stored = calibration_and_origin(index)
     judged = verdicts(calibration, faces, settings.search.target_fpir, settings.search.same_person_threshold)
+    # Every person the faces were grouped into (facesearch people cluster), whether named or not.
+    grouped = index.facets("cluster", size=FACET_LIMIT)
     stats = {
         "model": index.model.key,
         "faces": faces,
+        "grouped": {"people": len(grouped), "faces": sum(f.count for f in grouped)},
         "people": [{"person": f.value, "faces": f.count} for f in index.facets("person", size=20)],
         "videos": [{"video": f.value, "faces": f.count} for f in index.facets("video", size=20)],
         "verdicts": None if judged is None else judged.to_dict(),
@@ -137,6 +140,8 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(stats, indent=2))
         return 0
     print(f"{faces} faces indexed with {stats['model']}")
+    if grouped:
+        print(f"{stats['grouped']['faces']} of them grouped into {len(grouped)} people (facesearch people list)")
     if judged is None:
         print("verdicts: none (this model is not calibrated; see facesearch calibrate)")
     elif judged.fixed:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ..config import IndexSettings
 from ..types import FACET_FIELDS, EmbedderInfo
-from .base import FaceIndex
+from .base import FACET_LIMIT, FaceIndex
 
-__all__ = ["FACET_FIELDS", "FaceIndex", "create_index"]
+__all__ = ["FACET_FIELDS", "FACET_LIMIT", "FaceIndex", "create_index"]
 
 
 def create_index(settings: IndexSettings, model: EmbedderInfo) -> FaceIndex:

@@ -36,6 +36,10 @@ COLLAPSE_OVERSAMPLE = 8
 COLLAPSE_GROWTH = 4
 
 
+#: The most values a caller reads of one facet when it lists or counts them all (people, videos):
+#: one terms aggregation's buckets, well under Elasticsearch's ``search.max_buckets`` (65,536).
+FACET_LIMIT = 10_000
+
 #: One stored face near a query: its ``face_id`` and cosine similarity.
 Neighbour = tuple[str, float]
 
