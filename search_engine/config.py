@@ -128,6 +128,13 @@ class IndexSettings(_Group):
     es_password: str | None = setting(None, "Elasticsearch basic auth password")
     es_ca_cert: Path | None = setting(None, "CA bundle for a TLS cluster", parse=path)
     es_index_prefix: str = setting("facesearch", "prefix of index, alias and template names")
+    vector_index_faces: int = setting(
+        50_000,
+        "faces from which the embedded store builds a vector index (one HNSW graph) at its next "
+        "optimize and searches through it; `0`: always the exact scan",
+        parse=int,
+        check=at_least(0, "0 (never) or more"),
+    )
 
     @property
     def backend(self) -> str:

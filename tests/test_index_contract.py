@@ -413,3 +413,67 @@ def test_person_records_and_face_decisions_round_trip_and_outlive_their_faces(in
     index.upsert([f for f in filled if f.source == face.source])
     index.refresh()
     assert index.get_decisions()[face.face_id].person_id == "p2"
+
+
+def test_the_index_says_how_it_finds_the_nearest_faces(index, filled):
+    info = index.vector_index()
+    assert info.indexed + info.unindexed == len(filled)
+    assert (info.kind == "exact") == (info.indexed == 0)
+
+
+def test_a_vector_index_finds_what_the_exact_scan_finds(tmp_path):
+    from search_engine.index.embedded import EmbeddedFaceIndex
+
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(120, MODEL.dim))
+    faces = []
+    for i in range(600):
+        vector = unit(centres[i % 120] + 0.15 * rng.normal(size=MODEL.dim))
+        source = f"/photos/p{i % 120}_{i // 120}.jpg"
+        faces.append(
+            FaceRecord(
+                face_id=face_id(MODEL.key, source, 0),
+                source=source,
+                face_no=0,
+                box=Box(0, 0, 10, 10),
+                probability=0.99,
+                embedding=vector,
+                model=MODEL.key,
+                person=f"p{i % 120}",
+            )
+        )
+    store = EmbeddedFaceIndex(tmp_path / "lancedb", MODEL, vector_index_faces=500)
+    store.upsert(faces[:400])
+    store.optimize()
+    assert store.vector_index().kind == "exact"  # below the size that pays for one
+    store.upsert(faces[400:])
+    store.optimize()
+    info = store.vector_index()
+    assert (info.kind, info.indexed, info.unindexed) == ("IVF_HNSW_SQ", 600, 0) and info.size_bytes > 0
+
+    vectors = np.stack([f.embedding for f in faces])
+    for query in faces[::37]:
+        exact = [faces[j].face_id for j in np.argsort(-(vectors @ query.embedding))[:5]]
+        assert [h.face_id for h in store.search(query.embedding, k=5)] == exact
+        person = [h.person for h in store.search(query.embedding, k=5, filters=SearchFilters(person=query.person))]
+        assert person == [query.person] * 5
+    collapsed = store.search(faces[0].embedding, k=4, collapse="person")
+    assert len({h.person for h in collapsed}) == 4 and collapsed[0].person == faces[0].person
+
+    # A face written after the index was built is found before the next optimize.
+    newcomer = FaceRecord(
+        face_id="new",
+        source="/photos/new.jpg",
+        face_no=0,
+        box=Box(0, 0, 10, 10),
+        probability=0.99,
+        embedding=unit(rng.normal(size=MODEL.dim)),
+        model=MODEL.key,
+    )
+    store.upsert([newcomer])
+    assert store.vector_index().unindexed == 1
+    assert store.search(newcomer.embedding, k=1)[0].face_id == "new"
+    assert store.neighbours(np.stack([newcomer.embedding]), k=1)[0][0][0] == "new"
+    store.optimize()
+    assert store.vector_index().unindexed == 0
+    store.close()

@@ -131,6 +131,7 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
         "model": index.model.key,
         "faces": faces,
         "grouped": {"people": len(grouped), "faces": sum(f.count for f in grouped)},
+        "vector_index": index.vector_index().to_dict(),
         "people": [{"person": f.value, "faces": f.count} for f in index.facets("person", size=20)],
         "videos": [{"video": f.value, "faces": f.count} for f in index.facets("video", size=20)],
         "verdicts": None if judged is None else judged.to_dict(),
@@ -140,6 +141,14 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(stats, indent=2))
         return 0
     print(f"{faces} faces indexed with {stats['model']}")
+    vectors = stats["vector_index"]
+    if vectors["kind"] == "exact":
+        print("nearest faces: exact scan of every face (FACESEARCH_VECTOR_INDEX_FACES)")
+    else:
+        size = f", {vectors['size_bytes'] / 1e6:.1f} MB" if vectors["size_bytes"] is not None else ""
+        print(
+            f"nearest faces: {vectors['kind']} index of {vectors['indexed']} faces{size}, {vectors['unindexed']} not yet in it"
+        )
     if grouped:
         print(f"{stats['grouped']['faces']} of them grouped into {len(grouped)} people (facesearch people list)")
     if judged is None:

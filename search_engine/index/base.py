@@ -8,6 +8,7 @@ Scores are cosine similarities in [-1, 1] between unit-length vectors, whatever 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -55,6 +56,22 @@ class FaceBatch:
     persons: tuple[str | None, ...]
     labels: tuple[str | None, ...]
     clusters: tuple[str | None, ...]
+
+
+@dataclass(frozen=True)
+class VectorIndexInfo:
+    """How an index finds the nearest faces: ``kind``, ``"exact"`` (every vector scanned) or the
+    vector index's type; how many faces it holds ``indexed`` and how many are not in it yet
+    (``unindexed``, searched exactly until the next :meth:`FaceIndex.optimize`); its ``size_bytes``
+    where the engine reports one."""
+
+    kind: str
+    indexed: int
+    unindexed: int
+    size_bytes: int | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def query_matrix(model: EmbedderInfo, vectors: np.ndarray) -> np.ndarray:
@@ -205,6 +222,9 @@ class FaceIndex(Protocol):
         Raises:
             ValueError: the calibration is another model's.
         """
+
+    def vector_index(self) -> VectorIndexInfo:
+        """How searches find the nearest faces now (exact scan or a vector index, and its coverage)."""
 
     def refresh(self) -> None:
         """Make every write so far visible to searches."""

@@ -45,6 +45,7 @@ from .base import (
     COLLAPSE_GROWTH,
     FaceBatch,
     Neighbour,
+    VectorIndexInfo,
     check_calibration,
     check_collapse,
     check_facet_field,
@@ -473,6 +474,20 @@ class ElasticFaceIndex:
         meta = faces_meta(None if calibration is None else calibration.to_dict())
         with self._talking(f"storing the calibration of {self.names.faces_alias}"):
             self._client.indices.put_mapping(index=self.names.faces_alias, meta=meta)
+
+    def vector_index(self) -> VectorIndexInfo:
+        """The faces mapping's ``dense_vector`` index type; Elasticsearch indexes every face at refresh."""
+        self.ensure()
+        with self._talking(f"reading the mapping of {self.names.faces_alias}"):
+            mappings = self._client.indices.get_mapping(index=self.names.faces_alias).body
+        kind = next(
+            (
+                body["mappings"]["properties"][EMBEDDING_FIELD].get("index_options", {}).get("type", "hnsw")
+                for body in mappings.values()
+            ),
+            "hnsw",
+        )
+        return VectorIndexInfo(kind, self.count(), 0)
 
     def refresh(self) -> None:
         with self._talking(f"refreshing {self.names.faces_alias}"):

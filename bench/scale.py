@@ -1,0 +1,211 @@
+"""The embedded store at scale: kNN latency and recall, exact and through its vector index.
+
+Fills a fresh embedded store through the product's own upsert path with faces shaped like real
+ones: the identities of a labelled index of the model (``--seed-data-dir``, e.g. the LFW index
+``bench/lfw_retrieval.py --data-dir`` made) give each person's mean face and each face's offset
+from it; new identities' mean faces are drawn from a Gaussian fitted to the real ones, their faces
+are a mean face plus a real face's offset, and how many faces each identity has follows LFW's
+photos per person. Every face is labelled with its identity; one in ten is a video face, 2,000
+per video, so the person and video filters are as selective as in an archive.
+
+Then, for ``--queries`` held-out faces of stored identities (k=20): p50 / p95 latency plain,
+person-filtered and video-filtered; recall@20 against exact search (numpy over the same vectors);
+recall of the query's own identity (its stored faces found in the top 20, exact and indexed).
+First with the exact scan, then after :meth:`EmbeddedFaceIndex.optimize` built the vector index
+(build time, index size). Also the store's write throughput per tenth of the fill, and disk per face.
+
+Usage: python bench/scale.py --seed-data-dir DIR [--faces 100000] [--queries 300] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from search_engine.config import MODELS, Settings  # noqa: E402
+from search_engine.embedding import embedder_info  # noqa: E402
+from search_engine.index.embedded import EmbeddedFaceIndex  # noqa: E402
+from search_engine.types import VIDEO, Box, FaceRecord, SearchFilters  # noqa: E402
+
+K = 20
+FACES_PER_VIDEO = 2000
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def seed_shapes(index) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The real identities' unit mean faces (people with two faces or more), every such face's
+    offset from its mean face, and how many faces each labelled person has."""
+    by_label: dict[str, list[np.ndarray]] = {}
+    for batch in index.scan():
+        for vector, label in zip(batch.vectors, batch.labels):
+            if label is not None:
+                by_label.setdefault(label, []).append(vector)
+    centres, offsets = [], []
+    for vectors in by_label.values():
+        if len(vectors) >= 2:
+            centre = unit(np.mean(vectors, axis=0))
+            centres.append(centre)
+            offsets.extend(v - centre for v in vectors)
+    return np.stack(centres), np.stack(offsets), [len(v) for v in by_label.values()]
+
+
+def synthetic_faces(n: int, centres, offsets, sizes, rng) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` face vectors and their identity numbers (see the module docstring)."""
+    counts = rng.choice(sizes, size=n)  # more identities than needed: the faces run out first
+    counts = counts[: int(np.searchsorted(np.cumsum(counts), n)) + 1]
+    # One draw for every identity: each draw of a multivariate normal factorises the covariance.
+    means = unit(rng.multivariate_normal(centres.mean(axis=0), np.cov(centres, rowvar=False), size=len(counts)))
+    identities = np.repeat(np.arange(len(counts)), counts)[:n]
+    return unit(means[identities] + offsets[rng.integers(0, len(offsets), size=n)]), identities
+
+
+def records(vectors, identities, model_key: str, start: int) -> list[FaceRecord]:
+    out = []
+    for i, (vector, who) in enumerate(zip(vectors, identities), start):
+        video = i % 10 == 0
+        out.append(
+            FaceRecord(
+                face_id=f"f{i:08d}",
+                source=f"/scale/{'video' if video else 'photo'}/{i}.{'mp4' if video else 'jpg'}",
+                face_no=0,
+                box=Box(0, 0, 100, 100),
+                probability=0.99,
+                embedding=vector,
+                model=model_key,
+                person=f"id{who}",
+                label=f"id{who}",
+                media_type=VIDEO if video else "photo",
+                video=f"v{(i // 10) // FACES_PER_VIDEO}.mp4" if video else None,
+            )
+        )
+    return out
+
+
+def measure(store, queries, truth, mates, filters_of, runs: int) -> dict:
+    """Latency percentiles (ms, median over runs) and recalls for each kind of search."""
+    figures = {}
+    for kind in ("plain", "person", "video"):
+        p50s, p95s, found = [], [], []
+        for _ in range(runs):
+            latencies, found = [], []
+            for q, query in enumerate(queries):
+                started = time.perf_counter()
+                hits = store.search(query, k=K, filters=filters_of(kind, q))
+                latencies.append((time.perf_counter() - started) * 1000)
+                found.append([h.face_id for h in hits])
+            p50s.append(float(np.percentile(latencies, 50)))
+            p95s.append(float(np.percentile(latencies, 95)))
+        row = {"p50": statistics.median(p50s), "p95": statistics.median(p95s)}
+        if kind == "plain":
+            row["recall@20"] = statistics.fmean(len(set(f) & set(t)) / K for f, t in zip(found, truth))
+            row["mates found"] = statistics.fmean(len(set(f) & m) / min(len(m), K) for f, m in zip(found, mates) if m)
+        figures[kind] = row
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed-data-dir", type=Path, required=True, help="data dir of a labelled index (LFW)")
+    parser.add_argument("--embedder", default="mobilefacenet", choices=MODELS)
+    parser.add_argument("--faces", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=3, help="query passes (median reported)")
+    parser.add_argument("--data-dir", type=Path, help="scratch directory; default: a fresh temporary one")
+    args = parser.parse_args()
+
+    settings = Settings.from_env().replace(embedder=args.embedder, data_dir=args.seed_data_dir, es_url=None)
+    model = embedder_info(settings.models)
+    seed = EmbeddedFaceIndex.from_settings(settings.index, model)
+    centres, offsets, sizes = seed_shapes(seed)
+    rng = np.random.default_rng(0)
+    vectors, identities = synthetic_faces(args.faces + args.queries * 4, centres, offsets, sizes, rng)
+    # Queries: one face of each of some identities with other faces stored; the rest are stored.
+    rows_of: dict[int, list[int]] = {}
+    for row, identity in enumerate(identities):
+        rows_of.setdefault(int(identity), []).append(row)
+    multi = [rows for rows in rows_of.values() if len(rows) >= 2]
+    picked = [multi[i][0] for i in rng.permutation(len(multi))[: args.queries]]
+    held = np.zeros(len(vectors), dtype=bool)
+    held[picked] = True
+    stored_rows = np.flatnonzero(~held)[: args.faces]
+    stored, who = vectors[stored_rows], identities[stored_rows]
+
+    scratch = args.data_dir or Path(tempfile.mkdtemp(prefix="facesearch-scale-"))
+    store = EmbeddedFaceIndex(scratch / "lancedb", model)
+    store.ensure()
+    throughput, batch = [], 1000
+    tenth = max(len(stored) // 10, batch)
+    started = time.perf_counter()
+    mark = started
+    for at in range(0, len(stored), batch):
+        store.upsert(records(stored[at : at + batch], who[at : at + batch], model.key, at))
+        if (at + batch) % tenth == 0:
+            now = time.perf_counter()
+            throughput.append(tenth / (now - mark))
+            mark = now
+    store.optimize()
+    fill_s = time.perf_counter() - started
+
+    queries = vectors[picked]
+    query_who = identities[picked]
+    truth = [[f"f{j:08d}" for j in np.argsort(-(stored @ q))[:K]] for q in queries]
+    members: dict[int, set[str]] = {}
+    for i, w in enumerate(who):
+        members.setdefault(int(w), set()).add(f"f{i:08d}")
+    mates = [members.get(int(w), set()) for w in query_who]
+    videos = Counter(f"v{(i // 10) // FACES_PER_VIDEO}.mp4" for i in range(0, len(stored), 10))
+    video_names = sorted(videos)
+
+    def filters_of(kind: str, q: int) -> SearchFilters | None:
+        if kind == "person":
+            return SearchFilters(person=f"id{query_who[q]}")
+        if kind == "video":
+            return SearchFilters(video=video_names[q % len(video_names)])
+        return None
+
+    exact = measure(store, queries, truth, mates, filters_of, args.runs)
+    indexed_store = EmbeddedFaceIndex(scratch / "lancedb", model, vector_index_faces=1)
+    indexed_store.ensure()
+    built = time.perf_counter()
+    indexed_store.optimize()
+    build_s = time.perf_counter() - built
+    info = indexed_store.vector_index()
+    indexed = measure(indexed_store, queries, truth, mates, filters_of, args.runs)
+    disk = sum(p.stat().st_size for p in (scratch / "lancedb").rglob("*") if p.is_file())
+
+    print(
+        f"\nEmbedded store at {len(stored):,} faces, {model.dim}-d ({model.key} shapes), "
+        f"{platform.machine()}, {os.cpu_count()} cores, {args.queries} queries x {args.runs} runs"
+    )
+    print(f"fill through upsert: {fill_s:.1f} s; faces/s per tenth: {', '.join(f'{t:,.0f}' for t in throughput)}")
+    print(
+        f"vector index: {info.kind}, built in {build_s:.1f} s, {info.size_bytes / len(stored):.0f} B per face; "
+        f"disk {disk / len(stored):.0f} B per face"
+    )
+    print("| search | exact p50 | exact p95 | indexed p50 | indexed p95 |")
+    print("|---|---|---|---|---|")
+    for kind in ("plain", "person", "video"):
+        e, i = exact[kind], indexed[kind]
+        print(f"| {kind} | {e['p50']:.1f} | {e['p95']:.1f} | {i['p50']:.1f} | {i['p95']:.1f} |")
+    print(
+        f"recall@20 vs exact: {indexed['plain']['recall@20']:.4f}; own identity's faces in the top 20: "
+        f"exact {exact['plain']['mates found']:.4f}, indexed {indexed['plain']['mates found']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
