@@ -5,16 +5,19 @@ ones: the identities of a labelled index of the model (``--seed-data-dir``, e.g.
 ``bench/lfw_retrieval.py --data-dir`` made) give each person's mean face and each face's offset
 from it; new identities' mean faces are drawn from a Gaussian fitted to the real ones, their faces
 are a mean face plus a real face's offset, and how many faces each identity has follows LFW's
-photos per person. Every face is labelled with its identity; one in ten is a video face, 2,000
-per video, so the person and video filters are as selective as in an archive.
+photos per person. Every face goes by its identity's name (``person``, not a label, so nothing is
+pinned for the people job); one in ten is a video face, 2,000 per video, so the person and video
+filters are as selective as in an archive.
 
 Then, for ``--queries`` held-out faces of stored identities (k=20): p50 / p95 latency plain,
 person-filtered and video-filtered; recall@20 against exact search (numpy over the same vectors);
 recall of the query's own identity (its stored faces found in the top 20, exact and indexed).
 First with the exact scan, then after :meth:`EmbeddedFaceIndex.optimize` built the vector index
 (build time, index size). Also the store's write throughput per tenth of the fill, and disk per face.
+With ``--people``, last, the people job (``facesearch people cluster``) on the indexed store: its
+time, and its pairwise and BCubed F against the identities.
 
-Usage: python bench/scale.py --seed-data-dir DIR [--faces 100000] [--queries 300] [--runs 3]
+Usage: python bench/scale.py --seed-data-dir DIR [--faces 100000] [--queries 300] [--runs 3] [--people]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import numpy as np  # noqa: E402
 from search_engine.config import MODELS, Settings  # noqa: E402
 from search_engine.embedding import embedder_info  # noqa: E402
 from search_engine.index.embedded import EmbeddedFaceIndex  # noqa: E402
+from search_engine.people import cluster_index, grouping_threshold  # noqa: E402
 from search_engine.types import VIDEO, Box, FaceRecord, SearchFilters  # noqa: E402
 
 K = 20
@@ -87,7 +91,6 @@ def records(vectors, identities, model_key: str, start: int) -> list[FaceRecord]
                 embedding=vector,
                 model=model_key,
                 person=f"id{who}",
-                label=f"id{who}",
                 media_type=VIDEO if video else "photo",
                 video=f"v{(i // 10) // FACES_PER_VIDEO}.mp4" if video else None,
             )
@@ -125,6 +128,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--runs", type=int, default=3, help="query passes (median reported)")
     parser.add_argument("--data-dir", type=Path, help="scratch directory; default: a fresh temporary one")
+    parser.add_argument("--people", action="store_true", help="then time the people job on the store")
     args = parser.parse_args()
 
     settings = Settings.from_env().replace(embedder=args.embedder, data_dir=args.seed_data_dir, es_url=None)
@@ -205,6 +209,17 @@ def main() -> None:
         f"recall@20 vs exact: {indexed['plain']['recall@20']:.4f}; own identity's faces in the top 20: "
         f"exact {exact['plain']['mates found']:.4f}, indexed {indexed['plain']['mates found']:.4f}"
     )
+    if args.people:
+        from people_clustering import scores, stored_groups
+
+        threshold = grouping_threshold(settings.search, indexed_store)
+        report = cluster_index(indexed_store, threshold)
+        measured = scores(stored_groups(indexed_store), {f"f{i:08d}": f"id{w}" for i, w in enumerate(who)})
+        print(
+            f"people job: {report.seconds:.0f} s for {report.faces:,} faces (threshold {threshold:.4f}, kNN "
+            f"through the index): {report.people:,} people, {report.alone:,} faces alone; pairwise F "
+            f"{measured['pairwise F']:.4f}, BCubed F {measured['BCubed F']:.4f}"
+        )
 
 
 if __name__ == "__main__":
