@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .embedding import normalise
 from .ids import grouped_person_id
 from .index.base import FaceIndex
 
@@ -160,11 +161,6 @@ def _sums(groups: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     return np.add.reduceat(vectors[order].astype(np.float64), starts, axis=0)
 
 
-def _unit(rows: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return (rows / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-
-
 #: Examined faces whose candidate groups are scored at once (bounds the (rows, k, dim) block).
 _MOVE_BATCH = 1024
 
@@ -175,7 +171,7 @@ def _moves(
     """Each movable face in the neighbouring group whose centroid is most similar to it, where
     that reaches ``threshold`` and beats its own group's centroid without it."""
     sums = _sums(groups, vectors)
-    centroids = _unit(sums)
+    centroids = normalise(sums)
     moved = groups.copy()
     rows = np.flatnonzero(movable[hoods.faces])
     for start in range(0, rows.size, _MOVE_BATCH):
@@ -189,7 +185,7 @@ def _moves(
         rest = sums[groups[faces]] - vectors[faces]
         # A face alone in its group has no group without it to stay with.
         alone = np.linalg.norm(rest, axis=1) < 1e-6
-        own_score = np.where(alone, -np.inf, np.einsum("rd,rd->r", _unit(rest), vectors[faces]))
+        own_score = np.where(alone, -np.inf, np.einsum("rd,rd->r", normalise(rest), vectors[faces]))
         move = (best_score >= threshold) & (best_score > own_score)
         moved[faces[move]] = candidates[np.arange(chunk.size), best][move]
     return moved
@@ -201,7 +197,7 @@ def _merges(
     """Neighbouring groups whose centroids reach ``threshold``, merged most similar first, never
     joining two groups of different fixed ids (two names, or two people who are not examined)."""
     _, groups = np.unique(groups, return_inverse=True)
-    centroids = _unit(_sums(groups, vectors))
+    centroids = normalise(_sums(groups, vectors))
     near = hoods.nearest
     left = np.repeat(groups[hoods.faces], near.shape[1])[near.reshape(-1) >= 0]
     right = groups[near[near >= 0]]

@@ -37,6 +37,7 @@ import numpy as np
 
 from .calibration import calibration_for, verdicts
 from .config import SearchSettings
+from .embedding import normalise
 from .errors import ConfigError, ConflictError, InvalidRequestError, NotFoundError
 from .grouping import NEIGHBOURS, group_faces, neighbourhoods
 from .ids import grouped_person_id, labelled_person_id
@@ -275,15 +276,14 @@ def person_query(index: FaceIndex, person_id: str) -> PersonQuery:
     vectors = _read(index, SearchFilters(cluster=person_id)).vectors
     if len(vectors) == 0:
         raise NotFoundError(f"no person {person_id!r} in the {index.model.key} index")
-    centroid = vectors.sum(axis=0)
-    centroid /= np.linalg.norm(centroid) or 1.0
+    centroid = normalise(vectors.sum(axis=0, keepdims=True))[0]
     # Farthest-point sampling from the most typical face.
     chosen = [int(np.argmax(vectors @ centroid))]
     nearest = vectors @ vectors[chosen[0]]
     while len(chosen) < min(EXEMPLARS, len(vectors)):
         chosen.append(int(np.argmin(nearest)))
         nearest = np.maximum(nearest, vectors @ vectors[chosen[-1]])
-    return PersonQuery(person_id, centroid.astype(np.float32), vectors[chosen])
+    return PersonQuery(person_id, centroid, vectors[chosen])
 
 
 # --- human decisions ----------------------------------------------------------------------------
