@@ -172,10 +172,8 @@ def calibration_from_mappings(response: Mapping[str, Any]) -> dict[str, Any] | N
 def sources_mapping() -> dict[str, Any]:
     """Mapping of the index of ingested files: one document per file, ``_id`` = :func:`~search_engine.ids.source_id`."""
     keyword = {"type": "keyword"}
-    return {
-        "dynamic": "strict",
-        "_meta": {"mapping_version": MAPPING_VERSION},
-        "properties": {
+    return _strict(
+        {
             "source": keyword,
             "content_hash": keyword,
             "model": keyword,
@@ -184,36 +182,26 @@ def sources_mapping() -> dict[str, Any]:
             # Kept for display only: error messages are never searched.
             "error": {"type": "text", "index": False},
             "media_type": keyword,
-        },
-    }
+        }
+    )
+
+
+def _strict(properties: dict[str, Any]) -> dict[str, Any]:
+    """A strict mapping of these properties, stamped with the mapping version."""
+    return {"dynamic": "strict", "_meta": {"mapping_version": MAPPING_VERSION}, "properties": properties}
 
 
 def people_mapping() -> dict[str, Any]:
     """Mapping of the person records: one document per person, ``_id`` = the person id."""
-    return {
-        "dynamic": "strict",
-        "_meta": {"mapping_version": MAPPING_VERSION},
-        "properties": {
-            "person_id": {"type": "keyword"},
-            "name": {"type": "keyword"},
-            "hidden": {"type": "boolean"},
-            "cover_face_id": {"type": "keyword"},
-        },
-    }
+    keyword = {"type": "keyword"}
+    return _strict({"person_id": keyword, "name": keyword, "hidden": {"type": "boolean"}, "cover_face_id": keyword})
 
 
 def decisions_mapping() -> dict[str, Any]:
     """Mapping of the face decisions: one document per face, ``_id`` = the face id; ``not_person``
     is an array of person ids."""
-    return {
-        "dynamic": "strict",
-        "_meta": {"mapping_version": MAPPING_VERSION},
-        "properties": {
-            "face_id": {"type": "keyword"},
-            "person_id": {"type": "keyword"},
-            "not_person": {"type": "keyword"},
-        },
-    }
+    keyword = {"type": "keyword"}
+    return _strict({"face_id": keyword, "person_id": keyword, "not_person": keyword})
 
 
 def person_document(record: PersonRecord) -> dict[str, Any]:
