@@ -196,6 +196,18 @@ def test_embeddings_by_face_id(index, filled):
     assert index.embeddings([]) == {}
 
 
+def test_records_by_face_id_are_what_get_reads(index, filled):
+    wanted = [filled[2], filled[5], filled[2]]
+    found = index.records([f.face_id for f in wanted] + ["no-such-face"])
+    assert set(found) == {filled[2].face_id, filled[5].face_id}
+    for face in wanted:
+        one = index.get(face.face_id)
+        assert found[face.face_id].box == one.box and found[face.face_id].source == face.source
+        assert (found[face.face_id].person, found[face.face_id].label) == (face.person, face.label)
+        np.testing.assert_allclose(found[face.face_id].embedding, face.embedding, atol=1e-6)
+    assert index.records([]) == {}
+
+
 def test_counts_and_facets(index, filled):
     assert index.count() == len(filled)
     assert index.count(SearchFilters(person="Ada_Lovelace")) == sum(f.person == "Ada_Lovelace" for f in filled)

@@ -146,11 +146,9 @@ class Engine:
         """One person, with one page of their faces (each with its links)."""
         index = self._index()
         found = people.get_person(index, person_id)
-        faces = []
-        for face_id in found.face_ids[offset : offset + limit]:
-            record = index.get(face_id)
-            if record is not None:
-                faces.append(self._face_summary(record))
+        shown = found.face_ids[offset : offset + limit]
+        records = index.records(shown)
+        faces = [self._face_summary(records[face_id]) for face_id in shown if face_id in records]
         return self._person(found) | {"faces": faces}
 
     def more_of(self, person_id: str, k: int) -> dict:

@@ -106,7 +106,8 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
     index = _index(settings)
     person = get_person(index, args.person_id)
-    faces = [index.get(face_id) for face_id in person.face_ids]
+    records = index.records(person.face_ids)
+    faces = [records[face_id] for face_id in person.face_ids if face_id in records]
     if args.json:
         rows = [
             {"face_id": f.face_id, "source": f.source, "box": f.box.as_list(), "timestamp": f.timestamp} for f in faces

@@ -164,6 +164,10 @@ class FaceIndex(Protocol):
     def get(self, face_id: str) -> FaceRecord | None:
         """One stored face with its embedding, or None."""
 
+    def records(self, face_ids: Sequence[str]) -> dict[str, FaceRecord]:
+        """The stored faces (with their embeddings) of those ids that exist, by face id: :meth:`get`
+        for many faces in a few requests."""
+
     def embeddings(self, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored unit vectors (float32, shape (dim,)) of those faces that exist, by face id."""
 

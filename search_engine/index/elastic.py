@@ -246,18 +246,25 @@ class ElasticFaceIndex:
                 return None
         return record_from_document(response["_source"])
 
-    def embeddings(self, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def _documents(self, face_ids: Sequence[str], **source) -> Iterator[dict]:
+        """The stored documents (``_id`` and ``_source``) of those faces that exist, a page of ids
+        per ``mget``; ``source`` narrows ``_source`` (``source_includes=[...]``)."""
         self.ensure()
-        found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(face_ids))
-        with self._talking(f"reading face vectors from {self.names.faces_alias}"):
+        with self._talking(f"reading faces from {self.names.faces_alias}"):
             for start in range(0, len(unique), PAGE_SIZE):
                 ids = unique[start : start + PAGE_SIZE]
-                response = self._client.mget(index=self.names.faces_alias, ids=ids, source_includes=[EMBEDDING_FIELD])
-                for doc in response["docs"]:
-                    if doc.get("found"):
-                        found[doc["_id"]] = embedding_from_document(doc["_id"], doc["_source"])
-        return found
+                response = self._client.mget(index=self.names.faces_alias, ids=ids, **source)
+                yield from (doc for doc in response["docs"] if doc.get("found"))
+
+    def records(self, face_ids: Sequence[str]) -> dict[str, FaceRecord]:
+        return {doc["_id"]: record_from_document(doc["_source"]) for doc in self._documents(face_ids)}
+
+    def embeddings(self, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return {
+            doc["_id"]: embedding_from_document(doc["_id"], doc["_source"])
+            for doc in self._documents(face_ids, source_includes=[EMBEDDING_FIELD])
+        }
 
     def faces_of_source(self, source: str) -> list[FaceRecord]:
         self.ensure()

@@ -285,15 +285,27 @@ class EmbeddedFaceIndex:
         rows = self._rows(f"face_id = {sql_literal(face_id)}").to_pylist()
         return record_from_row(rows[0]) if rows else None
 
-    def embeddings(self, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def _by_ids(self, face_ids: Sequence[str], columns: list[str] | None) -> Iterator[pa.Table]:
+        """The rows of these faces (those that exist), ``columns`` of them (None: all), a few
+        hundred ids per query."""
         table = self._table()
-        found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(face_ids))
         for start in range(0, len(unique), _IN_LIST):
             chunk = unique[start : start + _IN_LIST]
-            where = f"face_id IN ({', '.join(sql_literal(f) for f in chunk)})"
+            query = table.search().where(f"face_id IN ({', '.join(sql_literal(f) for f in chunk)})")
+            if columns is not None:
+                query = query.select(columns)
             # Face ids are unique, so the list's length bounds the rows: no count query first.
-            rows = table.search().where(where).select(["face_id", "embedding"]).limit(len(chunk)).to_arrow()
+            yield query.limit(len(chunk)).to_arrow()
+
+    def records(self, face_ids: Sequence[str]) -> dict[str, FaceRecord]:
+        return {
+            row["face_id"]: record_from_row(row) for rows in self._by_ids(face_ids, None) for row in rows.to_pylist()
+        }
+
+    def embeddings(self, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        for rows in self._by_ids(face_ids, ["face_id", "embedding"]):
             vectors = rows["embedding"].combine_chunks().flatten().to_numpy().reshape(-1, self.model.dim)
             found.update(zip(rows["face_id"].to_pylist(), vectors))
         return found
