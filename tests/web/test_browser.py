@@ -68,6 +68,14 @@ def css(driver, selector: str):
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
+def images_loaded(driver, selector: str) -> bool:
+    """Every image the selector matches has arrived and decoded (thumbnails load after the page does)."""
+    images = css(driver, selector)
+    return bool(images) and all(
+        driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img) for img in images
+    )
+
+
 def people_shown(driver) -> list[str]:
     return [p.text for p in css(driver, "#hits li .person")]
 
@@ -109,7 +117,7 @@ def test_pick_the_second_face_then_filter_by_person(server, browser, library):
     verdicts = [c.text for c in css(browser, "#hits li .verdict")]
     assert verdicts and set(verdicts) <= {"same person", "possible"}
     assert "Same person from" in css(browser, "#summary")[0].text
-    assert all(img.get_attribute("naturalWidth") != "0" for img in css(browser, "#hits li img"))
+    wait_for(browser, lambda d: images_loaded(d, "#hits li img"), "the thumbnails")
 
     # Filter on the person the second face is not.
     other = next(p for p in PEOPLE if p.replace("_", " ") != shown[2])

@@ -19,6 +19,7 @@ from .test_browser import (
     CHROMIUM,
     browser,  # noqa: F401 (the fixture)
     css,
+    images_loaded,
     wait_for,
 )
 
@@ -119,7 +120,7 @@ def cards(driver) -> dict[str, object]:
 def test_split_name_and_merge_people_in_the_browser(people_server, browser):  # noqa: F811
     browser.get(people_server + "/people")
     wait_for(browser, lambda d: len(css(d, ".person-card")) == 2, "the people grid")
-    assert all(img.get_attribute("naturalWidth") != "0" for img in css(browser, ".person-card img"))
+    wait_for(browser, lambda d: images_loaded(d, ".person-card img"), "the people's covers")
     browser.save_screenshot(str(ARTIFACTS / "people-1-grid.png"))
 
     # Split: two of Eileen's faces become a person of their own.
