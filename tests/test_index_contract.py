@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -488,4 +489,30 @@ def test_a_vector_index_finds_what_the_exact_scan_finds(tmp_path):
     assert store.neighbours(np.stack([newcomer.embedding]), k=1)[0][0][0] == "new"
     store.optimize()
     assert store.vector_index().unindexed == 0
+    store.close()
+
+
+def test_optimize_deletes_the_files_of_versions_older_than_it_keeps(tmp_path, monkeypatch):
+    from search_engine.index import embedded
+
+    def data_files() -> int:
+        return len(list((tmp_path / "lancedb" / f"{store.faces_table_name}.lance" / "data").glob("*.lance")))
+
+    store = embedded.EmbeddedFaceIndex(tmp_path / "lancedb", MODEL)
+    rng = np.random.default_rng(5)
+    for i in range(4):
+        source = f"/photos/{i}.jpg"
+        face = FaceRecord(
+            face_id(MODEL.key, source, 0), source, 0, Box(0, 0, 10, 10), 0.99, unit(rng.normal(size=8)), MODEL.key
+        )
+        store.upsert([face])
+    assert data_files() == 4
+    store.optimize()
+    assert data_files() == 5  # the compacted file, and the replaced ones a reader may still be reading
+    monkeypatch.setattr(embedded, "_KEEP_OLD_VERSIONS", timedelta(milliseconds=1))
+    store.upsert([face])
+    store.optimize()
+    # What is left on disk is what the newest version reads: one file per fragment.
+    assert data_files() == store._table().stats()["fragment_stats"]["num_fragments"] < 5
+    assert store.count() == 4
     store.close()

@@ -71,6 +71,12 @@ log = logging.getLogger(__name__)
 
 #: Written faces are compacted into fewer files after this many small upserts.
 _COMPACT_EVERY = 64
+#: :meth:`EmbeddedFaceIndex.optimize` deletes the files of table versions older than this. A
+#: search in another process reads the version that was newest when it began, for well under a
+#: second; LanceDB's default, a week, keeps every file a compaction replaced, and compactions
+#: rewrite the store's growing data file, so a large ingest would leave many times the store's
+#: own size on disk (bench/scale.py measures disk per face).
+_KEEP_OLD_VERSIONS = timedelta(minutes=10)
 #: Values per SQL ``IN`` list: bounded lists keep the SQL small for folders of many thousand files.
 _IN_LIST = 500
 #: Query vectors per LanceDB search in :meth:`EmbeddedFaceIndex.neighbours`: one scan of the table
@@ -210,12 +216,12 @@ class EmbeddedFaceIndex:
             self.optimize()
 
     def optimize(self) -> None:
-        """Compact small files left by many upserts, fold new rows into the scalar indexes and drop
-        old table versions."""
+        """Compact small files left by many upserts, fold new rows into the scalar indexes and
+        delete the files of versions older than :data:`_KEEP_OLD_VERSIONS`."""
         with self._writing():
             for table in (self._faces, self._sources, self._people, self._decisions):
                 if table is not None:
-                    table.optimize()
+                    table.optimize(cleanup_older_than=_KEEP_OLD_VERSIONS)
             faces = self._faces
             if (
                 faces is not None
