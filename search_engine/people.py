@@ -69,13 +69,14 @@ class ClusterReport:
 class Person:
     """One person of the index: ``person_id`` (their faces' ``cluster``), the ``name`` their faces
     go by (None: unnamed), their ``face_ids`` in order, whether a human ``hidden`` them, and the
-    ``cover_face_id`` that shows them (a human's choice, else the face nearest their mean face)."""
+    ``cover_face_id`` that shows them: a human's choice, else their most typical face (the one
+    nearest their mean face), which :func:`list_people` leaves None for :func:`with_covers`."""
 
     person_id: str
     name: str | None
     face_ids: tuple[str, ...]
     hidden: bool
-    cover_face_id: str
+    cover_face_id: str | None
 
     @property
     def face_count(self) -> int:
@@ -103,10 +104,10 @@ class _Faces:
     clusters: list[str | None]
 
 
-def _read(index: FaceIndex, filters: SearchFilters | None = None) -> _Faces:
-    faces = _Faces([], np.zeros((0, index.model.dim), dtype=np.float32), [], [], [])
+def _read(index: FaceIndex, filters: SearchFilters | None = None, vectors: bool = True) -> _Faces:
+    faces = _Faces([], np.zeros((0, index.model.dim if vectors else 0), dtype=np.float32), [], [], [])
     chunks = []
-    for batch in index.scan(filters=filters):
+    for batch in index.scan(filters=filters, vectors=vectors):
         faces.face_ids.extend(batch.face_ids)
         faces.persons.extend(batch.persons)
         faces.labels.extend(batch.labels)
@@ -215,11 +216,32 @@ def _store(index: FaceIndex, changes: Mapping[str, Grouping]) -> None:
 
 def list_people(index: FaceIndex, include_hidden: bool = False) -> list[Person]:
     """Every person of the index (hidden ones only with ``include_hidden``), the most faces first
-    (ties by id)."""
-    faces = _read(index)
+    (ties by id). It reads no vectors, so a cover no human chose is None: :func:`with_covers`
+    picks those of the people shown."""
+    faces = _read(index, vectors=False)
     records = index.get_people()
     people = _people(faces, records, names_of_people(records, faces.labels))
     return [p for p in people if include_hidden or not p.hidden]
+
+
+def with_covers(index: FaceIndex, persons: Sequence[Person]) -> list[Person]:
+    """``persons``, each with a cover: those without one get their most typical face (read from
+    the index, the vectors of their faces only)."""
+    uncovered = [face_id for person in persons if person.cover_face_id is None for face_id in person.face_ids]
+    vectors = index.embeddings(uncovered) if uncovered else {}
+    covered = []
+    for person in persons:
+        if person.cover_face_id is None:
+            ids = [face_id for face_id in person.face_ids if face_id in vectors]
+            if ids:
+                person = dataclasses.replace(person, cover_face_id=_typical(ids, np.stack([vectors[i] for i in ids])))
+        covered.append(person)
+    return covered
+
+
+def _typical(face_ids: Sequence[str], vectors: np.ndarray) -> str:
+    """The face nearest the mean of ``vectors`` (row ``i`` is ``face_ids[i]``'s unit vector)."""
+    return face_ids[int(np.argmax(vectors @ vectors.sum(axis=0)))]
 
 
 def get_person(index: FaceIndex, person_id: str) -> Person:
@@ -245,9 +267,8 @@ def _people(faces: _Faces, records: Mapping[str, PersonRecord], names: Mapping[s
         record = records.get(person_id, PersonRecord(person_id))
         ids = [faces.face_ids[r] for r in members]
         cover = record.cover_face_id if record.cover_face_id in ids else None
-        if cover is None:
-            vectors = faces.vectors[members]
-            cover = ids[int(np.argmax(vectors @ vectors.sum(axis=0)))]
+        if cover is None and faces.vectors.shape[1]:
+            cover = _typical(ids, faces.vectors[members])
         people.append(Person(person_id, names.get(person_id), tuple(sorted(ids)), record.hidden, cover))
     return sorted(people, key=lambda p: (-p.face_count, p.person_id))
 

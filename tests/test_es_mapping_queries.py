@@ -480,6 +480,7 @@ def test_scan_body_pages_every_face_by_id_with_vector_and_labels_only():
     assert body["_source"] == [EMBEDDING_FIELD, "person", "label", "cluster"]
     assert body["sort"] == [{"face_id": {"order": "asc"}}] and "search_after" not in body
     assert scan_body(10, ["abc"])["search_after"] == ["abc"]
+    assert scan_body(10, vectors=False)["_source"] == ["person", "label", "cluster"]
     assert scan_body(10, filters=SearchFilters(cluster="p1"))["query"] == {
         "bool": {"filter": [{"term": {"cluster": "p1"}}]}
     }

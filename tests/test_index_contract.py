@@ -364,6 +364,9 @@ def test_scan_reads_every_face_once_with_its_vector_and_names(index, filled):
         assert (person, label, cluster) == (face.person, face.label, None)
     grace = [fid for b in index.scan(filters=SearchFilters(person="Grace_Hopper")) for fid in b.face_ids]
     assert sorted(grace) == sorted(f.face_id for f in filled if f.person == "Grace_Hopper")
+    bare = list(index.scan(vectors=False))
+    assert all(b.vectors.shape == (len(b.face_ids), 0) for b in bare)
+    assert sorted(fid for b in bare for fid in b.face_ids) == sorted(seen)
 
 
 def test_neighbours_are_each_query_s_nearest_faces_best_first(index, filled):

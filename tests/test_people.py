@@ -20,6 +20,7 @@ from search_engine.people import (
     name_person,
     set_cover,
     split_person,
+    with_covers,
 )
 from search_engine.types import Box, EmbedderInfo, FaceRecord, SearchFilters
 
@@ -103,6 +104,11 @@ def test_each_person_becomes_one_group_and_strangers_stay_alone(index, crowd):
     assert all(assigned[name] is None for name, _, truth in crowd if truth is None)
     people = list_people(index)
     assert [p.face_count for p in people] == [6, 6, 6, 6] and all(p.name is None for p in people)
+    # Listing reads no vectors; the people shown get their most typical face as cover.
+    assert all(p.cover_face_id is None for p in people)
+    covered = with_covers(index, people[:2])
+    assert [p.cover_face_id for p in covered] == [get_person(index, p.person_id).cover_face_id for p in people[:2]]
+    assert all(p.cover_face_id in p.face_ids for p in covered)
 
 
 def test_a_rerun_changes_nothing_and_a_full_run_keeps_the_ids(index, crowd):

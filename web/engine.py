@@ -138,9 +138,11 @@ class Engine:
     def persons(self, limit: int, offset: int, include_hidden: bool) -> dict:
         """The people the faces were grouped into (``facesearch people cluster``), the unnamed
         first, each order by face count: the ones a human should look at come first."""
-        found = people.list_people(self._index(), include_hidden=include_hidden)
+        index = self._index()
+        found = people.list_people(index, include_hidden=include_hidden)
         found.sort(key=lambda p: (p.name is not None, -p.face_count, p.person_id))
-        return {"persons": [self._person(p) for p in found[offset : offset + limit]], "total": len(found)}
+        shown = people.with_covers(index, found[offset : offset + limit])
+        return {"persons": [self._person(p) for p in shown], "total": len(found)}
 
     def person(self, person_id: str, limit: int, offset: int) -> dict:
         """One person, with one page of their faces (each with its links)."""

@@ -87,11 +87,12 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from search_engine.people import list_people
+    from search_engine.people import list_people, with_covers
 
-    people = list_people(_index(settings), include_hidden=args.all)
+    index = _index(settings)
+    people = list_people(index, include_hidden=args.all)
     if args.json:
-        print(json.dumps([person.to_dict() for person in people]))
+        print(json.dumps([person.to_dict() for person in with_covers(index, people)]))
         return 0
     if not people:
         print("no people yet: run `facesearch people cluster`")

@@ -48,7 +48,7 @@ Neighbour = tuple[str, float]
 @dataclass(frozen=True)
 class FaceBatch:
     """A slice of the stored faces as :meth:`FaceIndex.scan` reads them, row ``i`` of each field
-    being one face: ``vectors`` is (n, dim) float32, unit rows; ``persons``, ``labels`` and
+    being one face: ``vectors`` is (n, dim) float32, unit rows ((n, 0) when read without them); ``persons``, ``labels`` and
     ``clusters`` are those fields of :class:`~search_engine.types.FaceRecord`, None where unset."""
 
     face_ids: tuple[str, ...]
@@ -174,9 +174,13 @@ class FaceIndex(Protocol):
     def labels(self) -> dict[str, str]:
         """The label (the name given at indexing) of every face that has one, by face id."""
 
-    def scan(self, batch_size: int = 10_000, filters: SearchFilters | None = None) -> Iterator[FaceBatch]:
-        """Every stored face matching the filters (``min_score`` ignored) once, with its vector and
-        names, in batches of at most ``batch_size`` (in no stated order)."""
+    def scan(
+        self, batch_size: int = 10_000, filters: SearchFilters | None = None, vectors: bool = True
+    ) -> Iterator[FaceBatch]:
+        """Every stored face matching the filters (``min_score`` ignored) once, with its names and,
+        unless ``vectors`` is False, its vector, in batches of at most ``batch_size`` (in no stated
+        order). Without vectors a batch's ``vectors`` is (n, 0), and a scan reads a fraction of the
+        store (a 192-d vector is most of a face's bytes)."""
 
     def neighbours(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
         """For each row of ``vectors`` ((n, dim), unit rows), its ``k`` nearest stored faces, best

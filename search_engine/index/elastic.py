@@ -292,7 +292,9 @@ class ElasticFaceIndex:
                     return labels
                 search_after = hits[-1]["sort"]
 
-    def scan(self, batch_size: int = 10_000, filters: SearchFilters | None = None) -> Iterator[FaceBatch]:
+    def scan(
+        self, batch_size: int = 10_000, filters: SearchFilters | None = None, vectors: bool = True
+    ) -> Iterator[FaceBatch]:
         """See :meth:`FaceIndex.scan`: pages in face id order (``search_after``), so faces written
         meanwhile may or may not be seen."""
         self.ensure()
@@ -300,12 +302,14 @@ class ElasticFaceIndex:
         size = min(batch_size, MAX_KNN)
         while True:
             with self._talking(f"reading the faces of {self.names.faces_alias}"):
-                body = scan_body(size, search_after, filters)
+                body = scan_body(size, search_after, filters, vectors)
                 hits = self._client.search(index=self.names.faces_alias, body=body)["hits"]["hits"]
             if hits:
                 yield FaceBatch(
                     tuple(hit["_id"] for hit in hits),
-                    np.stack([embedding_from_document(hit["_id"], hit["_source"]) for hit in hits]),
+                    np.stack([embedding_from_document(hit["_id"], hit["_source"]) for hit in hits])
+                    if vectors
+                    else np.zeros((len(hits), 0), np.float32),
                     tuple(hit["_source"].get("person") for hit in hits),
                     tuple(hit["_source"].get("label") for hit in hits),
                     tuple(hit["_source"].get("cluster") for hit in hits),

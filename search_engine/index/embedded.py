@@ -320,9 +320,11 @@ class EmbeddedFaceIndex:
         rows = self._rows("label IS NOT NULL", ["face_id", "label"])
         return dict(zip(rows["face_id"].to_pylist(), rows["label"].to_pylist()))
 
-    def scan(self, batch_size: int = 10_000, filters: SearchFilters | None = None) -> Iterator[FaceBatch]:
+    def scan(
+        self, batch_size: int = 10_000, filters: SearchFilters | None = None, vectors: bool = True
+    ) -> Iterator[FaceBatch]:
         table = self._table()
-        columns = ["face_id", "embedding", "person", "label", "cluster"]
+        columns = ["face_id", "person", "label", "cluster", *(["embedding"] if vectors else [])]
         where = where_clause(filters)
         query = table.search().select(columns)
         if where:
@@ -331,10 +333,13 @@ class EmbeddedFaceIndex:
         for batch in reader:
             if batch.num_rows == 0:
                 continue
-            vectors = batch.column("embedding").flatten().to_numpy().reshape(-1, self.model.dim)
+            if vectors:
+                matrix = batch.column("embedding").flatten().to_numpy().reshape(-1, self.model.dim)
+            else:
+                matrix = np.zeros((batch.num_rows, 0))
             yield FaceBatch(
                 tuple(batch.column("face_id").to_pylist()),
-                np.ascontiguousarray(vectors, dtype=np.float32),
+                np.ascontiguousarray(matrix, dtype=np.float32),
                 tuple(batch.column("person").to_pylist()),
                 tuple(batch.column("label").to_pylist()),
                 tuple(batch.column("cluster").to_pylist()),

@@ -161,14 +161,19 @@ def source_faces_body(source: str, size: int, search_after: list[Any] | None = N
     return body
 
 
-def scan_body(size: int, search_after: list[Any] | None = None, filters: SearchFilters | None = None) -> dict[str, Any]:
-    """One page, in face id order, of the filtered faces with their embedding, person, label and
-    cluster (the rest of the document left out): what :meth:`~search_engine.index.base.FaceIndex.scan`
-    reads. ``min_score`` is ignored."""
+def scan_body(
+    size: int,
+    search_after: list[Any] | None = None,
+    filters: SearchFilters | None = None,
+    vectors: bool = True,
+) -> dict[str, Any]:
+    """One page, in face id order, of the filtered faces with their person, label, cluster and,
+    with ``vectors``, embedding (the rest of the document left out): what
+    :meth:`~search_engine.index.base.FaceIndex.scan` reads. ``min_score`` is ignored."""
     body: dict[str, Any] = {
         "size": size,
         "query": _filtered_query(filter_clauses(filters)),
-        "_source": [EMBEDDING_FIELD, "person", "label", "cluster"],
+        "_source": [*([EMBEDDING_FIELD] if vectors else []), "person", "label", "cluster"],
         "sort": [{"face_id": {"order": "asc"}}],
     }
     if search_after is not None:
