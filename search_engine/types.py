@@ -101,13 +101,16 @@ def _stored(kind: str, default: object = dataclasses.MISSING, *, on_hit: bool = 
 class FaceRecord:
     """One face as stored in the index.
 
-        ``face_id`` is deterministic (source, model, face number), so re-indexing overwrites rather than
-        duplicates. A video face stands for a whole track, one continuous appearance: ``frame`` and
-        ``timestamp`` (seconds) locate its best face, ``start`` and ``end`` (seconds) the appearance. ``person`` is set only for a face known to be that person (the subject of a labelled
-        photo); other faces in the same photo are stored unlabelled. ``cluster`` is the id of the person
-    the face was grouped into (:mod:`search_engine.people`), None while it is grouped with no one.
+    ``face_id`` is deterministic (source, model, face number), so re-indexing overwrites rather
+    than duplicates. A video face stands for a whole track, one continuous appearance: ``frame``
+    and ``timestamp`` (seconds) locate its best face, ``start`` and ``end`` (seconds) the
+    appearance. ``label`` is the name given at indexing, only to a face known to be that person
+    (the subject of a labelled photo; the other faces of that photo have none). ``person`` is the
+    name the face goes by, what filters and facets see: its label, or the name of the person it
+    was grouped into. ``cluster`` is the id of that person (:mod:`search_engine.people`), None
+    while it is grouped with no one.
 
-        Adding a field is one declaration here (and one on :class:`Hit` if hits carry it).
+    Adding a field is one declaration here (and one on :class:`Hit` if hits carry it).
     """
 
     face_id: str = _stored("keyword", on_hit=True)
