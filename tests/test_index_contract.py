@@ -437,8 +437,12 @@ def test_the_index_says_how_it_finds_the_nearest_faces(index, filled):
     assert (info.kind == "exact") == (info.indexed == 0)
 
 
-def test_a_vector_index_finds_what_the_exact_scan_finds(tmp_path):
+@pytest.mark.parametrize("exact_up_to", [0, 1000], ids=["filtered-through-the-index", "few-filtered-faces-scanned"])
+def test_a_vector_index_finds_what_the_exact_scan_finds(tmp_path, monkeypatch, exact_up_to):
+    from search_engine.index import embedded
     from search_engine.index.embedded import EmbeddedFaceIndex
+
+    monkeypatch.setattr(embedded, "_EXACT_UP_TO", exact_up_to)
 
     rng = np.random.default_rng(4)
     centres = rng.normal(size=(120, MODEL.dim))

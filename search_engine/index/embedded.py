@@ -88,11 +88,19 @@ _UPDATES_PER_MERGE = 50_000
 #: person-filtered search's hits at low nprobes, measured), over 8-bit scalar-quantised vectors.
 _VECTOR_INDEX_PARTITIONS = 1
 #: How many times the hits asked for are re-ranked with the full vectors, and the HNSW candidates
-#: per search (at least hits x refine, which LanceDB requires): on 100k faces shaped like
-#: MobileFaceNet's LFW faces (bench/scale.py) they give recall@20 0.990 at 14 ms; ef 100 with
-#: refine 2 gave 0.940.
+#: per search: at least hits x refine (LanceDB requires it), ``_EF``, and one per ``_FACES_PER_EF``
+#: faces stored, as a larger graph needs a wider search. On faces shaped like MobileFaceNet's LFW
+#: faces (bench/scale.py), recall@20 against exact search: at 100k, ef 300 0.990 at 14 ms (ef 100
+#: with refine 2: 0.940); at 1M, ef 300 0.941, 600 0.980, 1,000 0.992 at p50 25, 26, 29 ms, where
+#: refining 10 times instead of 4 changed nothing.
 _REFINE = 4
 _EF = 300
+_FACES_PER_EF = 1000
+#: A search filtered by person, person id or video that leaves at most this many faces scans
+#: them exactly instead of walking the graph with the filter: at 1M faces one person's faces take
+#: 8 ms so (and 2 ms to count), 17 ms through the index; a 2,000-face video 32 ms, 23 through it.
+_EXACT_UP_TO = 1000
+_SELECTIVE_FILTERS = ("person", "cluster", "video")
 
 
 def _table_name(kind: str, model: EmbedderInfo) -> str:
@@ -250,7 +258,7 @@ class EmbeddedFaceIndex:
         min_score = filters.min_score if filters else None
         limit = k if collapse is None else k * COLLAPSE_OVERSAMPLE
         while True:
-            rows = self._nearest(table, query, where, limit)
+            rows = self._nearest(table, query, where, limit, exact=self._few(table, filters, where))
             hits = [hit_from_row(row) for row in rows]
             if min_score is not None:
                 hits = [hit for hit in hits if hit.score >= min_score]
@@ -264,16 +272,26 @@ class EmbeddedFaceIndex:
                 return list(best.values())[:k]
             limit *= COLLAPSE_GROWTH
 
-    def _vector_search(self, table, query, limit: int):
+    def _vector_search(self, table, query, limit: int, exact: bool = False):
         """A cosine search of ``query`` (one vector, or a list of them) for ``limit`` hits, through
-        the vector index when there is one (its per-search parameters set)."""
+        the vector index when there is one and not ``exact`` (its per-search parameters set)."""
         builder = table.search(query, vector_column_name="embedding").distance_type("cosine").limit(limit)
         if not self._indexed_vectors:
             return builder
-        return builder.ef(max(_EF, limit * _REFINE)).refine_factor(_REFINE)
+        if exact:
+            return builder.bypass_vector_index()
+        ef = max(_EF, limit * _REFINE, table.count_rows() // _FACES_PER_EF)
+        return builder.ef(ef).refine_factor(_REFINE)
 
-    def _nearest(self, table, query: np.ndarray, where: str | None, limit: int) -> list[dict]:
-        builder = self._vector_search(table, query, limit)
+    def _few(self, table, filters: SearchFilters | None, where: str | None) -> bool:
+        """Whether a filtered search leaves few enough faces to scan them exactly (checked only
+        for the filters that can: counting the faces of a media type costs more than it saves)."""
+        if not (self._indexed_vectors and filters and any(getattr(filters, f) for f in _SELECTIVE_FILTERS)):
+            return False
+        return table.count_rows(where) <= _EXACT_UP_TO
+
+    def _nearest(self, table, query: np.ndarray, where: str | None, limit: int, exact: bool) -> list[dict]:
+        builder = self._vector_search(table, query, limit, exact)
         if where:
             builder = builder.where(where, prefilter=True)
         return builder.select(HIT_COLUMNS).to_list()
