@@ -9,6 +9,7 @@ itself. Not for production (use a managed Redis and a process supervisor).
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -157,3 +159,65 @@ def running_server(
         yield base
     finally:
         stop(process)
+
+
+#: What the API contract runs hold the API to beyond schemathesis' defaults, with a key (or with
+#: no keys configured) and without one where keys are configured.
+SCHEMATHESIS_CONFIG = Path(__file__).resolve().parent / "tests" / "schemathesis.toml"
+SCHEMATHESIS_CONFIG_WITHOUT_KEY = SCHEMATHESIS_CONFIG.with_name("schemathesis-without-key.toml")
+
+
+def api_contract_run(
+    base: str,
+    report_dir: Path,
+    examples: int,
+    headers: Mapping[str, str] | None = None,
+    schema: Path | None = None,
+    config: Path = SCHEMATHESIS_CONFIG,
+    seed: int = 1,
+    timeout_s: float = 3600,
+) -> dict:
+    """schemathesis (its CLI, every check, every phase) against the server at ``base``, as a black
+    box reading its ``/api/v1/openapi.json`` (or the ``schema`` file, for a server that asks a key
+    for it too) and held to ``config``: at most ``examples`` generated cases per operation,
+    ``headers`` on every request.
+    Returns schemathesis' JSON report, plus ``failure_texts``: each failure as its JUnit report
+    describes it (what was sent, what came back, how to replay it)."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    json_report, junit_report = report_dir / "report.json", report_dir / "junit.xml"
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(config),
+        "run",
+        *([str(schema), "--url", f"{base}/api/v1"] if schema else [f"{base}/api/v1/openapi.json"]),
+        "--checks",
+        "all",
+        "--max-examples",
+        str(examples),
+        "--seed",
+        str(seed),
+        "--workers",
+        "1",
+        "--report",
+        "json,junit",
+        "--report-json-path",
+        str(json_report),
+        "--report-junit-path",
+        str(junit_report),
+    ]
+    for name, value in (headers or {}).items():
+        command += ["--header", f"{name}: {value}"]
+    # In the report's folder, so that schemathesis' cache of crashes stays out of the repository.
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=report_dir)
+    if not json_report.is_file():
+        raise RuntimeError(f"schemathesis wrote no report (exit {done.returncode}): {done.stderr[-2000:]}")
+    report = json.loads(json_report.read_text())
+    report["failure_texts"] = [
+        f"{case.get('name')}: {(failure.get('message') or '')} {failure.text or ''}".strip()
+        for case in ElementTree.parse(junit_report).iter("testcase")
+        for failure in [*case.iter("failure"), *case.iter("error")]
+    ]
+    return report

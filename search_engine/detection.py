@@ -72,7 +72,8 @@ class FaceDetector:
             max_side: this call's downscaling limit instead of the constructor's (0: none).
 
         Returns:
-            For each image, its faces sorted by probability (highest first), in source pixels.
+            For each image, its faces sorted by probability (highest first), in source pixels;
+            none for an image whose shorter side is below ``min_face_size``.
         """
         self.load()
         results: list[list[Detection]] = [[] for _ in images]
@@ -80,7 +81,10 @@ class FaceDetector:
         prepared = [self._downscale(image, limit) for image in images]
         by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, (small, _) in enumerate(prepared):
-            by_shape[small.shape].append(i)
+            # An image narrower than the smallest face kept holds none (and MTCNN's pyramid would
+            # start below its 12-pixel window).
+            if min(images[i].shape[:2]) >= self.min_face_size:
+                by_shape[small.shape].append(i)
         for indices in by_shape.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]

@@ -57,10 +57,7 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         raise ImageError(name, "not an image file (format not recognised)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(name, f"corrupt or truncated image: {exc}") from None
-    array = np.asarray(rgb, dtype=np.uint8)
-    if array.ndim != 3 or array.shape[0] < 8 or array.shape[1] < 8:
-        raise ImageError(name, f"image too small to hold a face: {array.shape[1]}x{array.shape[0]} pixels")
-    return np.ascontiguousarray(array)
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
 
 
 def read_file(path: Path) -> bytes:

@@ -38,7 +38,7 @@ import numpy as np
 from .calibration import calibration_for, verdicts
 from .config import SearchSettings
 from .embedding import normalise
-from .errors import ConfigError, ConflictError, InvalidRequestError, NotFoundError
+from .errors import ConfigError, ConflictError, NotFoundError
 from .grouping import NEIGHBOURS, group_faces, neighbourhoods
 from .ids import grouped_person_id, labelled_person_id
 from .index.base import FaceIndex
@@ -341,14 +341,15 @@ def merge_people(index: FaceIndex, into: str, others: Sequence[str]) -> Person:
     pinned there (a human judged them one person). ``into`` keeps its name, or takes the first
     name among ``others``.
 
+    Merging a person with no one but themselves changes nothing.
+
     Raises:
         NotFoundError: one of them does not exist.
-        InvalidRequestError: nothing to merge.
     """
+    target = get_person(index, into)
     others = [o for o in dict.fromkeys(others) if o != into]
     if not others:
-        raise InvalidRequestError("name at least one other person to merge into this one")
-    target = get_person(index, into)
+        return target
     merged = [get_person(index, other) for other in others]
     records = index.get_people()
     name = target.name or next((m.name for m in merged if m.name), None)
@@ -367,15 +368,15 @@ def split_person(index: FaceIndex, person_id: str, face_ids: Sequence[str]) -> P
 
     Raises:
         NotFoundError: no such person.
-        InvalidRequestError: a face is not theirs, or the split would take them all or none.
+        ConflictError: a face is not theirs, or the split would take them all or none.
     """
     person = get_person(index, person_id)
     leaving = list(dict.fromkeys(face_ids))
     strangers = set(leaving) - set(person.face_ids)
     if strangers:
-        raise InvalidRequestError(f"face {min(strangers)} is not one of person {person_id}'s faces")
+        raise ConflictError(f"face {min(strangers)} is not one of person {person_id}'s faces")
     if not leaving or len(leaving) == person.face_count:
-        raise InvalidRequestError("a split takes some of a person's faces, not none and not all")
+        raise ConflictError("a split takes some of a person's faces, not none and not all")
     new_id = grouped_person_id(f"{person_id}/{min(leaving)}")
     _decide(index, [f for f in person.face_ids if f not in set(leaving)], person_id)
     _decide(index, leaving, new_id, took_out_of=person_id)
@@ -414,11 +415,11 @@ def set_cover(index: FaceIndex, person_id: str, face_id: str) -> None:
 
     Raises:
         NotFoundError: no such person.
-        InvalidRequestError: the face is not theirs.
+        ConflictError: the face is not theirs.
     """
     person = get_person(index, person_id)
     if face_id not in person.face_ids:
-        raise InvalidRequestError(f"face {face_id} is not one of person {person_id}'s faces")
+        raise ConflictError(f"face {face_id} is not one of person {person_id}'s faces")
     _decide(index, person.face_ids, person_id)
     record = index.get_people().get(person_id, PersonRecord(person_id))
     index.put_people([dataclasses.replace(record, cover_face_id=face_id)])

@@ -13,7 +13,7 @@ import numpy as np
 from .calibration import SAME_PERSON, Calibration, Verdicts, calibration_for, verdicts
 from .calibration_fit import CalibrationReport, fit_calibration, fit_pairs, read_lfw_pairs
 from .config import Settings
-from .errors import ImageError, InvalidRequestError, NoFaceError
+from .errors import ImageError, NoFaceError
 from .expansion import rank
 from .imageio import decode_image, read_file
 from .index import FaceIndex, create_index
@@ -125,8 +125,7 @@ class SearchService:
         """Search with one face of an RGB image: the largest, or number ``face`` (0-based, as listed).
 
         Raises:
-            NoFaceError: the image holds no detectable face.
-            InvalidRequestError: ``face`` is out of range.
+            NoFaceError: the image holds no detectable face, or none numbered ``face``.
         """
         detections = self.pipeline.detector.detect([image])[0]
         if not detections:
@@ -152,8 +151,7 @@ class SearchService:
 
         Raises:
             ImageError: the clip cannot be decoded.
-            NoFaceError: no face appears in it.
-            InvalidRequestError: ``face`` is out of range.
+            NoFaceError: no face appears in it, or none numbered ``face``.
         """
         options = VideoOptions.from_settings(self.settings.video, self.index)
         analysis = analyse_segment(self.pipeline, Path(path), 0.0, None, options)
@@ -317,4 +315,4 @@ def judge(hits: Sequence[Hit], verdicts: Verdicts | None) -> tuple[Hit, ...]:
 
 def _check_face(chosen: int, count: int, what: str) -> None:
     if not 0 <= chosen < count:
-        raise InvalidRequestError(f"the query {what} has {count} face(s); face {chosen} does not exist")
+        raise NoFaceError(f"the query {what} has {count} face(s); face {chosen} does not exist")

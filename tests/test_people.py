@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from search_engine.config import Settings
-from search_engine.errors import ConfigError, ConflictError, InvalidRequestError, NotFoundError
+from search_engine.errors import ConfigError, ConflictError, NotFoundError
 from search_engine.ids import face_id, labelled_person_id
 from search_engine.people import (
     cluster_index,
@@ -203,8 +203,9 @@ def test_human_decisions_survive_reruns_and_a_reindex(index, crowd):
     set_cover(index, p0, strays[1])
     with pytest.raises(NotFoundError):
         get_person(index, "nobody")
-    with pytest.raises(InvalidRequestError):
+    with pytest.raises(ConflictError, match="not one of"):
         split_person(index, p0, ["not-a-face-of-ada"])
+    assert merge_people(index, p0, [p0]).face_ids == get_person(index, p0).face_ids  # with no one else: nothing
 
     def in_force() -> None:
         ada = get_person(index, p0)

@@ -25,7 +25,10 @@ MAX_RESULTS = 1000
 
 
 def _number(form: MultiDict, name: str, kind: type, low: float, high: float):
-    """Field ``name`` as a ``kind`` within [low, high], None when absent or empty."""
+    """Field ``name`` as a ``kind`` within [low, high], None when absent or empty; given twice,
+    it is refused rather than read as its first value."""
+    if len(form.getlist(name)) > 1:
+        raise InvalidRequestError(f"{name} is given {len(form.getlist(name))} times; give it once")
     raw = form.get(name, "").strip()
     if not raw:
         return None

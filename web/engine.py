@@ -182,7 +182,7 @@ class Engine:
         with the person it leaves (for ``move`` out of everyone: the face and None)."""
         index = self._index()
         if verb == "name":
-            changed = people.name_person(index, person_id, _text(body, "name", optional=True))
+            changed = people.name_person(index, person_id, _text(body, "name", nullable=True))
         elif verb == "merge":
             changed = people.merge_people(index, person_id, _texts(body, "others"))
         elif verb == "split":
@@ -194,7 +194,7 @@ class Engine:
             people.set_cover(index, person_id, _text(body, "face_id"))
             changed = people.get_person(index, person_id)
         else:
-            face_id, target = _text(body, "face_id"), _text(body, "person_id", optional=True)
+            face_id, target = _text(body, "face_id"), _text(body, "person_id", nullable=True)
             people.move_face(index, face_id, target)
             if target is None:
                 return {"face_id": face_id, "person": None}
@@ -273,12 +273,16 @@ class Engine:
         return body, body["status"] == "ok"
 
 
-def _text(body: dict, name: str, optional: bool = False) -> str | None:
-    value = body.get(name)
-    if value is None and optional:
+def _text(body: dict, name: str, nullable: bool = False) -> str | None:
+    """Field ``name`` of a JSON body: a non-empty string, or with ``nullable`` any string or null;
+    required either way (a missing ``person_id`` must not read as "out of every person")."""
+    if name not in body:
+        raise InvalidRequestError(f"{name} is required{' (null for none)' if nullable else ''}")
+    value = body[name]
+    if value is None and nullable:
         return None
-    if not isinstance(value, str) or (not optional and not value.strip()):
-        raise InvalidRequestError(f"{name} must be a {'string or null' if optional else 'non-empty string'}")
+    if not isinstance(value, str) or (not nullable and not value.strip()):
+        raise InvalidRequestError(f"{name} must be a {'string or null' if nullable else 'non-empty string'}")
     return value
 
 

@@ -34,19 +34,29 @@ DOMAIN_ERRORS: tuple[tuple[type[FaceSearchError], int, str], ...] = (
     (DimensionMismatchError, 503, "index_mismatch"),
 )
 
+#: Codes of the HTTP errors Flask and the web layer raise; any other status is ``http_error``.
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     413: "too_large",
+    415: "unsupported_media_type",
 }
+
+#: Every code an error response can carry: the ``Error`` schema's enum in openapi.json, which a
+#: test keeps equal to it.
+ERROR_CODES = frozenset(
+    {code for _, _, code in DOMAIN_ERRORS} | set(HTTP_CODES.values()) | {"unreadable", "http_error", "internal_error"}
+)
 
 
 class WebError(Exception):
     """An error the web layer itself raises (a missing face, a file outside the media roots)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"{code!r} is not one of the error codes (ERROR_CODES)")
         super().__init__(message)
         self.status = status
         self.code = code
@@ -91,7 +101,7 @@ def register_error_handlers(app: Flask, max_upload_bytes: int) -> None:
             message = f"the upload is larger than the limit of {max_upload_bytes / 1e6:g} MB"
         else:
             message = _http_message(exc)
-        response = error_response(status, HTTP_CODES.get(status, f"http_{status}"), message)
+        response = error_response(status, HTTP_CODES.get(status, "http_error"), message)
         # Werkzeug's own headers for the error, such as the Allow a 405 must carry (RFC 9110).
         for name, value in exc.get_headers():
             if name.lower() != "content-type":

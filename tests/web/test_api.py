@@ -81,7 +81,7 @@ def test_filters_k_and_collapse(client, library):
 @pytest.mark.parametrize(
     "fields, status, code, words",
     [
-        ({"face": 5}, 400, "invalid_request", "face 5 does not exist"),
+        ({"face": 5}, 422, "no_face", "face 5 does not exist"),
         ({"face": "first"}, 400, "invalid_request", "face must be a whole number"),
         ({"k": "many"}, 400, "invalid_request", "k must be a whole number from 1 to 1000, got 'many'"),
         ({"k": 0}, 400, "invalid_request", "k must be"),
@@ -105,6 +105,13 @@ def test_bad_uploads_say_why(client, library):
     assert error_of(response)[:2] == (400, "invalid_request") and "'image'" in error_of(response)[2]
     empty = client.post("/api/v1/search", data={"image": (io.BytesIO(b""), "empty.jpg")})
     assert error_of(empty)[:2] == (400, "invalid_image") and "empty file" in error_of(empty)[2]
+    # A well-formed photo too small to hold a face has no face, like the blank one.
+    for size in ((1, 1), (31, 200)):
+        tiny = io.BytesIO()
+        Image.new("RGB", size).save(tiny, format="PNG")
+        tiny.seek(0)
+        response = client.post("/api/v1/search", data={"image": (tiny, "tiny.png")})
+        assert error_of(response)[:2] == (422, "no_face"), size
 
 
 def test_people_and_videos_facets(client):
@@ -325,3 +332,16 @@ def test_the_page_size_and_the_openapi_maximum_follow_the_api_limit(library, ser
         if name == "k"
     ]
     assert k["maximum"] == MAX_RESULTS
+
+
+def test_the_openapi_enums_are_the_values_the_code_accepts_and_answers():
+    from search_engine.types import FACET_FIELDS, PHOTO, VIDEO
+    from web.api import OPENAPI_PATH
+    from web.errors import ERROR_CODES
+
+    doc = json.loads(OPENAPI_PATH.read_text())
+    codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+    assert sorted(codes) == sorted(ERROR_CODES)
+    form = doc["paths"]["/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert form["collapse"]["enum"] == list(FACET_FIELDS)
+    assert form["media_type"]["enum"] == [PHOTO, VIDEO]

@@ -88,6 +88,13 @@ def test_persons_are_listed_and_decided_through_the_api(people_client):
     assert form.status_code == 415 and form.get_json()["error"]["code"] == "unsupported_media_type"
     bad = post(f"/api/v1/persons/{eileen['id']}/split", {"face_ids": "all"})
     assert bad.status_code == 400 and "face_ids" in bad.get_json()["error"]["message"]
+    stranger = post(f"/api/v1/persons/{eileen['id']}/split", {"face_ids": ["not-hers"]})
+    assert stranger.status_code == 409 and "not one of" in stranger.get_json()["error"]["message"]
+    # A move names where the face goes, null included: a body without it moves nothing.
+    unnamed = post(f"/api/v1/faces/{eileen['face_ids'][0]}/person", {})
+    assert unnamed.status_code == 400 and "person_id is required" in unnamed.get_json()["error"]["message"]
+    assert client.get(f"/api/v1/persons/{eileen['id']}").get_json()["face_count"] == PHOTOS_EACH + 1
+    assert client.get("/api/v1/persons?limit=2&limit=x").status_code == 400
 
 
 needs_chromium = pytest.mark.skipif(
