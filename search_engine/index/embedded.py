@@ -73,10 +73,10 @@ log = logging.getLogger(__name__)
 _COMPACT_EVERY = 64
 #: :meth:`EmbeddedFaceIndex.optimize` deletes the files of table versions older than this. A
 #: search in another process reads the version that was newest when it began, for well under a
-#: second; LanceDB's default, a week, keeps every file a compaction replaced, and compactions
-#: rewrite the store's growing data file, so a large ingest would leave many times the store's
-#: own size on disk (bench/scale.py measures disk per face).
-_KEEP_OLD_VERSIONS = timedelta(minutes=10)
+#: second. LanceDB's default, a week, keeps every file a compaction replaced, and compactions
+#: rewrite the store's growing data file (up to a million rows): filling 1M faces left 10 kB per
+#: face on disk, three times the store itself (bench/scale.py).
+_KEEP_OLD_VERSIONS = timedelta(minutes=2)
 #: Values per SQL ``IN`` list: bounded lists keep the SQL small for folders of many thousand files.
 _IN_LIST = 500
 #: Query vectors per LanceDB search in :meth:`EmbeddedFaceIndex.neighbours`: one scan of the table
