@@ -1,7 +1,8 @@
 """The API against its own OpenAPI document, longer than the test suite's bounded run.
 
-Copies the index (the run names, merges, splits and hides people), starts ``facesearch serve`` on
-the copy with an API key configured, and runs schemathesis (every check, every phase) as a black
+Copies the index (the run names, merges, splits and hides people), groups the copy's faces into
+people (``facesearch people cluster``) so that the people routes have people to act on, starts
+``facesearch serve`` on the copy with an API key configured, and runs schemathesis (every check, every phase) as a black
 box: once with the key, ``--examples`` cases per operation, and once without it, where every
 call must be refused with 401. Prints, for each run, the operations and cases tested and the
 failures found, each with what was sent and what came back.
@@ -24,7 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # harness.py, at t
 from ingest_throughput import cpu_name  # noqa: E402
 
 from harness import SCHEMATHESIS_CONFIG_WITHOUT_KEY, api_contract_run, running_server  # noqa: E402
-from search_engine.config import MODELS  # noqa: E402
+from search_engine.config import MODELS, Settings  # noqa: E402
+from search_engine.embedding import embedder_info  # noqa: E402
+from search_engine.index import create_index  # noqa: E402
+from search_engine.people import cluster_index, grouping_threshold  # noqa: E402
 from web.api import OPENAPI_PATH  # noqa: E402
 
 KEY = "api-contract-bench-key"
@@ -41,6 +45,11 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="facesearch-contract-"))
     shutil.copytree(args.data_dir, scratch / "data")
+    settings = Settings.from_env().replace(embedder=args.embedder, data_dir=scratch / "data", es_url=None)
+    index = create_index(settings.index, embedder_info(settings.models))
+    index.ensure()
+    grouped = cluster_index(index, grouping_threshold(settings.search, index))
+    index.close()
     env = {
         "FACESEARCH_EMBEDDER": args.embedder,
         "FACESEARCH_DATA_DIR": str(scratch / "data"),
@@ -66,7 +75,10 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"\nfacesearch serve ({args.embedder}, {args.data_dir}) on {cpu_name()}, {platform.machine()}")
+    print(
+        f"\nfacesearch serve ({args.embedder}, {args.data_dir}: {grouped.faces:,} faces, {grouped.people:,} people) "
+        f"on {cpu_name()}, {platform.machine()}"
+    )
     print("| run | operations tested | cases generated | failures | errors | seconds |")
     print("|---|---|---|---|---|---|")
     for name, report in runs.items():
