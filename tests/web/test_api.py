@@ -335,6 +335,7 @@ def test_the_page_size_and_the_openapi_maximum_follow_the_api_limit(library, ser
 
 
 def test_the_openapi_enums_are_the_values_the_code_accepts_and_answers():
+    from search_engine.media_types import FORMATS
     from search_engine.types import FACET_FIELDS, PHOTO, VIDEO
     from web.api import OPENAPI_PATH
     from web.errors import ERROR_CODES
@@ -345,3 +346,6 @@ def test_the_openapi_enums_are_the_values_the_code_accepts_and_answers():
     form = doc["paths"]["/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
     assert form["collapse"]["enum"] == list(FACET_FIELDS)
     assert form["media_type"]["enum"] == [PHOTO, VIDEO]
+    upload = doc["paths"]["/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["encoding"]["image"]
+    photos = dict.fromkeys(f.content_type for f in FORMATS.values() if f.kind == PHOTO)
+    assert upload["contentType"].split(", ") == list(photos)
