@@ -25,13 +25,12 @@ MAX_RESULTS = 1000
 
 
 def _number(form: MultiDict, name: str, kind: type, low: float, high: float):
-    """Field ``name`` as a ``kind`` within [low, high], None when absent or empty; given twice,
-    it is refused rather than read as its first value."""
-    if len(form.getlist(name)) > 1:
-        raise InvalidRequestError(f"{name} is given {len(form.getlist(name))} times; give it once")
-    raw = form.get(name, "").strip()
-    if not raw:
+    """Field ``name`` as a ``kind`` within [low, high], None when absent. Given empty or twice, it
+    is refused, as the API's schema says, rather than read as absent or as its first value."""
+    _once(form, name)
+    if name not in form:
         return None
+    raw = form[name].strip()
     try:
         value = kind(raw)
     except ValueError:
@@ -43,10 +42,19 @@ def _number(form: MultiDict, name: str, kind: type, low: float, high: float):
 
 
 def _choice(form: MultiDict, name: str, choices: tuple[str, ...]) -> str | None:
-    value = form.get(name, "").strip() or None
-    if value is not None and value not in choices:
+    """Field ``name``, one of ``choices``, or None when absent (given empty or twice: refused)."""
+    _once(form, name)
+    if name not in form:
+        return None
+    value = form[name].strip()
+    if value not in choices:
         raise InvalidRequestError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _once(form: MultiDict, name: str) -> None:
+    if len(form.getlist(name)) > 1:
+        raise InvalidRequestError(f"{name} is given {len(form.getlist(name))} times; give it once")
 
 
 def parse_search(form: MultiDict, default_k: int) -> SearchQuery:

@@ -95,6 +95,7 @@ def test_persons_are_listed_and_decided_through_the_api(people_client):
     assert unnamed.status_code == 400 and "person_id is required" in unnamed.get_json()["error"]["message"]
     assert client.get(f"/api/v1/persons/{eileen['id']}").get_json()["face_count"] == PHOTOS_EACH + 1
     assert client.get("/api/v1/persons?limit=2&limit=x").status_code == 400
+    assert client.get("/api/v1/persons?hidden=").status_code == 400  # empty is not absent
 
 
 needs_chromium = pytest.mark.skipif(
