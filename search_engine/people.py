@@ -214,11 +214,11 @@ def _store(index: FaceIndex, changes: Mapping[str, Grouping]) -> None:
 # --- reading people -----------------------------------------------------------------------------
 
 
-def list_people(index: FaceIndex, include_hidden: bool = False) -> list[Person]:
+def list_people(index: FaceIndex, include_hidden: bool = False, covers: bool = False) -> list[Person]:
     """Every person of the index (hidden ones only with ``include_hidden``), the most faces first
-    (ties by id). It reads no vectors, so a cover no human chose is None: :func:`with_covers`
-    picks those of the people shown."""
-    faces = _read(index, vectors=False)
+    (ties by id). Without ``covers`` it reads no vectors, so a cover no human chose is None
+    (:func:`with_covers` picks those of the people a page shows); with it, every person has one."""
+    faces = _read(index, vectors=covers)
     records = index.get_people()
     people = _people(faces, records, names_of_people(records, faces.labels))
     return [p for p in people if include_hidden or not p.hidden]

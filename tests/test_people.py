@@ -109,6 +109,7 @@ def test_each_person_becomes_one_group_and_strangers_stay_alone(index, crowd):
     covered = with_covers(index, people[:2])
     assert [p.cover_face_id for p in covered] == [get_person(index, p.person_id).cover_face_id for p in people[:2]]
     assert all(p.cover_face_id in p.face_ids for p in covered)
+    assert [p.cover_face_id for p in list_people(index, covers=True)[:2]] == [p.cover_face_id for p in covered]
 
 
 def test_a_rerun_changes_nothing_and_a_full_run_keeps_the_ids(index, crowd):

@@ -53,8 +53,9 @@ def _choice(form: MultiDict, name: str, choices: tuple[str, ...]) -> str | None:
 
 
 def _once(form: MultiDict, name: str) -> None:
-    if len(form.getlist(name)) > 1:
-        raise InvalidRequestError(f"{name} is given {len(form.getlist(name))} times; give it once")
+    given = len(form.getlist(name))
+    if given > 1:
+        raise InvalidRequestError(f"{name} is given {given} times; give it once")
 
 
 def parse_search(form: MultiDict, default_k: int) -> SearchQuery:

@@ -87,12 +87,11 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from search_engine.people import list_people, with_covers
+    from search_engine.people import list_people
 
-    index = _index(settings)
-    people = list_people(index, include_hidden=args.all)
+    people = list_people(_index(settings), include_hidden=args.all, covers=args.json)
     if args.json:
-        print(json.dumps([person.to_dict() for person in with_covers(index, people)]))
+        print(json.dumps([person.to_dict() for person in people]))
         return 0
     if not people:
         print("no people yet: run `facesearch people cluster`")

@@ -257,8 +257,9 @@ class EmbeddedFaceIndex:
         where = where_clause(filters)
         min_score = filters.min_score if filters else None
         limit = k if collapse is None else k * COLLAPSE_OVERSAMPLE
+        exact = self._few(table, filters, where)
         while True:
-            rows = self._nearest(table, query, where, limit, exact=self._few(table, filters, where))
+            rows = self._nearest(table, query, where, limit, exact)
             hits = [hit_from_row(row) for row in rows]
             if min_score is not None:
                 hits = [hit for hit in hits if hit.score >= min_score]
