@@ -30,6 +30,7 @@ FORMATS: dict[str, MediaFormat] = {
         MediaFormat(".png", PHOTO, "image/png", True),
         MediaFormat(".webp", PHOTO, "image/webp", True),
         MediaFormat(".bmp", PHOTO, "image/bmp", True),
+        MediaFormat(".gif", PHOTO, "image/gif", True),
         MediaFormat(".mp4", VIDEO, "video/mp4", True),
         MediaFormat(".m4v", VIDEO, "video/mp4", True),
         MediaFormat(".webm", VIDEO, "video/webm", True),
@@ -42,6 +43,15 @@ FORMATS: dict[str, MediaFormat] = {
         MediaFormat(".wmv", VIDEO, "video/x-ms-wmv", False),
     )
 }
+
+
+#: The decoders (Pillow's format names) photos are read with, whatever a file is named: the formats
+#: above (Pillow's JPEG decoder also reads the MPO files of cameras that embed a second picture).
+#: Pillow knows many more (EPS, which runs Ghostscript; PSD; TIFF's many codecs ...); a file or an
+#: upload in one of those is refused rather than handed to a decoder no one meant to expose.
+PHOTO_DECODERS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+#: How errors name them to a user.
+PHOTO_FORMAT_NAMES = "JPEG, PNG, WebP, BMP or GIF"
 
 
 def media_format(path: Path | str) -> MediaFormat | None:

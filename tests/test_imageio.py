@@ -1,37 +1,17 @@
-import io
 import pickle
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from hostile_media import encode, png_declaring
 from search_engine.errors import ImageError
 from search_engine.imageio import decode_image, load_image
 
 LIMIT = 90_000_000
 
 
-def encode(array: np.ndarray, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
-def huge_png(width: int, height: int) -> bytes:
-    """A tiny file whose header claims an enormous image (a decompression bomb)."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
-
-
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "GIF"])
 def test_formats_decode_to_rgb(astronaut, fmt):
     array = decode_image(encode(astronaut, fmt), f"a.{fmt.lower()}", LIMIT)
     assert array.shape == astronaut.shape and array.dtype == np.uint8
@@ -59,7 +39,7 @@ def test_exif_orientation_is_honoured():
     [
         (b"", "empty file"),
         (b"this is a text file, not a photo\n" * 10, "not an image"),
-        (huge_png(50_000, 50_000), "too large"),
+        (png_declaring(50_000, 50_000), "too large"),
     ],
 )
 def test_bad_bytes_give_a_clear_reason(data, reason):
@@ -86,3 +66,11 @@ def test_load_image_hashes_content(tmp_path, astronaut):
     path.write_bytes(encode(astronaut, "PNG"))
     image, digest = load_image(path, LIMIT)
     assert image.shape == astronaut.shape and len(digest) == 64
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "EPS", "PPM", "ICO"])
+def test_formats_pillow_knows_but_facesearch_does_not_read_are_refused_by_content(astronaut, fmt):
+    """A photo format facesearch does not list is refused whatever the file is named (EPS would
+    run Ghostscript), with a reason naming the formats it reads."""
+    with pytest.raises(ImageError, match="not an image file facesearch reads .*JPEG, PNG, WebP, BMP or GIF"):
+        decode_image(encode(astronaut[:64, :64], fmt), "disguised.jpg", LIMIT)
