@@ -47,6 +47,8 @@ class Frame:
 def _open(path: Path) -> cv2.VideoCapture:
     if not Path(path).is_file():
         raise ImageError(str(path), "no such file" if not Path(path).exists() else "not a regular file")
+    if Path(path).stat().st_size == 0:
+        raise ImageError(str(path), "empty file (0 bytes)")
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not capture.isOpened():
         capture.release()
@@ -55,7 +57,8 @@ def _open(path: Path) -> cv2.VideoCapture:
 
 
 def probe(path: Path) -> VideoInfo:
-    """Size, rate and length of a video, reading its first frame to be sure it decodes.
+    """Size, rate and length of a video, reading its first frame to be sure it decodes; a stated
+    length the file cannot hold is replaced by its decoded frame count.
 
     Raises:
         ImageError: the file is missing or cannot be decoded.
@@ -67,10 +70,20 @@ def probe(path: Path) -> VideoInfo:
             raise ImageError(str(path), _UNREADABLE)
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if fps <= 0 or fps > 1000:
+            raise ImageError(str(path), f"the container states no usable frame rate ({fps})")
+        size = Path(path).stat().st_size
+        if frames > size:
+            # The stated length is a claim, and damaged headers make absurd ones (a 30 kB clip
+            # claimed 136 years, which would have been planned as 36 million segments). No video
+            # holds more frames than bytes: count them instead, a decoding pass over the file.
+            counted = 1
+            while capture.grab():
+                counted += 1
+            log.warning("%s: the container states %d frames in %d bytes; %d decode", path, frames, size, counted)
+            frames = counted
     finally:
         capture.release()
-    if fps <= 0 or fps > 1000:
-        raise ImageError(str(path), f"the container states no usable frame rate ({fps})")
     height, width = first.shape[:2]
     return VideoInfo(str(path), width, height, fps, max(frames, 1), max(frames, 1) / fps)
 

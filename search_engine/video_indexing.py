@@ -86,12 +86,21 @@ class SegmentAnalysis:
     error: str | None = None
 
 
+def _segment_count(info: VideoInfo, seconds: float) -> int:
+    return max(1, math.ceil(info.duration / seconds - 1e-9)) if seconds > 0 else 1
+
+
 def segments(info: VideoInfo, seconds: float) -> list[tuple[float, float | None]]:
     """``(start, end)`` seconds of consecutive pieces covering the video; the last one open-ended,
     so frames past the container's stated duration are not lost."""
-    count = max(1, math.ceil(info.duration / seconds - 1e-9)) if seconds > 0 else 1
-    bounds = [i * seconds for i in range(count)]
-    return [(start, bounds[i + 1] if i + 1 < count else None) for i, start in enumerate(bounds)]
+    count = _segment_count(info, seconds)
+    return [(i * seconds, (i + 1) * seconds if i + 1 < count else None) for i in range(count)]
+
+
+def segment_end(info: VideoInfo, seconds: float, start: float) -> float | None:
+    """Where the segment of :func:`segments` that begins at ``start`` ends (None: the last one)."""
+    following = round(start / seconds) + 1 if seconds > 0 else 1
+    return following * seconds if following < _segment_count(info, seconds) else None
 
 
 def analyse_segment(
@@ -263,8 +272,7 @@ def index_video_step(
             info = probe(path)
         except ImageError as exc:
             return VideoStep(_fail(index, source, digest, exc.reason))
-    bounds = segments(info, options.segment_seconds)
-    end = next((e for s, e in bounds if abs(s - start) < 1e-6), None)
+    end = segment_end(info, options.segment_seconds, start)
     part = analyse_segment(pipeline, path, start, end, options, digest)
     if part.error:
         return VideoStep(_fail(index, source, digest, f"{part.error} at {start:.0f} s"))
@@ -273,7 +281,9 @@ def index_video_step(
         face, reason = result.failed[0]
         return VideoStep(_fail(index, source, digest, f"could not store face {face}: {reason}"))
     faces += len(part.records)
-    if end is not None:
+    # A segment after the first with no frame at all is past the video's real end (its stated
+    # length was too long): the video is done.
+    if end is not None and (part.sampled or start == 0.0):
         return VideoStep(next_start=end, digest=digest, faces=faces)
     outcome = FileOutcome(source, Status.INDEXED if faces else Status.NO_FACE, faces)
     index.record_sources([SourceRecord(source, digest, index.model.key, faces, outcome.status, media_type=VIDEO)])

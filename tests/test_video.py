@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import cv2
 import numpy as np
 import pytest
 
+import hostile_media
 from facesearch.cli import EXIT_PARTIAL, main
 from search_engine.errors import ImageError
 from search_engine.pipeline import EmbeddedFace
 from search_engine.tracking import FaceTracker
 from search_engine.types import Box, Detection
 from search_engine.video import ChangeDetector, VideoInfo, probe, read_frame, sample_frames
-from search_engine.video_indexing import segments
+from search_engine.video_indexing import segment_end, segments
 
 from .conftest import FPS, STEP
 
@@ -53,6 +55,20 @@ def test_segments_cover_the_video():
     info = VideoInfo("v.mp4", 640, 360, 25.0, 7500, 300.0)
     assert segments(info, 120) == [(0, 120), (120, 240), (240, None)]
     assert segments(VideoInfo("v.mp4", 1, 1, 25.0, 25, 1.0), 120) == [(0, None)]
+    for length in (1.0, 119.9, 120.0, 300.0, 3600.5):
+        for start, end in segments(VideoInfo("v.mp4", 1, 1, 25.0, int(length * 25), length), 120):
+            assert segment_end(VideoInfo("v.mp4", 1, 1, 25.0, int(length * 25), length), 120, start) == end
+
+
+def test_a_stated_length_the_file_cannot_hold_is_replaced_by_the_frames_it_has(tmp_path, astronaut):
+    """A damaged Matroska header claimed 136 years for a 3 kB clip: probe counts the frames instead,
+    so the video is not planned as millions of segments."""
+    frames = [np.ascontiguousarray(np.roll(astronaut[::8, ::8], 4 * i, axis=1)) for i in range(10)]
+    clip = hostile_media.encode_video(frames, "mkv")
+    at = clip.index(b"\x44\x89\x88")  # Segment Info's Duration: an 8-byte float, in milliseconds
+    path = tmp_path / "long.mkv"
+    path.write_bytes(clip[: at + 3] + struct.pack(">d", 1e15) + clip[at + 11 :])
+    assert probe(path).frames == 10 and probe(path).duration == pytest.approx(1.0)
 
 
 # --- change detection
