@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import nullcontext
@@ -46,10 +48,21 @@ def chunks(items: Sequence, size: int) -> list[Sequence]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-def _init_worker(settings: Settings) -> None:
+def _init_worker(settings: Settings, parent: int | None = None) -> None:
     global _pipeline
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    if parent is not None:
+        threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     _pipeline = FacePipeline.from_settings(settings.models)
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """End this worker process once ``parent`` is gone. A parent killed outright (SIGKILL, the OOM
+    killer) cannot stop its pool, and a worker waiting for work would otherwise live on, holding
+    its models' memory and the parent's output pipes, for ever."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _analyse_in_worker(
@@ -117,7 +130,7 @@ def worker_pool(settings: Settings, workers: int):
         return nullcontext(_InProcess(settings))
     # spawn, not fork: this process already runs LanceDB's and torch's threads.
     context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(settings,))
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(settings, os.getpid()))
 
 
 def _analysed(

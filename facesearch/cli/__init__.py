@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     # numpy first loads, which no command has done yet.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        # OpenCV, and FFmpeg inside it, print their own lines for every file they cannot open and
+        # every damaged packet of a bad video; the file's failure line already says why it failed.
+        # OpenCV reads both when it first opens a video.
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="facesearch: %(levelname)s: %(message)s"
     )
