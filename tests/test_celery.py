@@ -8,14 +8,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import hostile_media
 from facesearch.cli import EXIT_PARTIAL, main
 from harness import redis_server, start_worker, stop
 from search_engine.embedding.dlib_resnet import DlibEmbedder
 from search_engine.index.embedded import EmbeddedFaceIndex
+from search_engine.indexing import source_name
 from search_engine.types import SearchFilters
 
 from .conftest import STEP
 from .test_cli import variant
+from .test_hostile_media import corpus
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +167,18 @@ def test_job_status_reads_finished_and_failed_chunks_from_the_backend(redis_url)
         (path, "chunk task failed: ConnectionError: index unreachable") for path in ("c.jpg", "d.jpg")
     ]
     app.close()
+
+
+def test_hostile_files_through_the_workers(worker, worker_env, tmp_path, astronaut, monkeypatch, capsys):
+    """The corpus of test_hostile_media.py as a Celery job: the same outcomes, and the worker lives on."""
+    for name, value in worker_env.items():
+        monkeypatch.setenv(name, value)
+    files = corpus(tmp_path / "media", astronaut)
+    code = main(["submit", str(tmp_path / "media"), "--chunk-size", "16", "--wait", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == EXIT_PARTIAL and summary["chunks"]["failed"] == 0
+    assert summary["files"] == len(files)
+    index = EmbeddedFaceIndex(Path(worker_env["FACESEARCH_DATA_DIR"]) / "lancedb", DlibEmbedder.info)
+    assert hostile_media.problems(files, index.get_sources([source_name(f.path) for f in files])) == []
+    assert worker.poll() is None
+    assert main(["healthcheck"]) == 0

@@ -14,8 +14,7 @@ import pytest
 from PIL import Image
 
 from facesearch.cli import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, build_parser, main, settings_from
-
-from .test_imageio import huge_png
+from hostile_media import png_declaring
 
 
 def save(array: np.ndarray, path, fmt: str | None = None) -> None:
@@ -50,7 +49,7 @@ def library(tmp_path_factory, astronaut, cameraman):
         (broken / f"empty_{i}.jpg").write_bytes(b"")
         (broken / f"truncated_{i}.jpg").write_bytes(jpeg.getvalue()[: 2000 + 500 * i])
         (broken / f"text_{i}.png").write_text("not a photo at all\n" * (i + 1))
-        (broken / f"bomb_{i}.png").write_bytes(huge_png(40_000 + i, 40_000))
+        (broken / f"bomb_{i}.png").write_bytes(png_declaring(40_000 + i, 40_000))
         (broken / f"garbage_{i}.webp").write_bytes(b"RIFF" + bytes(range(256)) * (i + 1))
     for i in range(2):
         (broken / f"dangling_{i}.jpg").symlink_to(root / "nowhere" / f"{i}.jpg")
