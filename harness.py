@@ -221,3 +221,56 @@ def api_contract_run(
         for failure in [*case.iter("failure"), *case.iter("error")]
     ]
     return report
+
+
+#: Where :func:`killed_index_run` kills ``facesearch index``: once a write has taken the embedded
+#: store's lock (merging faces or file records), or once a compaction has begun.
+KILL_POINTS = {"write": "_writing", "compaction": "optimize"}
+
+_KILLING_CHILD = """
+import os, signal, sys, threading
+from search_engine.index.embedded import EmbeddedFaceIndex
+method, nth, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+original, calls = getattr(EmbeddedFaceIndex, method), [0]
+def counted(self, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] == nth:
+        threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
+    return original(self, *args, **kwargs)
+setattr(EmbeddedFaceIndex, method, counted)
+from facesearch.cli import main
+sys.exit(main(sys.argv[4:]))
+"""
+
+
+def killed_index_run(
+    args: Sequence[str], env: Mapping[str, str], log: Path, point: str, nth: int, delay_s: float
+) -> int:
+    """``facesearch ARGS`` (an ``index`` run on the embedded store) SIGKILLed from inside
+    ``delay_s`` seconds after its ``nth`` write or compaction began (``point``, see
+    :data:`KILL_POINTS`), as the OOM killer or a power cut would stop it: no handler runs. Returns
+    the exit status: -9 when the kill came, else the run's own (it ended first)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FACESEARCH_")} | dict(env)
+    with open(log, "a") as out:
+        done = subprocess.run(
+            [sys.executable, "-c", _KILLING_CHILD, KILL_POINTS[point], str(nth), str(delay_s), *args],
+            env=clean,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    return done.returncode
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Pids of the live processes whose environment has ``name=value`` (Linux /proc): how a test
+    finds what a killed run left behind, its pool's workers among them."""
+    wanted, found = f"{name}={value}".encode(), []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found

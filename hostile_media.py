@@ -7,9 +7,10 @@ spliced JPEG/PNG/WebP/BMP/GIF/MP4/MKV; huge declared dimensions; decompression b
 kind named as another; containers with no video stream; HTML and SVG named as photos; photos legal
 in size but huge in memory once decoded.
 
-Some damaged files still decode (a JPEG with a few flipped bits is a JPEG with a few wrong blocks;
-every viewer shows it): those kinds are marked ``may_decode`` and must only be reported once, like
-any photo. Every other hostile file must fail with a reason.
+Some damaged files still decode (a JPEG with a few flipped bits is a JPEG with a few wrong blocks,
+and a cut Matroska file plays up to the cut; every viewer shows them): those kinds are marked
+``may_decode`` and must only be reported once, like any file. Every other hostile file must fail
+with a reason.
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ def write_corpus(
     everything = [*PHOTO_FORMATS, *VIDEO_FORMATS]
     kinds: dict[str, list] = {
         "empty": each(everything, lambda ext: b""),
-        "truncated": each(everything, lambda ext: _truncate(media[ext], rng)),
+        # Matroska is made to play while it downloads: a cut one keeps its first frames.
+        "truncated": [(ext, lambda ext: _truncate(media[ext], rng), ext == "mkv") for ext in everything],
         "bit-flipped": each(everything, lambda ext: _flip_bits(media[ext], rng), may_decode=True),
         "spliced": each(
             everything,
