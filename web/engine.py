@@ -23,7 +23,7 @@ from search_engine.errors import (
 )
 from search_engine.imageio import content_hash, decode_image, read_file
 from search_engine.index import FACET_LIMIT, FaceIndex, create_index
-from search_engine.media_types import is_image_path, media_format
+from search_engine.media_types import MediaFormat, is_image_path, media_format
 from search_engine.pipeline import FacePipeline
 from search_engine.service import SearchService
 from search_engine.types import VIDEO, FaceRecord, SearchFilters
@@ -234,12 +234,12 @@ class Engine:
             raise WebError(404, "unreadable", f"the file of face {face_id} cannot be read: {exc.reason}") from None
         return face_thumbnail(image, record.box)
 
-    def media_file(self, path: str) -> tuple[Path, str]:
-        """The real file behind a requested absolute path and its content type; 404 unless it may be served."""
+    def media_file(self, path: str) -> tuple[Path, MediaFormat]:
+        """The real file behind a requested absolute path and its format; 404 unless it may be served."""
         real = self.media.resolve(path)
         if real is None:
             raise WebError(404, "not_found", "no such file in the media roots")
-        return real, media_format(real).content_type
+        return real, media_format(real)
 
     def health(self) -> tuple[dict, bool]:
         """Whether the model is loaded and the index answers, with its counts; and whether all is well."""

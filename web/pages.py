@@ -57,8 +57,18 @@ def person(person_id: str):
 # merge_slashes off: "/media//etc/passwd" must be refused as it stands, not redirected.
 @bp.get("/media/<path:path>", merge_slashes=False)
 def media(path: str):
-    real, mimetype = current_engine().media_file("/" + path)
-    response = send_file(real, mimetype=mimetype, conditional=True, max_age=3600)
+    real, found = current_engine().media_file("/" + path)
+    # Served as what its name says (with nosniff, so a browser never reads a .jpg holding HTML as
+    # a page), named in a Content-Disposition Werkzeug encodes safely, and offered as a download
+    # where browsers do not play the format.
+    response = send_file(
+        real,
+        mimetype=found.content_type,
+        conditional=True,
+        max_age=3600,
+        download_name=real.name,
+        as_attachment=not found.plays_in_browser,
+    )
     # Werkzeug marks it public; these are someone's photos, so no shared cache may keep them.
     response.cache_control.public = False
     response.cache_control.private = True

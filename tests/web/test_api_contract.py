@@ -5,6 +5,7 @@ API keys on. A bounded run; ``bench/api_contract.py`` runs longer ones."""
 from __future__ import annotations
 
 import pytest
+import requests
 
 from harness import SCHEMATHESIS_CONFIG_WITHOUT_KEY, api_contract_run, running_server
 from web.api import OPENAPI_PATH
@@ -44,3 +45,13 @@ def test_without_the_key_every_operation_is_refused_as_its_schema_says(keyed_ser
     )
     assert report["operations"]["tested"] == report["operations"]["total"]
     assert report["failures"] == [], "\n\n".join(report["failure_texts"])
+
+
+def test_the_key_is_never_in_the_servers_log(keyed_server):
+    """After both contract runs (the key in every request's header, and in cookies and queries of
+    the runs' own), the server's output holds requests' traces but never the key."""
+    url, base = keyed_server
+    requests.get(f"{url}/?key={KEY}", allow_redirects=False, timeout=30)
+    requests.get(f"{url}/api/v1/no-such-route", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    log = (base / "serve.log").read_text()
+    assert "Booting worker" in log and KEY not in log

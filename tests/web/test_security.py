@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import logging
+import urllib.parse
 
 import pytest
+from werkzeug.http import parse_options_header
 
 from web import create_app
 
@@ -143,3 +146,49 @@ def test_a_browser_keeps_its_key_in_a_cookie(keyed, library):
 
     keyed.set_cookie("facesearch_key", "stale")
     assert keyed.get("/").status_code == 401
+
+
+def test_media_is_served_as_its_name_says_never_as_a_page(client, library):
+    """A .jpg in a media root that holds HTML is still image/jpeg, with nosniff: no browser runs it
+    as a page. The file is named in a Content-Disposition that cannot be broken out of, and a
+    format browsers do not play is offered as a download."""
+    folder = library.root / "group"
+    trap = folder / 'tr"ap; name=évil.jpg'
+    trap.write_bytes(b"<html><script>alert(document.cookie)</script></html>")
+    clip = folder / "clip.mkv"
+    clip.write_bytes(b"\x1aE\xdf\xa3 not much of a video")
+    try:
+        root = str(folder).lstrip("/")
+        with client.get(f"/media/{root}/{urllib.parse.quote(trap.name)}") as response:
+            assert response.status_code == 200 and response.mimetype == "image/jpeg"
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+            kind, options = parse_options_header(response.headers["Content-Disposition"])
+            assert (kind, options) == ("inline", {"filename": trap.name})
+        with client.get(f"/media/{root}/clip.mkv") as response:
+            assert response.status_code == 200 and response.mimetype == "video/x-matroska"
+            assert response.headers["Content-Disposition"] == "attachment; filename=clip.mkv"
+    finally:
+        trap.unlink()
+        clip.unlink()
+
+
+def test_state_changing_calls_take_json_only(client):
+    """What another site's page can send without the browser asking first (a form, or text/plain
+    holding JSON) is refused before anything changes."""
+    for url in ("/api/v1/persons/p1/name", "/api/v1/persons/p1/merge", "/api/v1/faces/x/person"):
+        as_text = client.post(url, data='{"name": "x", "into": "p2", "person_id": "p2"}', content_type="text/plain")
+        assert error_of(as_text)[:2] == (415, "unsupported_media_type"), url
+        as_form = client.post(url, data={"name": "x", "into": "p2", "person_id": "p2"})
+        assert error_of(as_form)[:2] == (415, "unsupported_media_type"), url
+
+
+def test_keys_are_never_logged(keyed, library, caplog):
+    caplog.set_level(logging.DEBUG)
+    keyed.get("/api/v1/health", headers={"X-API-Key": "k-one"})
+    keyed.get("/api/v1/health", headers={"X-API-Key": "k-three"})
+    keyed.get("/?key=k-two")
+    keyed.get("/api/v1/nothing-here", headers={"Authorization": "Bearer k-one"})
+    with open(library.queries / "eileen.jpg", "rb") as photo:
+        keyed.post("/api/v1/search", data={"image": (photo, "eileen.jpg")}, headers={"X-API-Key": "k-one"})
+    assert not any(key in caplog.text for key in ("k-one", "k-two", "k-three"))
