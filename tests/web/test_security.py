@@ -7,6 +7,8 @@ import logging
 import urllib.parse
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from werkzeug.http import parse_options_header
 
 from web import create_app
@@ -192,3 +194,52 @@ def test_keys_are_never_logged(keyed, library, caplog):
     with open(library.queries / "eileen.jpg", "rb") as photo:
         keyed.post("/api/v1/search", data={"image": (photo, "eileen.jpg")}, headers={"X-API-Key": "k-one"})
     assert not any(key in caplog.text for key in ("k-one", "k-two", "k-three"))
+
+
+TRAVERSAL_PIECES = (
+    "..",
+    ".",
+    "%2e%2e",
+    "%2E%2E",
+    "%252e%252e",
+    "..%2f",
+    "..%5c",
+    "..\\",
+    "\\",
+    "%5c",
+    "%2f",
+    "%00",
+    "%00.jpg",
+    "/",
+    "//",
+    "Cameraman",
+    "leak.jpg",
+    "private.jpg",
+    "Cameraman_0001.jpg",
+    "etc",
+    "passwd",
+)
+
+
+@pytest.fixture()
+def private(library):
+    """A photo-named file next to the media root, with bytes no file inside holds, and a symlink
+    to it from inside the root."""
+    secret = library.root.parent / "private.jpg"
+    secret.write_bytes((library.root / "Cameraman" / "Cameraman_0001.jpg").read_bytes() + b"private")
+    link = library.root / "Cameraman" / "leak.jpg"
+    link.symlink_to(secret)
+    yield secret
+    link.unlink()
+    secret.unlink()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pieces=st.lists(st.sampled_from(TRAVERSAL_PIECES), min_size=1, max_size=8), join=st.sampled_from(["/", ""]))
+def test_traversal_variants_never_leave_the_media_roots(client, library, private, pieces, join):
+    """Encoded, double-encoded, NUL-byte, Windows-separator and symlink paths, in any order after
+    the root: an answer is a 404 or a file inside the root, never the file outside it."""
+    root = str(library.root).lstrip("/")
+    with client.get(f"/media/{root}/" + join.join(pieces)) as response:
+        assert response.status_code in (200, 404)
+        assert response.data != private.read_bytes()
