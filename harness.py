@@ -81,20 +81,45 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
+class RedisProcess:
+    """A ``redis-server`` on one loopback port and folder that can be stopped and started again,
+    as an operator restarts a broker. With ``persistent`` it keeps an append-only file, as the
+    docker stack's Redis does, so what was queued survives a restart."""
+
+    def __init__(self, workdir: Path, persistent: bool = False, timeout_s: float = 20) -> None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+        self.workdir, self.persistent, self.timeout_s = workdir, persistent, timeout_s
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        persistence = ["--appendonly", "yes"] if self.persistent else ["--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *persistence, "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(
+            lambda: _answers_ping(self.port), self.process, self.timeout_s, f"redis-server did not start on {self.port}"
+        )
+
+    def stop(self) -> None:
+        """SIGTERM: Redis writes its append-only file and exits."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
 @contextmanager
-def redis_server(workdir: Path, timeout_s: float = 20) -> Iterator[str]:
-    """A fresh, non-persistent ``redis-server`` on a free loopback port; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-    )
+def running_redis(workdir: Path, persistent: bool = False, timeout_s: float = 20) -> Iterator[RedisProcess]:
+    """A started :class:`RedisProcess`, stopped after."""
+    redis = RedisProcess(workdir, persistent, timeout_s)
+    redis.start()
     try:
-        wait_until(lambda: _answers_ping(port), process, timeout_s, f"redis-server did not start on port {port}")
-        yield f"redis://127.0.0.1:{port}/0"
+        yield redis
     finally:
         # Celery results made in this process unsubscribe from Redis when collected, and short-lived
         # clients never close their sockets (a CLI process just exits): collect them while Redis
@@ -102,8 +127,14 @@ def redis_server(workdir: Path, timeout_s: float = 20) -> Iterator[str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             gc.collect()
-        process.terminate()
-        process.wait(timeout=10)
+        redis.stop()
+
+
+@contextmanager
+def redis_server(workdir: Path, timeout_s: float = 20) -> Iterator[str]:
+    """A fresh, non-persistent ``redis-server`` on a free loopback port; yields its URL."""
+    with running_redis(workdir, timeout_s=timeout_s) as redis:
+        yield redis.url
 
 
 def start_worker(env: Mapping[str, str], log: Path, concurrency: int, timeout_s: float = 120) -> subprocess.Popen:

@@ -42,6 +42,9 @@ def create_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": settings.queue.visibility_timeout},
         result_expires=7 * 24 * 3600,
         broker_connection_retry_on_startup=True,
+        # A task that ends while Redis is down keeps trying to store its result until Redis is
+        # back (with backoff), instead of being recorded as failed: its files were indexed.
+        result_backend_always_retry=True,
         worker_hijack_root_logger=False,
     )
     app.conf.facesearch_settings = settings

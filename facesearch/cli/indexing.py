@@ -121,9 +121,21 @@ def _follow(app, job_id: str, total: int, progress: bool):
 
     from ingest.jobs import job_status
 
+    unreachable = False
     with tqdm(total=total, unit="file", disable=not progress, dynamic_ncols=True) as bar:
         while True:
-            status = job_status(app, job_id)
+            try:
+                status = job_status(app, job_id)
+            except app.backend.connection_errors as exc:
+                # The job lives on in Redis (and the workers wait for it too): keep following.
+                if not unreachable:
+                    tqdm.write(f"facesearch: the broker does not answer ({exc}); waiting for it", file=sys.stderr)
+                unreachable = True
+                time.sleep(2.0)
+                continue
+            if unreachable:
+                tqdm.write("facesearch: the broker answers again", file=sys.stderr)
+                unreachable = False
             bar.update(status.summary.files - bar.n)
             bar.set_postfix(faces=status.summary.faces, failed=len(status.summary.failures), refresh=False)
             if status.finished:
