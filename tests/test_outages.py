@@ -4,6 +4,7 @@ index ends with exactly the faces an uninterrupted in-process run stores."""
 
 from __future__ import annotations
 
+import fcntl
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from facesearch.cli import main
-from harness import running_redis, start_worker, stop
+from harness import running_redis, start_facesearch, start_worker, stop, wait_until
 from ingest.celery_app import celery_client
 from ingest.jobs import job_status, submit_photos
 from ingest.sources import collect_photos
@@ -20,6 +21,8 @@ from search_engine.embedding.dlib_resnet import DlibEmbedder
 from search_engine.index.embedded import EmbeddedFaceIndex
 
 from .test_cli import variant
+
+ARGS = ["--embedder", "dlib", "--quiet", "--workers", "1"]
 
 
 def stored(data_dir: Path) -> dict[str, str | None]:
@@ -39,10 +42,15 @@ def photos(tmp_path_factory, astronaut, cameraman):
     return root
 
 
-def test_a_job_survives_a_broker_restart(photos, tmp_path):
+def stored_reference(photos: Path, tmp_path: Path) -> dict[str, str | None]:
+    """What an uninterrupted in-process run of all the photos stores."""
     reference = tmp_path / "reference"
-    args = ["index", str(photos), "--person-from-folder", "--embedder", "dlib", "--quiet", "--workers", "1"]
-    assert main([*args, "--data-dir", str(reference)]) == 0
+    assert main(["index", str(photos), "--person-from-folder", "--data-dir", str(reference), *ARGS]) == 0
+    return stored(reference)
+
+
+def test_a_job_survives_a_broker_restart(photos, tmp_path):
+    reference = stored_reference(photos, tmp_path)
 
     with running_redis(tmp_path, persistent=True) as redis:
         env = {
@@ -68,4 +76,37 @@ def test_a_job_survives_a_broker_restart(photos, tmp_path):
         finally:
             stop(worker)
     assert status.chunks_failed == 0 and not status.summary.failures
-    assert stored(tmp_path / "data") == stored(reference)
+    assert stored(tmp_path / "data") == reference
+
+
+def test_a_stuck_writer_holding_the_store_makes_a_run_wait_and_say_so(photos, tmp_path):
+    """A process that holds the embedded store's write lock and does nothing: ``facesearch index``
+    says it is waiting, stores nothing meanwhile, and completes once the lock is free."""
+    data_dir = tmp_path / "data"
+    assert main(["index", str(photos / "Cameraman"), "--person-from-folder", "--data-dir", str(data_dir), *ARGS]) == 0
+    before = stored(data_dir)
+    log = tmp_path / "index.log"
+    with open(data_dir / "lancedb" / ".write.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        run = start_facesearch(
+            ["index", str(photos), "--person-from-folder", *ARGS], {"FACESEARCH_DATA_DIR": str(data_dir)}, log
+        )
+        try:
+            wait_until(lambda: "waiting for it" in log.read_text(), run, 120, f"no word of the lock: {log.read_text()}")
+            time.sleep(2)
+            # Reads need no lock: the store is read (as searches are) while the writer is stuck.
+            assert run.poll() is None and stored(data_dir) == before
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    assert run.wait(timeout=120) == 0
+    assert "free again" in log.read_text()
+    assert stored(data_dir) == stored_reference(photos, tmp_path)
+
+
+def test_an_unreachable_elasticsearch_is_a_clear_error(photos, capsys):
+    from .test_kibana import closed_port
+
+    url = f"http://127.0.0.1:{closed_port()}"
+    assert main(["index", str(photos), "--es-url", url, *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot reach Elasticsearch at {url}" in err and "Traceback" not in err

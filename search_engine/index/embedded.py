@@ -154,7 +154,14 @@ class EmbeddedFaceIndex:
         their merges never race (reads need no lock)."""
         self._connect()
         with open(self.path / ".write.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # Another process is writing, or is stuck holding the lock (the OS releases it when
+                # that process ends, however it ends): say why nothing moves, then wait.
+                log.warning("another process is writing to the embedded index at %s; waiting for it", self.path)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                log.warning("the embedded index at %s is free again", self.path)
             try:
                 yield
             finally:
@@ -163,14 +170,21 @@ class EmbeddedFaceIndex:
     def ensure(self) -> None:
         if self._faces is not None:
             return
-        with self._writing():
-            self._open_tables()
+        # A store that needs nothing created opens without the write lock, so searches go on
+        # while another process writes, or is stuck holding the lock.
+        if not self._open_tables(create=False):
+            with self._writing():
+                self._open_tables(create=True)
 
-    def _open_tables(self) -> None:
+    def _open_tables(self, create: bool) -> bool:
+        """Open the tables, creating and completing what is missing when ``create``; without it,
+        False as soon as something would have to be written."""
         db = self._connect()
         try:
             faces = db.open_table(self.faces_table_name)
         except ValueError:
+            if not create:
+                return False
             # Not there yet; exist_ok covers another process creating it meanwhile.
             faces = db.create_table(self.faces_table_name, schema=faces_schema(self.model.dim), exist_ok=True)
         dim = faces.schema.field("embedding").type.list_size
@@ -181,6 +195,8 @@ class EmbeddedFaceIndex:
             )
         missing = [f for f in faces_schema(dim) if f.name not in faces.schema.names]
         if missing:
+            if not create:
+                return False
             # A store written by an older version: new columns are optional, so they start empty,
             # or as a copy of the column that held their values before.
             log.info("adding columns %s to %s", [f.name for f in missing], self.faces_table_name)
@@ -190,13 +206,24 @@ class EmbeddedFaceIndex:
                 faces.add_columns(empty)
             if copied:
                 faces.add_columns(copied)
-        self._sources = db.create_table(_table_name("sources", self.model), schema=SOURCES_SCHEMA, exist_ok=True)
-        self._people = db.create_table(_table_name("people", self.model), schema=PEOPLE_SCHEMA, exist_ok=True)
-        self._decisions = db.create_table(_table_name("decisions", self.model), schema=DECISIONS_SCHEMA, exist_ok=True)
-        _ensure_btree(faces, ("face_id", "source", "person", "video", "cluster"))
+        tables = {}
+        for kind, schema in (("sources", SOURCES_SCHEMA), ("people", PEOPLE_SCHEMA), ("decisions", DECISIONS_SCHEMA)):
+            if create:
+                tables[kind] = db.create_table(_table_name(kind, self.model), schema=schema, exist_ok=True)
+                continue
+            try:
+                tables[kind] = db.open_table(_table_name(kind, self.model))
+            except ValueError:
+                return False
+        btrees = ((faces, _FILTERED_COLUMNS), (tables["sources"], ("source",)))
+        if not create and any(_unindexed(table, columns) for table, columns in btrees):
+            return False
+        for table, columns in btrees:
+            _ensure_btree(table, columns)
+        self._sources, self._people, self._decisions = tables["sources"], tables["people"], tables["decisions"]
         self._indexed_vectors = _vector_index_of(faces) is not None
-        _ensure_btree(self._sources, ("source",))
         self._faces = faces
+        return True
 
     def _table(self):
         self.ensure()
@@ -539,12 +566,20 @@ def _vector_index_of(table):
     return next((index for index in table.list_indices() if list(index.columns) == ["embedding"]), None)
 
 
+#: The faces' columns searches filter on, each with a B-tree index.
+_FILTERED_COLUMNS = ("face_id", "source", "person", "video", "cluster")
+
+
+def _unindexed(table, columns: Sequence[str]) -> list[str]:
+    """Those of ``columns`` that have no index yet."""
+    indexed = {column for index in table.list_indices() for column in index.columns}
+    return [column for column in columns if column not in indexed]
+
+
 def _ensure_btree(table, columns: Sequence[str]) -> None:
     """B-tree indexes on the filtered columns: lookups by face, file, person or video stop scanning
     the table (rows written since the last :meth:`EmbeddedFaceIndex.optimize` are scanned)."""
     from lancedb.index import BTree
 
-    indexed = {column for index in table.list_indices() for column in index.columns}
-    for column in columns:
-        if column not in indexed:
-            table.create_index(column, config=BTree())
+    for column in _unindexed(table, columns):
+        table.create_index(column, config=BTree())
