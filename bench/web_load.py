@@ -8,8 +8,15 @@ copy the index, start ``facesearch serve`` on it, then
 Model loading and a short warm-up are excluded. Queries are LFW photos spread over all people,
 sent as uploads the way the search page does (multipart, k = 20).
 
+With ``--mixed`` the clients of step 2 cycle through what the page and an API user ask for, not
+only searches: in every 10 requests 4 searches, 2 face thumbnails, 1 media range request
+(``Range: bytes=0-4095``, answered 206), 1 list of people, 1 of grouped people and 1 of videos
+or the search page; latency percentiles are given per kind. The server's resident memory (all its
+processes) is read before the load and after each of ``--rounds`` rounds of it.
+
 Usage: python bench/web_load.py --data-dir /path/to/lfw-index --lfw ../shared/data/lfw
-       [--configs default,1x4] [--queries 200] [--clients 50] [--duration 60] [--setting NAME=VALUE]
+       [--configs default,1x4] [--queries 200] [--clients 50] [--duration 60] [--mixed] [--rounds 1]
+       [--setting NAME=VALUE]
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import requests  # noqa: E402
 from ingest_throughput import cpu_name  # noqa: E402
 
 from facesearch.cli.serve import SERVE_THREADS  # noqa: E402
-from harness import running_server  # noqa: E402
+from harness import processes_with_env, running_server  # noqa: E402
 from search_engine.config import MODELS  # noqa: E402
 
 REQUEST_TIMEOUT_S = 120
@@ -67,21 +74,77 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def ask(session: requests.Session, url: str, name: str, data: bytes, tally: Tally) -> None:
+    fetch(session, tally, "POST", url, files={"image": (name, data, "image/jpeg")}, data={"k": "20"})
+
+
+def fetch(session: requests.Session, tally: Tally, method: str, url: str, **options) -> None:
+    """One request; a 200 or 206 adds its latency, a 422 (no face) is counted apart, anything
+    else is an error."""
     started = time.perf_counter()
     try:
-        response = session.post(
-            url, files={"image": (name, data, "image/jpeg")}, data={"k": "20"}, timeout=REQUEST_TIMEOUT_S
-        )
+        response = session.request(method, url, timeout=REQUEST_TIMEOUT_S, **options)
     except requests.RequestException as exc:
-        tally.errors.append(f"{type(exc).__name__}: {exc}")
+        tally.errors.append(f"{method} {url}: {type(exc).__name__}: {exc}")
         return
     elapsed = time.perf_counter() - started
-    if response.status_code == 200:
+    if response.status_code in (200, 206):
         tally.latencies.append(elapsed)
     elif response.status_code == 422:
         tally.no_face += 1
     else:
-        tally.errors.append(f"{response.status_code}: {response.text[:200]}")
+        tally.errors.append(f"{method} {url}: {response.status_code}: {response.text[:200]}")
+
+
+#: The mixed load's cycle of 10 requests (see the module's docstring).
+MIX = ("search", "thumbnail", "search", "media", "people", "search", "thumbnail", "persons", "search", "videos")
+
+
+def mixed_request(session: requests.Session, base: str, n: int, queries, hits, tallies: dict[str, Tally]) -> None:
+    """The ``n``-th request of a client's mixed cycle; ``hits`` are (face_id, media_url) pairs."""
+    kind = MIX[n % len(MIX)]
+    face_id, media_url = hits[n % len(hits)]
+    if kind == "search":
+        name, data = queries[n % len(queries)]
+        ask(session, f"{base}/api/v1/search", name, data, tallies[kind])
+    elif kind == "thumbnail":
+        fetch(session, tallies[kind], "GET", f"{base}/api/v1/faces/{face_id}/thumbnail")
+    elif kind == "media":
+        fetch(session, tallies[kind], "GET", base + media_url, headers={"Range": "bytes=0-4095"})
+    elif kind == "people":
+        fetch(session, tallies[kind], "GET", f"{base}/api/v1/people", params={"limit": "50"})
+    elif kind == "persons":
+        fetch(session, tallies[kind], "GET", f"{base}/api/v1/persons", params={"limit": "24"})
+    elif n // len(MIX) % 2:
+        fetch(session, tallies[kind], "GET", f"{base}/")
+    else:
+        fetch(session, tallies[kind], "GET", f"{base}/api/v1/videos")
+
+
+def served_hits(base: str, queries) -> list[tuple[str, str]]:
+    """(face id, media URL) of the hits of a few searches, for the mixed load to ask for."""
+    found = []
+    with requests.Session() as session:
+        for name, data in queries[:10]:
+            answer = session.post(
+                f"{base}/api/v1/search", files={"image": (name, data, "image/jpeg")}, data={"k": "20"}
+            )
+            if answer.status_code == 200:
+                found += [(h["face_id"], h["media_url"]) for h in answer.json()["hits"] if h["media_url"]]
+    if not found:
+        raise SystemExit("the searches found no served faces: is --lfw the folder the index was built from?")
+    return found
+
+
+def server_rss_mib(data_dir: Path) -> float:
+    """Resident memory of every process of the server (those started with its data directory)."""
+    total = 0
+    for pid in processes_with_env("FACESEARCH_DATA_DIR", str(data_dir)):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total += int(next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")), 0))
+    return total / 1024
 
 
 def one_client(url: str, queries: list[tuple[str, bytes]]) -> Tally:
@@ -92,20 +155,28 @@ def one_client(url: str, queries: list[tuple[str, bytes]]) -> Tally:
     return tally
 
 
-def many_clients(url: str, queries: list[tuple[str, bytes]], clients: int, duration_s: float) -> tuple[Tally, float]:
-    """``clients`` threads asking without pause until the deadline; returns the tally and the
-    seconds from start until the last answer came back."""
-    tallies = [Tally() for _ in range(clients)]
+def many_clients(
+    url: str, queries: list[tuple[str, bytes]], clients: int, duration_s: float, mixed_hits=None
+) -> tuple[dict[str, Tally], float]:
+    """``clients`` threads asking without pause until the deadline: searches at ``url``, or with
+    ``mixed_hits`` the :data:`MIX` on the server ``url`` belongs to. Returns a tally per kind of
+    request and the seconds from start until the last answer came back."""
+    kinds = sorted(set(MIX)) if mixed_hits else ["search"]
+    tallies = [{kind: Tally() for kind in kinds} for _ in range(clients)]
     deadline = time.monotonic() + duration_s
     start = threading.Barrier(clients + 1)
+    base = url.removesuffix("/api/v1/search")
 
     def client(n: int) -> None:
         with requests.Session() as session:
             start.wait()
             i = n * 7
             while time.monotonic() < deadline:
-                name, data = queries[i % len(queries)]
-                ask(session, url, name, data, tallies[n])
+                if mixed_hits:
+                    mixed_request(session, base, i, queries, mixed_hits, tallies[n])
+                else:
+                    name, data = queries[i % len(queries)]
+                    ask(session, url, name, data, tallies[n]["search"])
                 i += 1
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
@@ -115,10 +186,11 @@ def many_clients(url: str, queries: list[tuple[str, bytes]], clients: int, durat
     began = time.monotonic()
     for thread in threads:
         thread.join()
-    total = Tally()
+    totals = {kind: Tally() for kind in kinds}
     for tally in tallies:
-        total.add(tally)
-    return total, time.monotonic() - began
+        for kind in kinds:
+            totals[kind].add(tally[kind])
+    return totals, time.monotonic() - began
 
 
 def parse_config(text: str, cores: int) -> tuple[str, int, int]:
@@ -140,6 +212,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
     parser.add_argument("--duration", type=float, default=60, help="seconds of concurrent load (default 60)")
     parser.add_argument("--embedder", default="mobilefacenet", choices=MODELS)
+    parser.add_argument("--mixed", action="store_true", help="load with the page's and API's mix of requests")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of concurrent load, memory read after each")
     parser.add_argument(
         "--setting",
         action="append",
@@ -172,12 +246,25 @@ def main() -> None:
                 url = f"{base}/api/v1/search"
                 one_client(url, queries[:WARMUP_QUERIES] * workers)
                 single = one_client(url, queries)
+                hits = served_hits(base, queries) if args.mixed else None
                 print(f"{label}: one client done, {args.clients} clients for {args.duration:.0f} s", flush=True)
-                loaded, seconds = many_clients(url, queries, args.clients, args.duration)
-            rows.append((label, single, loaded, seconds))
+                rss = [server_rss_mib(data_dir)]
+                by_kind, seconds = many_clients(url, queries, args.clients, args.duration, hits)
+                rss.append(server_rss_mib(data_dir))
+                for _ in range(args.rounds - 1):
+                    more, more_seconds = many_clients(url, queries, args.clients, args.duration, hits)
+                    for kind, tally in more.items():
+                        by_kind[kind].add(tally)
+                    seconds += more_seconds
+                    rss.append(server_rss_mib(data_dir))
+            loaded = Tally()
+            for tally in by_kind.values():
+                loaded.add(tally)
+            rows.append((label, single, loaded, seconds, by_kind, rss))
     load_after = os.getloadavg()
 
-    print(f"\nPOST /api/v1/search, {len(queries)} LFW photos as queries (k = 20), embedder {args.embedder}")
+    mix = "a mix of requests (--mixed)" if args.mixed else "POST /api/v1/search"
+    print(f"\n{mix}, {len(queries)} LFW photos as queries (k = 20), embedder {args.embedder}")
     print(f"machine: {cpu_name()}, {cores} cores, Python {platform.python_version()}")
     if settings:
         print("server settings: " + ", ".join(f"{name}={value}" for name, value in settings.items()))
@@ -187,18 +274,29 @@ def main() -> None:
     )
     print(
         f"| workers x threads | 1 client p50 / p95 / p99 ms | {args.clients} clients req/s | "
-        "p50 / p95 / p99 ms | max ms | errors | no face |"
+        "p50 / p95 / p99 ms | max ms | errors | no face | server RSS MiB, before and after each round |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for label, single, loaded, seconds in rows:
+    print("|---|---|---|---|---|---|---|---|")
+    for label, single, loaded, seconds, _, rss in rows:
         lat = loaded.latencies
         print(
             f"| {label} | {percentile(single.latencies, 50):.0f} / {percentile(single.latencies, 95):.0f} / "
             f"{percentile(single.latencies, 99):.0f} | {len(lat) / seconds:.1f} | {percentile(lat, 50):.0f} / "
             f"{percentile(lat, 95):.0f} / {percentile(lat, 99):.0f} | {1000 * max(lat, default=0):.0f} | "
-            f"{len(single.errors) + len(loaded.errors)} | {single.no_face + loaded.no_face} |"
+            f"{len(single.errors) + len(loaded.errors)} | {single.no_face + loaded.no_face} | "
+            + " / ".join(f"{value:.0f}" for value in rss)
+            + " |"
         )
-    for label, single, loaded, _ in rows:
+    if args.mixed:
+        print("\n| workers x threads | request | answered | p50 / p95 / p99 ms | errors |\n|---|---|---|---|---|")
+        for label, _, _, _, by_kind, _ in rows:
+            for kind, tally in by_kind.items():
+                lat = tally.latencies
+                print(
+                    f"| {label} | {kind} | {len(lat)} | {percentile(lat, 50):.0f} / {percentile(lat, 95):.0f} / "
+                    f"{percentile(lat, 99):.0f} | {len(tally.errors)} |"
+                )
+    for label, single, loaded, *_ in rows:
         for error in (single.errors + loaded.errors)[:5]:
             print(f"  {label} error: {error}")
 

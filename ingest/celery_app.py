@@ -44,6 +44,7 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         # A task that ends while Redis is down keeps trying to store its result until Redis is
         # back (with backoff), instead of being recorded as failed: its files were indexed.
+        # (Short-lived clients turn it off: see celery_client.)
         result_backend_always_retry=True,
         worker_hijack_root_logger=False,
     )
@@ -58,6 +59,9 @@ def celery_client(settings: Settings) -> Iterator[Celery]:
     connections ``control.ping`` opens and drops (kombu leaves them to the garbage collector)
     collected right here rather than at some random later point in the process."""
     app = create_celery(settings)
+    # A client does not wait inside Celery for a broker that is away (with a traceback logged at
+    # each try): it is told at once, and `submit --wait` says so and polls again.
+    app.conf.result_backend_always_retry = False
     try:
         yield app
     finally:

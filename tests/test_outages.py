@@ -5,6 +5,8 @@ index ends with exactly the faces an uninterrupted in-process run stores."""
 from __future__ import annotations
 
 import fcntl
+import json
+import threading
 import time
 from pathlib import Path
 
@@ -13,10 +15,6 @@ from PIL import Image
 
 from facesearch.cli import main
 from harness import running_redis, start_facesearch, start_worker, stop, wait_until
-from ingest.celery_app import celery_client
-from ingest.jobs import job_status, submit_photos
-from ingest.sources import collect_photos
-from search_engine.config import Settings
 from search_engine.embedding.dlib_resnet import DlibEmbedder
 from search_engine.index.embedded import EmbeddedFaceIndex
 
@@ -49,33 +47,38 @@ def stored_reference(photos: Path, tmp_path: Path) -> dict[str, str | None]:
     return stored(reference)
 
 
-def test_a_job_survives_a_broker_restart(photos, tmp_path):
+def test_a_job_survives_a_broker_restart(photos, tmp_path, monkeypatch, capsys):
+    """``submit --wait`` while Redis is stopped for 5 s and started again: the worker and the CLI
+    wait for it, and the job ends complete."""
     reference = stored_reference(photos, tmp_path)
-
+    capsys.readouterr()
     with running_redis(tmp_path, persistent=True) as redis:
         env = {
             "FACESEARCH_BROKER_URL": redis.url,
             "FACESEARCH_DATA_DIR": str(tmp_path / "data"),
             "FACESEARCH_EMBEDDER": "dlib",
         }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
         worker = start_worker(env, tmp_path / "worker.log", concurrency=1)
+        codes = []
+        submit = ["submit", str(photos), "--person-from-folder", "--chunk-size", "2", "--wait", "--json"]
+        follower = threading.Thread(target=lambda: codes.append(main(submit)))
         try:
-            with celery_client(Settings.from_env(env)) as app:
-                job_id = submit_photos(app, collect_photos([photos], person_from_folder=True).photos, chunk_size=2)
-                while job_status(app, job_id).chunks_done < 2:
-                    time.sleep(0.2)
+            follower.start()
+            wait_until(lambda: len(stored(tmp_path / "data")) >= 4, worker, 120, "the worker stored nothing")
             redis.stop()
             time.sleep(5)  # the worker finishes its chunk with no broker, and keeps trying
-            assert worker.poll() is None
+            assert worker.poll() is None and follower.is_alive()
             redis.start()
-            with celery_client(Settings.from_env(env)) as app:
-                deadline = time.monotonic() + 180
-                while not (status := job_status(app, job_id)).finished and time.monotonic() < deadline:
-                    time.sleep(0.5)
-            assert status.finished, (tmp_path / "worker.log").read_text()[-3000:]
+            follower.join(timeout=180)
         finally:
             stop(worker)
-    assert status.chunks_failed == 0 and not status.summary.failures
+    assert codes == [0], (tmp_path / "worker.log").read_text()[-3000:]
+    out, err = capsys.readouterr()
+    assert "the broker does not answer" in err and "the broker answers again" in err
+    summary = json.loads(out)
+    assert summary["chunks"]["failed"] == 0 and summary["failed"] == 0 and summary["files"] == 20
     assert stored(tmp_path / "data") == reference
 
 
