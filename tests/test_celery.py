@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,10 @@ from PIL import Image
 
 import hostile_media
 from facesearch.cli import EXIT_PARTIAL, main
-from harness import redis_server, start_worker, stop
+from harness import redis_server, start_worker, stop, wait_until
+from ingest.celery_app import celery_client
+from ingest.jobs import job_status, submit_photos
+from search_engine.config import Settings
 from search_engine.embedding.dlib_resnet import DlibEmbedder
 from search_engine.index.embedded import EmbeddedFaceIndex
 from search_engine.indexing import source_name
@@ -182,3 +188,44 @@ def test_hostile_files_through_the_workers(worker, worker_env, tmp_path, astrona
     assert hostile_media.problems(files, index.get_sources([source_name(f.path) for f in files])) == []
     assert worker.poll() is None
     assert main(["healthcheck"]) == 0
+
+
+def test_a_worker_killed_during_a_video_segment_loses_and_doubles_nothing(
+    redis_url, scene, tmp_path, monkeypatch, capsys
+):
+    """The whole worker (master and children) SIGKILLed while a video's second segment task runs:
+    that task returns to the queue after the visibility timeout, a new worker redoes it, and the
+    video ends with exactly the tracks of an uninterrupted in-process run."""
+    env = {
+        "FACESEARCH_BROKER_URL": redis_url,
+        "FACESEARCH_DATA_DIR": str(tmp_path / "data"),
+        "FACESEARCH_EMBEDDER": "dlib",
+        "FACESEARCH_VIDEO_SEGMENT_SECONDS": "5",
+        "FACESEARCH_VISIBILITY_TIMEOUT": "5",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["index", str(scene), "--data-dir", str(tmp_path / "reference"), "--quiet", "--workers", "1"]) == 0
+    reference = EmbeddedFaceIndex(tmp_path / "reference" / "lancedb", DlibEmbedder.info).faces_of_source(str(scene))
+
+    log = tmp_path / "worker1.log"
+    first = start_worker(env, log, concurrency=1)
+    capsys.readouterr()
+    with celery_client(Settings.from_env(env)) as app:
+        job_id = submit_photos(app, [], chunk_size=1, videos=[scene])
+        wait_until(lambda: log.read_text().count("index_video[") >= 3, first, 120, "no second segment task")
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        second = start_worker(env, tmp_path / "worker2.log", concurrency=1)
+        try:
+            deadline = time.monotonic() + 180
+            while not (status := job_status(app, job_id)).finished and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            stop(second)
+    assert status.finished and status.summary.indexed == 1 and not status.summary.failures
+    tracks = EmbeddedFaceIndex(tmp_path / "data" / "lancedb", DlibEmbedder.info).faces_of_source(str(scene))
+    assert len({t.face_id for t in tracks}) == len(tracks)
+    assert sorted((t.face_id, round(t.start, 2), round(t.end, 2)) for t in tracks) == sorted(
+        (t.face_id, round(t.start, 2), round(t.end, 2)) for t in reference
+    )
