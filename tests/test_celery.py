@@ -190,12 +190,21 @@ def test_hostile_files_through_the_workers(worker, worker_env, tmp_path, astrona
     assert main(["healthcheck"]) == 0
 
 
-def test_a_worker_killed_during_a_video_segment_loses_and_doubles_nothing(
-    redis_url, scene, tmp_path, monkeypatch, capsys
-):
+def test_a_worker_killed_during_a_video_segment_loses_and_doubles_nothing(scene, tmp_path, monkeypatch, capsys):
     """The whole worker (master and children) SIGKILLed while a video's second segment task runs:
     that task returns to the queue after the visibility timeout, a new worker redoes it, and the
-    video ends with exactly the tracks of an uninterrupted in-process run."""
+    video ends with exactly the tracks of an uninterrupted in-process run. Its own Redis: the
+    module's worker must not take the tasks."""
+    with redis_server(tmp_path) as redis_url:
+        status, tracks, reference = _video_job_with_a_killed_worker(redis_url, scene, tmp_path, monkeypatch, capsys)
+    assert status.finished and status.summary.indexed == 1 and not status.summary.failures
+    assert len({t.face_id for t in tracks}) == len(tracks)
+    assert sorted((t.face_id, round(t.start, 2), round(t.end, 2)) for t in tracks) == sorted(
+        (t.face_id, round(t.start, 2), round(t.end, 2)) for t in reference
+    )
+
+
+def _video_job_with_a_killed_worker(redis_url, scene, tmp_path, monkeypatch, capsys):
     env = {
         "FACESEARCH_BROKER_URL": redis_url,
         "FACESEARCH_DATA_DIR": str(tmp_path / "data"),
@@ -213,9 +222,11 @@ def test_a_worker_killed_during_a_video_segment_loses_and_doubles_nothing(
     capsys.readouterr()
     with celery_client(Settings.from_env(env)) as app:
         job_id = submit_photos(app, [], chunk_size=1, videos=[scene])
-        wait_until(lambda: log.read_text().count("index_video[") >= 3, first, 120, "no second segment task")
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+        try:
+            wait_until(lambda: log.read_text().count("index_video[") >= 3, first, 120, "no second segment task")
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
         second = start_worker(env, tmp_path / "worker2.log", concurrency=1)
         try:
             deadline = time.monotonic() + 180
@@ -223,9 +234,5 @@ def test_a_worker_killed_during_a_video_segment_loses_and_doubles_nothing(
                 time.sleep(0.5)
         finally:
             stop(second)
-    assert status.finished and status.summary.indexed == 1 and not status.summary.failures
     tracks = EmbeddedFaceIndex(tmp_path / "data" / "lancedb", DlibEmbedder.info).faces_of_source(str(scene))
-    assert len({t.face_id for t in tracks}) == len(tracks)
-    assert sorted((t.face_id, round(t.start, 2), round(t.end, 2)) for t in tracks) == sorted(
-        (t.face_id, round(t.start, 2), round(t.end, 2)) for t in reference
-    )
+    return status, tracks, reference
