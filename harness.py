@@ -38,14 +38,28 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def facesearch_env(env: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with ``env`` as its only FACESEARCH_* settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("FACESEARCH_")} | dict(env)
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A process's ``/proc/PID/status`` memory figure (``VmRSS``, ``VmHWM`` ...) in KiB; 0 when
+    the process is gone (Linux)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in lines if line.startswith(f"{field}:")), 0)
+
+
 def start_facesearch(args: Sequence[str], env: Mapping[str, str], log: Path) -> subprocess.Popen:
     """``facesearch ARGS`` in its own process group, with ``env`` as its only FACESEARCH_* settings
     and its output appended to ``log``."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FACESEARCH_")} | dict(env)
     with open(log, "a") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "facesearch", *args],
-            env=clean,
+            env=facesearch_env(env),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -281,11 +295,10 @@ def killed_index_run(
     ``delay_s`` seconds after its ``nth`` write or compaction began (``point``, see
     :data:`KILL_POINTS`), as the OOM killer or a power cut would stop it: no handler runs. Returns
     the exit status: -9 when the kill came, else the run's own (it ended first)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FACESEARCH_")} | dict(env)
     with open(log, "a") as out:
         done = subprocess.run(
             [sys.executable, "-c", _KILLING_CHILD, KILL_POINTS[point], str(nth), str(delay_s), *args],
-            env=clean,
+            env=facesearch_env(env),
             stdout=out,
             stderr=subprocess.STDOUT,
             check=False,

@@ -22,7 +22,6 @@ import argparse  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # harness.py, at t
 
 from ingest_throughput import cpu_name  # noqa: E402
 
-from harness import killed_index_run, processes_with_env  # noqa: E402
+from harness import killed_index_run, processes_with_env, start_facesearch  # noqa: E402
 from search_engine.config import MODELS, Settings  # noqa: E402
 from search_engine.embedding import embedder_info  # noqa: E402
 from search_engine.index import create_index  # noqa: E402
@@ -73,11 +72,10 @@ def main() -> None:
     env = {"FACESEARCH_EMBEDDER": args.embedder}
 
     started = time.monotonic()
-    writes_counted = work / "reference.log"
-    # A kill that never comes (the millionth write) runs it to the end.
-    assert killed_index_run(
-        command, {**env, "FACESEARCH_DATA_DIR": str(work / "ref")}, writes_counted, "write", 10**6, 0
-    ) in (0, 3)
+    assert start_facesearch(command, {**env, "FACESEARCH_DATA_DIR": str(work / "ref")}, work / "ref.log").wait() in (
+        0,
+        3,
+    )
     duration = time.monotonic() - started
     reference = contents(args.embedder, work / "ref", linked)
     batches = -(-len(linked) // 32)
@@ -93,12 +91,7 @@ def main() -> None:
         if point == "moment":
             at = rng.uniform(0.3, 0.95) * duration
             where = f"{at:.1f} s in"
-            process = subprocess.Popen(
-                [sys.executable, "-m", "facesearch", *command],
-                env={k: v for k, v in os.environ.items() if not k.startswith("FACESEARCH_")} | run_env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            process = start_facesearch(command, run_env, work / f"run{run}.log")
             time.sleep(at)
             process.send_signal(signal.SIGKILL)
             status = process.wait()
@@ -118,7 +111,7 @@ def main() -> None:
         left = len(processes_with_env("FACESEARCH_DATA_DIR", str(data_dir)))
         ids, _ = contents(args.embedder, data_dir, linked)
         twice = sum(1 for n in ids.values() if n > 1)
-        rerun = killed_index_run(command, run_env, work / f"run{run}.log", "write", 10**6, 0)
+        rerun = start_facesearch(command, run_env, work / f"run{run}.log").wait()
         equal = rerun in (0, 3) and contents(args.embedder, data_dir, linked) == reference
         killed = "" if status == -9 else f" (not killed: exit {status})"
         print(f"| {run + 1} | {where}{killed} | {sum(ids.values())} | {twice} | {left} | {'yes' if equal else 'NO'} |")

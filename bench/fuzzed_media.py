@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # harness.py, at t
 from ingest_throughput import cpu_name  # noqa: E402
 
 import hostile_media  # noqa: E402
-from harness import redis_server, start_worker, stop  # noqa: E402
+from harness import facesearch_env, redis_server, start_worker, status_kib, stop  # noqa: E402
 from ingest.celery_app import create_celery  # noqa: E402
 from ingest.jobs import job_status, submit_photos  # noqa: E402
 from ingest.sources import collect_photos  # noqa: E402
@@ -67,16 +67,14 @@ def records(settings: Settings, files) -> dict:
 def peak_rss_kib(pid: int) -> int:
     """The largest peak RSS (VmHWM) of ``pid`` and its descendants still alive (Linux /proc)."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        own = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
         children = [
             int(child)
             for task in Path(f"/proc/{pid}/task").iterdir()
             for child in (task / "children").read_text().split()
         ]
-    except (OSError, StopIteration):
+    except OSError:
         return 0
-    return max([own, *(peak_rss_kib(child) for child in children)])
+    return max([status_kib(pid, "VmHWM"), *(peak_rss_kib(child) for child in children)])
 
 
 def report(name: str, files, found: dict, peak_kib: int, seconds: float, crashed: str | None) -> bool:
@@ -113,10 +111,7 @@ def main() -> None:
     print(
         f"{len(files)} files ({size / 1e6:.0f} MB): {args.good} good photos, {args.hostile} hostile, seed {args.seed}"
     )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("FACESEARCH_")},
-        "FACESEARCH_EMBEDDER": args.embedder,
-    }
+    env = facesearch_env({"FACESEARCH_EMBEDDER": args.embedder})
     held = True
 
     local = Settings.from_env({"FACESEARCH_EMBEDDER": args.embedder, "FACESEARCH_DATA_DIR": str(work / "index")})

@@ -41,7 +41,7 @@ import requests  # noqa: E402
 from ingest_throughput import cpu_name  # noqa: E402
 
 from facesearch.cli.serve import SERVE_THREADS  # noqa: E402
-from harness import processes_with_env, running_server  # noqa: E402
+from harness import processes_with_env, running_server, status_kib  # noqa: E402
 from search_engine.config import MODELS  # noqa: E402
 
 REQUEST_TIMEOUT_S = 120
@@ -137,14 +137,8 @@ def served_hits(base: str, queries) -> list[tuple[str, str]]:
 
 def server_rss_mib(data_dir: Path) -> float:
     """Resident memory of every process of the server (those started with its data directory)."""
-    total = 0
-    for pid in processes_with_env("FACESEARCH_DATA_DIR", str(data_dir)):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        total += int(next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")), 0))
-    return total / 1024
+    pids = processes_with_env("FACESEARCH_DATA_DIR", str(data_dir))
+    return sum(status_kib(pid, "VmRSS") for pid in pids) / 1024
 
 
 def one_client(url: str, queries: list[tuple[str, bytes]]) -> Tally:

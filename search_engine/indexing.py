@@ -157,6 +157,7 @@ def analyse_photos(
     model = pipeline.embedder.info.key
     analyses: dict[int, FileAnalysis] = {}
     loaded: dict[int, _Loaded] = {}
+    held = 0  # pixels of the decoded photos in ``loaded``
 
     def analyse_loaded() -> None:
         for i, faces in _analyse(pipeline, loaded).items():
@@ -182,10 +183,12 @@ def analyse_photos(
                 analyses[i] = FileAnalysis(FileOutcome(source, Status.SKIPPED, previous.faces), digest)
                 continue
             loaded[i] = _Loaded(item, source, digest, decode_image(data, str(item.path), max_pixels))
+            held += loaded[i].image.shape[0] * loaded[i].image.shape[1]
         except ImageError as exc:
             analyses[i] = FileAnalysis(FileOutcome(source, Status.FAILED, error=exc.reason))
-        if sum(entry.image.shape[0] * entry.image.shape[1] for entry in loaded.values()) >= BATCH_PIXELS:
+        if held >= BATCH_PIXELS:
             analyse_loaded()
+            held = 0
     analyse_loaded()
     return [analyses[i] for i in range(len(items))]
 

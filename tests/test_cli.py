@@ -33,6 +33,16 @@ def variant(image: np.ndarray, i: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.convertScaleAbs(out, alpha=0.8 + 0.04 * (i % 10), beta=-10 + 3 * (i % 8)))
 
 
+def people_folder(root: Path, astronaut: np.ndarray, cameraman: np.ndarray, photos: int) -> Path:
+    """``root`` holding ``Eileen_Collins/`` and ``Cameraman/``, ``photos`` variants of each face
+    (``0.jpg`` ...), for ``--person-from-folder``."""
+    for person, image in (("Eileen_Collins", astronaut), ("Cameraman", cameraman)):
+        (root / person).mkdir()
+        for i in range(photos):
+            Image.fromarray(variant(image, i)).save(root / person / f"{i}.jpg")
+    return root
+
+
 @pytest.fixture(scope="module")
 def library(tmp_path_factory, astronaut, cameraman):
     """20 good photos of two people (one folder each) plus 20 broken files of every bad kind."""

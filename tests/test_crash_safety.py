@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from facesearch.cli import main
 from harness import killed_index_run, processes_with_env
@@ -20,7 +19,7 @@ from search_engine.embedding.dlib_resnet import DlibEmbedder
 from search_engine.index.embedded import EmbeddedFaceIndex
 from search_engine.indexing import source_name
 
-from .test_cli import variant
+from .test_cli import people_folder
 
 ARGS = ["--embedder", "dlib", "--batch-size", "4", "--quiet", "--json"]
 
@@ -35,12 +34,7 @@ def contents(data_dir: Path, photos: Path) -> tuple[Counter, dict]:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory, astronaut, cameraman):
-    root = tmp_path_factory.mktemp("crash-photos")
-    for person, image in (("Eileen_Collins", astronaut), ("Cameraman", cameraman)):
-        (root / person).mkdir()
-        for i in range(6):
-            Image.fromarray(variant(image, i)).save(root / person / f"{i}.jpg")
-    return root
+    return people_folder(tmp_path_factory.mktemp("crash-photos"), astronaut, cameraman, 6)
 
 
 def index(photos: Path, data_dir: Path, *extra: str) -> int:

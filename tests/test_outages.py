@@ -11,14 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from facesearch.cli import main
 from harness import running_redis, start_facesearch, start_worker, stop, wait_until
 from search_engine.embedding.dlib_resnet import DlibEmbedder
 from search_engine.index.embedded import EmbeddedFaceIndex
 
-from .test_cli import variant
+from .test_cli import people_folder
 
 ARGS = ["--embedder", "dlib", "--quiet", "--workers", "1"]
 
@@ -32,12 +31,7 @@ def stored(data_dir: Path) -> dict[str, str | None]:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory, astronaut, cameraman):
-    root = tmp_path_factory.mktemp("outage-photos")
-    for person, image in (("Eileen_Collins", astronaut), ("Cameraman", cameraman)):
-        (root / person).mkdir()
-        for i in range(10):
-            Image.fromarray(variant(image, i)).save(root / person / f"{i}.jpg")
-    return root
+    return people_folder(tmp_path_factory.mktemp("outage-photos"), astronaut, cameraman, 10)
 
 
 def stored_reference(photos: Path, tmp_path: Path) -> dict[str, str | None]:
