@@ -202,6 +202,8 @@ class Hit:
     expanded query, see :mod:`search_engine.expansion`); None means ``score`` itself. ``verdict``
     is what the score means on the archive searched (:mod:`search_engine.calibration`):
     ``"same_person"``, ``"possible"`` or None (neither, or the model is uncalibrated).
+    ``embedding`` is the stored unit vector (float32, shape (dim,)) where the search was asked for
+    it (``with_embeddings``), else None; it is never part of :meth:`to_dict`.
     """
 
     face_id: str
@@ -220,6 +222,7 @@ class Hit:
     cluster: str | None = None
     rank_score: float | None = None
     verdict: str | None = None
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         return {

@@ -254,6 +254,19 @@ def test_hit_from_document():
     assert (hit.face_id, hit.score, hit.source, hit.box) == (face.face_id, 0.8, face.source, face.box)
     assert (hit.person, hit.video, hit.frame, hit.timestamp) == ("Ada_Lovelace", "talk.mp4", 1250, 50.04)
     assert (hit.start, hit.end) == (48.5, 61.0)
+    assert hit.embedding is None
+
+
+def test_hit_from_document_with_its_vector():
+    face = video_face()
+    hit = hit_from_document(face_document(face), 0.8, face.face_id)
+    assert hit.embedding.dtype == np.float32
+    np.testing.assert_allclose(hit.embedding, face.embedding, atol=1e-6)
+    assert hit == hit_from_document({k: v for k, v in face_document(face).items() if k != EMBEDDING_FIELD}, 0.8)
+    doc = face_document(face)
+    del doc[EMBEDDING_FIELD]
+    with pytest.raises(ValueError, match="exclude_source_vectors"):
+        hit_from_document(doc, 0.8, face.face_id)
 
 
 def test_source_document_round_trip():
@@ -297,6 +310,7 @@ def test_knn_body_puts_filters_inside_knn():
     assert body["size"] == 20 and knn["k"] == 20
     assert body["_source"] == {"excludes": [EMBEDDING_FIELD]}
     assert "collapse" not in body
+    assert knn_search_body(unit(), 20, with_embeddings=True)["_source"] is True
 
 
 def test_knn_body_without_filters_has_no_filter_or_floor():

@@ -155,6 +155,19 @@ def test_min_score_is_a_floor(index, filled):
     assert len(hits) == sum(float(f.embedding @ target.embedding) >= 0.3 for f in filled)
 
 
+def test_hits_bring_their_stored_vectors_when_asked(index, filled):
+    target = filled[5]
+    plain = index.search(target.embedding, k=5)
+    with_vectors = index.search(target.embedding, k=5, with_embeddings=True)
+    assert with_vectors == plain and all(hit.embedding is None for hit in plain)
+    stored = {face.face_id: face.embedding for face in filled}
+    for hit in with_vectors:
+        assert hit.embedding.dtype == np.float32
+        np.testing.assert_allclose(hit.embedding, stored[hit.face_id], atol=1e-6)
+        assert float(hit.embedding @ target.embedding) == pytest.approx(hit.score, abs=1e-3)
+        assert "embedding" not in hit.to_dict()
+
+
 def test_exclude_sources(index, filled):
     target = filled[4]
     hits = index.search(target.embedding, k=30, filters=SearchFilters(exclude_sources=(target.source,)))
@@ -343,7 +356,8 @@ def test_a_hit_carries_the_face_fields_declared_for_hits_and_only_its_own_beside
     from search_engine.types import FIELD_KINDS, Hit, face_fields, hit_field_names
 
     assert all(f.metadata["kind"] in FIELD_KINDS for f in face_fields())
-    computed = ("score", "rank_score", "verdict")
+    # The embedding is a stored field too, but a hit carries it only when asked for it.
+    computed = ("score", "rank_score", "verdict", "embedding")
     hit = [f.name for f in dataclasses.fields(Hit)]
     assert [name for name in hit if name not in computed] == list(hit_field_names())
 

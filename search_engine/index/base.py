@@ -153,12 +153,14 @@ class FaceIndex(Protocol):
         k: int = 20,
         filters: SearchFilters | None = None,
         collapse: str | None = None,
+        with_embeddings: bool = False,
     ) -> list[Hit]:
         """The ``k`` faces most similar to ``vector`` (unit length, shape (dim,)), best first.
 
         Filters are applied before ranking, so a filtered search still returns up to ``k`` hits.
         With ``collapse`` (a field of :data:`FACET_FIELDS`), only the best hit per value of that
-        field is returned.
+        field is returned. ``with_embeddings`` fills each hit's ``embedding`` in the same request,
+        for callers that go on with the vectors (:func:`~search_engine.expansion.search_expanded`).
         """
 
     def get(self, face_id: str) -> FaceRecord | None:

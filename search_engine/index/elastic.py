@@ -211,6 +211,7 @@ class ElasticFaceIndex:
         k: int = 20,
         filters: SearchFilters | None = None,
         collapse: str | None = None,
+        with_embeddings: bool = False,
     ) -> list[Hit]:
         """See :meth:`FaceIndex.search`; scores are cosine similarities in [-1, 1].
 
@@ -223,11 +224,12 @@ class ElasticFaceIndex:
         self.ensure()
         knn_k = None
         while True:
-            body = knn_search_body(query, k, filters, collapse=collapse, knn_k=knn_k)
+            body = knn_search_body(query, k, filters, collapse=collapse, knn_k=knn_k, with_embeddings=with_embeddings)
             with self._talking(f"searching {self.names.faces_alias}"):
                 response = self._client.search(index=self.names.faces_alias, body=body)
             hits = [
-                hit_from_document(hit["_source"], cosine_from_score(hit["_score"])) for hit in response["hits"]["hits"]
+                hit_from_document(hit["_source"], cosine_from_score(hit["_score"]), hit["_id"] if with_embeddings else None)
+                for hit in response["hits"]["hits"]
             ]
             gathered = body["knn"]["k"]
             if collapse is None or len(hits) >= k or gathered >= MAX_KNN:

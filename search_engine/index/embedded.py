@@ -277,16 +277,18 @@ class EmbeddedFaceIndex:
         k: int = 20,
         filters: SearchFilters | None = None,
         collapse: str | None = None,
+        with_embeddings: bool = False,
     ) -> list[Hit]:
         check_collapse(collapse)
         query = query_vector(self.model, vector)
+        columns = [*HIT_COLUMNS, "embedding"] if with_embeddings else HIT_COLUMNS
         table = self._table()
         where = where_clause(filters)
         min_score = filters.min_score if filters else None
         limit = k if collapse is None else k * COLLAPSE_OVERSAMPLE
         exact = self._few(table, filters, where)
         while True:
-            rows = self._nearest(table, query, where, limit, exact)
+            rows = self._nearest(table, query, where, limit, exact, columns)
             hits = [hit_from_row(row) for row in rows]
             if min_score is not None:
                 hits = [hit for hit in hits if hit.score >= min_score]
@@ -318,11 +320,13 @@ class EmbeddedFaceIndex:
             return False
         return table.count_rows(where) <= _EXACT_UP_TO
 
-    def _nearest(self, table, query: np.ndarray, where: str | None, limit: int, exact: bool) -> list[dict]:
+    def _nearest(
+        self, table, query: np.ndarray, where: str | None, limit: int, exact: bool, columns: list[str]
+    ) -> list[dict]:
         builder = self._vector_search(table, query, limit, exact)
         if where:
             builder = builder.where(where, prefilter=True)
-        return builder.select(HIT_COLUMNS).to_list()
+        return builder.select(columns).to_list()
 
     def _rows(self, where: str | None, columns: list[str] | None = None) -> pa.Table:
         table = self._table()

@@ -106,8 +106,11 @@ def face_row(face: FaceRecord, vector: np.ndarray, indexed_at: str) -> dict:
 
 
 def hit_from_row(row: dict) -> Hit:
+    """A :class:`Hit` from a search's row, its ``embedding`` too where the row has that column."""
     values = {name: row[name] for name in _HIT_FIELDS}
     values.update(box=Box.from_list(row["box"]), probability=float(row["probability"]))
+    if "embedding" in row:
+        values["embedding"] = np.asarray(row["embedding"], dtype=np.float32)
     # LanceDB's cosine distance is 1 - cosine similarity.
     return Hit(score=float(1.0 - row["_distance"]), **values)
 

@@ -340,9 +340,14 @@ def record_from_document(doc: Mapping[str, Any]) -> FaceRecord:
     return FaceRecord(embedding=embedding_from_document(doc.get("face_id"), doc), **_fields_from_document(doc, names))
 
 
-def hit_from_document(doc: Mapping[str, Any], score: float) -> Hit:
-    """A :class:`Hit` from a face's ``_source`` (embedding not needed) and its cosine ``score`` in [-1, 1]."""
-    return Hit(score=float(score), **_fields_from_document(doc, hit_field_names()))
+def hit_from_document(doc: Mapping[str, Any], score: float, embedding_of: str | None = None) -> Hit:
+    """A :class:`Hit` from a face's ``_source`` and its cosine ``score`` in [-1, 1]; with the
+    embedding read too when ``embedding_of`` (the face's id) is given (ValueError as
+    :func:`embedding_from_document` when it is missing)."""
+    hit = Hit(score=float(score), **_fields_from_document(doc, hit_field_names()))
+    if embedding_of is None:
+        return hit
+    return dataclasses.replace(hit, embedding=embedding_from_document(embedding_of, doc))
 
 
 def source_document(record: SourceRecord) -> dict[str, Any]:

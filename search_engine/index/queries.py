@@ -24,7 +24,7 @@ MAX_KNN = 10_000
 #: Floor of the default ``num_candidates``: below it, HNSW recall drops for little time saved.
 MIN_CANDIDATES = 100
 
-#: Returned hits leave out the embedding: it is large and a hit does not carry it.
+#: Returned hits leave out the embedding unless asked for it: it is large.
 HIT_SOURCE = {"excludes": [EMBEDDING_FIELD]}
 
 
@@ -73,6 +73,7 @@ def knn_search_body(
     num_candidates: int | None = None,
     collapse: str | None = None,
     knn_k: int | None = None,
+    with_embeddings: bool = False,
 ) -> dict[str, Any]:
     """A search body for the ``k`` faces nearest ``vector``, best first.
 
@@ -88,6 +89,7 @@ def knn_search_body(
             value comes back (faces lacking the field form one group).
         knn_k: nearest faces the ``knn`` clause gathers; default ``k``, or with ``collapse``
             ``k * COLLAPSE_OVERSAMPLE`` (capped at 10,000), since collapsing happens among them.
+        with_embeddings: return the hits' whole ``_source``, embedding included.
     """
     if not 1 <= k <= MAX_KNN:
         raise ValueError(f"k must be within [1, {MAX_KNN}], got {k}")
@@ -108,7 +110,7 @@ def knn_search_body(
         knn["filter"] = clauses
     if filters is not None and filters.min_score is not None:
         knn["similarity"] = float(filters.min_score)
-    body: dict[str, Any] = {"knn": knn, "size": k, "_source": HIT_SOURCE}
+    body: dict[str, Any] = {"knn": knn, "size": k, "_source": True if with_embeddings else HIT_SOURCE}
     if collapse is not None:
         body["collapse"] = {"field": collapse}
     return body
