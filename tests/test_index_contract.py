@@ -537,3 +537,30 @@ def test_optimize_deletes_the_files_of_versions_older_than_it_keeps(tmp_path, mo
     assert data_files() == store._table().stats()["fragment_stats"]["num_fragments"] < 5
     assert store.count() == 4
     store.close()
+
+
+def test_new_stores_are_written_in_file_format_2_1_and_older_ones_keep_working(tmp_path, monkeypatch):
+    from search_engine.index import embedded
+
+    def formats(path) -> set[tuple[int, int]]:
+        # A Lance file ends with its format version (major, minor: little-endian u16) and "LANC".
+        folder = path / f"{store.faces_table_name}.lance" / "data"
+        return {tuple(np.frombuffer(f.read_bytes()[-8:-4], "<u2").tolist()) for f in folder.glob("*.lance")}
+
+    faces = make_faces(6)
+    store = embedded.EmbeddedFaceIndex(tmp_path / "new", MODEL)
+    store.upsert(faces[:3])
+    assert formats(tmp_path / "new") == {(2, 1)}
+    store.close()
+    # A store made before (LanceDB's own default then: 2.2) goes on in its format.
+    monkeypatch.setattr(embedded, "_FILE_FORMAT", "2.2")
+    store = embedded.EmbeddedFaceIndex(tmp_path / "old", MODEL)
+    store.upsert(faces[:3])
+    store.close()
+    monkeypatch.undo()
+    store = embedded.EmbeddedFaceIndex(tmp_path / "old", MODEL)
+    store.upsert(faces[3:])
+    store.optimize()
+    assert formats(tmp_path / "old") == {(2, 2)}
+    assert store.count() == 6 and store.search(faces[4].embedding, k=1)[0].face_id == faces[4].face_id
+    store.close()

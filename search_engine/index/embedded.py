@@ -77,6 +77,8 @@ _COMPACT_EVERY = 64
 #: rewrite the store's growing data file (up to a million rows): filling 1M faces left 10 kB per
 #: face on disk, three times the store itself (bench/scale.py).
 _KEEP_OLD_VERSIONS = timedelta(minutes=2)
+#: Lance's file format for new tables (see :meth:`EmbeddedFaceIndex._connect`).
+_FILE_FORMAT = "2.1"
 #: Values per SQL ``IN`` list: bounded lists keep the SQL small for folders of many thousand files.
 _IN_LIST = 500
 #: Query vectors per LanceDB search in :meth:`EmbeddedFaceIndex.neighbours`: one scan of the table
@@ -143,7 +145,15 @@ class EmbeddedFaceIndex:
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
                 # Interval 0: every read sees what other processes (Celery workers) committed.
-                self._db = lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
+                # New tables in Lance's file format 2.1: a search reads its hits' columns from
+                # scattered rows, which 2.1 does in half the time of the 2.2 LanceDB defaults to
+                # (20 rows of 1M faces: 8-10 ms against 18-21). A store made earlier keeps its
+                # format, and writes to it go on in that format.
+                self._db = lancedb.connect(
+                    str(self.path),
+                    read_consistency_interval=timedelta(0),
+                    storage_options={"new_table_data_storage_version": _FILE_FORMAT},
+                )
             except OSError as exc:
                 raise IndexUnavailableError(f"cannot open the embedded index at {self.path}: {exc}") from exc
         return self._db
