@@ -228,7 +228,9 @@ class ElasticFaceIndex:
             with self._talking(f"searching {self.names.faces_alias}"):
                 response = self._client.search(index=self.names.faces_alias, body=body)
             hits = [
-                hit_from_document(hit["_source"], cosine_from_score(hit["_score"]), hit["_id"] if with_embeddings else None)
+                hit_from_document(
+                    hit["_source"], cosine_from_score(hit["_score"]), hit["_id"] if with_embeddings else None
+                )
                 for hit in response["hits"]["hits"]
             ]
             gathered = body["knn"]["k"]
