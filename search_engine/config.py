@@ -129,7 +129,7 @@ class IndexSettings(_Group):
     es_ca_cert: Path | None = setting(None, "CA bundle for a TLS cluster", parse=path)
     es_index_prefix: str = setting("facesearch", "prefix of index, alias and template names")
     vector_index_faces: int = setting(
-        50_000,
+        10_000,
         "faces from which the embedded store builds a vector index (one HNSW graph) at its next "
         "optimize and searches through it; `0`: always the exact scan",
         parse=int,
