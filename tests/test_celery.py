@@ -190,6 +190,16 @@ def test_hostile_files_through_the_workers(worker, worker_env, tmp_path, astrona
     assert main(["healthcheck"]) == 0
 
 
+@pytest.mark.parametrize("timeout, every", [(5, 1), (60, 10), (900, 10)])
+def test_workers_look_for_a_vanished_workers_tasks_soon_after_the_visibility_timeout(timeout, every):
+    from ingest.celery_app import create_celery
+
+    options = create_celery(Settings.of(visibility_timeout=timeout)).conf.broker_transport_options
+    assert options["visibility_timeout"] == timeout
+    # Each look is a real scan (no throttling), a few times per timeout, at least every 10 s.
+    assert (options["unacked_restore_interval"], options["unacked_restore_throttle"]) == (every, 1)
+
+
 def test_a_worker_killed_during_a_video_segment_loses_and_doubles_nothing(scene, tmp_path, monkeypatch, capsys):
     """The whole worker (master and children) SIGKILLed while a video's second segment task runs:
     that task returns to the queue after the visibility timeout, a new worker redoes it, and the
