@@ -18,6 +18,7 @@ With ``--people``, last, the people job (``facesearch people cluster``) on the i
 time, and its pairwise and BCubed F against the identities.
 
 Usage: python bench/scale.py --seed-data-dir DIR [--faces 100000] [--queries 300] [--runs 3] [--people]
+       python bench/scale.py --seed-data-dir DIR --data-dir STORE --queries-only [the same --faces, --queries]
 """
 
 from __future__ import annotations
@@ -133,6 +134,22 @@ def measure(store, queries, truth, mates, filters_of, runs: int) -> dict:
     return figures
 
 
+def queries_again(store, faces: int, queries, truth, mates, filters_of, args) -> None:
+    """``--queries-only``: the indexed searches of an earlier run's store, timed in this process."""
+    if store.count() != faces or store.vector_index().kind == "exact":
+        raise SystemExit(f"{args.data_dir} does not hold an indexed store of {faces:,} faces from an earlier run")
+    indexed = measure(store, queries, truth, mates, filters_of, args.runs)
+    print(
+        f"\nIndexed searches again, fresh process: {faces:,} faces, {platform.machine()}, {os.cpu_count()} cores, "
+        f"{len(queries)} queries x {args.runs} runs"
+    )
+    print("| search | indexed p50 | indexed p95 |")
+    print("|---|---|---|")
+    for kind in ("plain", "person", "video"):
+        print(f"| {kind} | {indexed[kind]['p50']:.1f} | {indexed[kind]['p95']:.1f} |")
+    print(f"recall@20 vs exact: {indexed['plain']['recall@20']:.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed-data-dir", type=Path, required=True, help="data dir of a labelled index (LFW)")
@@ -147,7 +164,15 @@ def main() -> None:
     )
     parser.add_argument("--data-dir", type=Path, help="scratch directory; default: a fresh temporary one")
     parser.add_argument("--people", action="store_true", help="then time the people job on the store")
+    parser.add_argument(
+        "--queries-only",
+        action="store_true",
+        help="time the indexed searches again, in this fresh process, on the store an earlier run with "
+        "the same --faces and --queries left in --data-dir (no fill, no build, no exact timings)",
+    )
     args = parser.parse_args()
+    if args.queries_only and not args.data_dir:
+        parser.error("--queries-only needs the --data-dir of an earlier run")
 
     settings = Settings.from_env().replace(embedder=args.embedder, data_dir=args.seed_data_dir, es_url=None)
     model = embedder_info(settings.models)
@@ -166,22 +191,6 @@ def main() -> None:
     stored_rows = np.flatnonzero(~held)[: args.faces]
     stored, who = vectors[stored_rows], identities[stored_rows]
 
-    scratch = args.data_dir or Path(tempfile.mkdtemp(prefix="facesearch-scale-"))
-    store = EmbeddedFaceIndex(scratch / "lancedb", model)
-    store.ensure()
-    throughput, batch = [], 1000
-    tenth = max(len(stored) // 10, batch)
-    started = time.perf_counter()
-    mark = started
-    for at in range(0, len(stored), batch):
-        store.upsert(records(stored[at : at + batch], who[at : at + batch], model.key, at))
-        if (at + batch) % tenth == 0:
-            now = time.perf_counter()
-            throughput.append(tenth / (now - mark))
-            mark = now
-    store.optimize()
-    fill_s = time.perf_counter() - started
-
     queries = vectors[picked]
     query_who = identities[picked]
     truth = exact_top(stored, queries)
@@ -198,6 +207,27 @@ def main() -> None:
         if kind == "video":
             return SearchFilters(video=video_names[q % len(video_names)])
         return None
+
+    scratch = args.data_dir or Path(tempfile.mkdtemp(prefix="facesearch-scale-"))
+    if args.queries_only:
+        queries_again(
+            EmbeddedFaceIndex(scratch / "lancedb", model), len(stored), queries, truth, mates, filters_of, args
+        )
+        return
+    store = EmbeddedFaceIndex(scratch / "lancedb", model)
+    store.ensure()
+    throughput, batch = [], 1000
+    tenth = max(len(stored) // 10, batch)
+    started = time.perf_counter()
+    mark = started
+    for at in range(0, len(stored), batch):
+        store.upsert(records(stored[at : at + batch], who[at : at + batch], model.key, at))
+        if (at + batch) % tenth == 0:
+            now = time.perf_counter()
+            throughput.append(tenth / (now - mark))
+            mark = now
+    store.optimize()
+    fill_s = time.perf_counter() - started
 
     timed = slice(0, args.exact_queries or len(queries))
     exact = measure(store, queries[timed], truth[timed], mates[timed], filters_of, args.runs)
