@@ -243,12 +243,12 @@ def main() -> None:
                 hits = served_hits(base, queries) if args.mixed else None
                 print(f"{label}: one client done, {args.clients} clients for {args.duration:.0f} s", flush=True)
                 rss = [server_rss_mib(data_dir)]
-                by_kind, seconds = many_clients(url, queries, args.clients, args.duration, hits)
-                rss.append(server_rss_mib(data_dir))
-                for _ in range(args.rounds - 1):
+                by_kind: dict[str, Tally] = {}
+                seconds = 0.0
+                for _ in range(args.rounds):
                     more, more_seconds = many_clients(url, queries, args.clients, args.duration, hits)
                     for kind, tally in more.items():
-                        by_kind[kind].add(tally)
+                        by_kind.setdefault(kind, Tally()).add(tally)
                     seconds += more_seconds
                     rss.append(server_rss_mib(data_dir))
             loaded = Tally()

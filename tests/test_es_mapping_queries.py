@@ -259,14 +259,14 @@ def test_hit_from_document():
 
 def test_hit_from_document_with_its_vector():
     face = video_face()
-    hit = hit_from_document(face_document(face), 0.8, face.face_id)
+    hit = hit_from_document(face_document(face), 0.8, with_embedding=True)
     assert hit.embedding.dtype == np.float32
     np.testing.assert_allclose(hit.embedding, face.embedding, atol=1e-6)
     assert hit == hit_from_document({k: v for k, v in face_document(face).items() if k != EMBEDDING_FIELD}, 0.8)
     doc = face_document(face)
     del doc[EMBEDDING_FIELD]
     with pytest.raises(ValueError, match="exclude_source_vectors"):
-        hit_from_document(doc, 0.8, face.face_id)
+        hit_from_document(doc, 0.8, with_embedding=True)
 
 
 def test_source_document_round_trip():

@@ -228,9 +228,7 @@ class ElasticFaceIndex:
             with self._talking(f"searching {self.names.faces_alias}"):
                 response = self._client.search(index=self.names.faces_alias, body=body)
             hits = [
-                hit_from_document(
-                    hit["_source"], cosine_from_score(hit["_score"]), hit["_id"] if with_embeddings else None
-                )
+                hit_from_document(hit["_source"], cosine_from_score(hit["_score"]), with_embeddings)
                 for hit in response["hits"]["hits"]
             ]
             gathered = body["knn"]["k"]

@@ -340,14 +340,13 @@ def record_from_document(doc: Mapping[str, Any]) -> FaceRecord:
     return FaceRecord(embedding=embedding_from_document(doc.get("face_id"), doc), **_fields_from_document(doc, names))
 
 
-def hit_from_document(doc: Mapping[str, Any], score: float, embedding_of: str | None = None) -> Hit:
-    """A :class:`Hit` from a face's ``_source`` and its cosine ``score`` in [-1, 1]; with the
-    embedding read too when ``embedding_of`` (the face's id) is given (ValueError as
-    :func:`embedding_from_document` when it is missing)."""
-    hit = Hit(score=float(score), **_fields_from_document(doc, hit_field_names()))
-    if embedding_of is None:
-        return hit
-    return dataclasses.replace(hit, embedding=embedding_from_document(embedding_of, doc))
+def hit_from_document(doc: Mapping[str, Any], score: float, with_embedding: bool = False) -> Hit:
+    """A :class:`Hit` from a face's ``_source`` and its cosine ``score`` in [-1, 1], its embedding
+    read too ``with_embedding`` (ValueError as :func:`embedding_from_document` when it is missing)."""
+    fields = _fields_from_document(doc, hit_field_names())
+    if with_embedding:
+        fields["embedding"] = embedding_from_document(doc.get("face_id"), doc)
+    return Hit(score=float(score), **fields)
 
 
 def source_document(record: SourceRecord) -> dict[str, Any]:
