@@ -4,7 +4,7 @@ full-size photos.
 The same-person pairs of ``pairs.txt`` give the test faces: the second photo of each pair is scaled
 down (area averaging) so that its subject face box is ``SIZE`` pixels wide, as a face far away in a
 video or a group photo, and goes through the real pipeline (MTCNN at that size, alignment,
-embedding). It is compared with the first photo of its pair at full size (a good query photo): the
+embedding) as a stored face. It is compared with the first photo of its pair at full size as a query: the
 share at or above the embedder's same-person threshold is the *true accept* rate. It is also
 compared with the full-size first photo of every other pair showing someone else: the share of
 those at or above the threshold is the *false accept* rate, the chance that a stranger's face of
@@ -38,8 +38,8 @@ SIZES = (0, 80, 64, 56, 48, 40, 32, 24)
 PAIRS_PER_SET = 600
 
 
-def subject(pipeline: FacePipeline, image: np.ndarray) -> EmbeddedFace | None:
-    faces = pipeline.analyse([image])[0]
+def subject(pipeline: FacePipeline, image: np.ndarray, query: bool = False) -> EmbeddedFace | None:
+    faces = pipeline.analyse([image], query=query)[0]
     chosen = subject_index([f.detection for f in faces], image.shape[1], image.shape[0])
     return None if chosen is None else faces[chosen]
 
@@ -77,7 +77,7 @@ def main() -> None:
 
     references, targets, people = [], [], []
     for a, b in tqdm(pairs, desc="full-size faces", unit="pair"):
-        reference, target = subject(pipeline, load_rgb(a)), subject(pipeline, load_rgb(b))
+        reference, target = subject(pipeline, load_rgb(a), query=True), subject(pipeline, load_rgb(b))
         if reference is not None and target is not None:
             references.append(reference.embedding)
             targets.append((b, target.detection.box.x2 - target.detection.box.x1))

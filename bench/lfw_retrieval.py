@@ -1,14 +1,15 @@
 """LFW retrieval and verification through the real pipeline and store.
 
 Indexes every LFW image with ``facesearch``'s own ingest (person labels from the folders, only each
-photo's subject face labelled), then:
+photo's subject face labelled), embeds each photo's subject face again as a search's query (which a
+model may embed differently from a stored face, see ``Embedder.embed``), then:
 
 * retrieval: each image of the people with >= 2 images queries the index with its subject face,
   its own photo excluded from the gallery; rank-1, precision@20 (hits / min(20, other images of that
   person)), mAP@20, recall@20; once ranked as ``facesearch search`` ranks (query expansion, see
   ``search_engine/expansion.py``), once by plain kNN;
-* verification: the 6,000 pairs of ``pairs.txt``, cosine similarity of the two subject faces,
-  10-fold accuracy with the threshold chosen on the other 9 folds;
+* verification: the 6,000 pairs of ``pairs.txt``, cosine similarity of the first image's query to
+  the second's stored face, 10-fold accuracy with the threshold chosen on the other 9 folds;
 * calibration: the stranger model (``search_engine/calibration.py``: each face's best score among
   other people's faces) of the subject faces of the people with >= 2 images, which leaves the 4,069 people with one image out of it; with the
   verification threshold it is what ``search_engine/calibrations/`` ships (``--write-calibration``);
@@ -48,8 +49,10 @@ from search_engine.calibration_fit import LfwPair, PairFit, fit_calibration, fit
 from search_engine.config import MODELS, Settings  # noqa: E402
 from search_engine.embedding import expansion_threshold  # noqa: E402
 from search_engine.expansion import rank  # noqa: E402
+from search_engine.imageio import load_image  # noqa: E402
 from search_engine.index import FaceIndex  # noqa: E402
 from search_engine.indexing import source_name  # noqa: E402
+from search_engine.pipeline import FacePipeline, subject_index  # noqa: E402
 from search_engine.types import EmbedderInfo, Hit, SearchFilters  # noqa: E402
 
 K = 20
@@ -65,6 +68,27 @@ def subject_vectors(index: FaceIndex, sources: list[str]) -> dict[str, np.ndarra
     return vectors
 
 
+def query_vectors(settings: Settings, photos: list[Path], cache: Path) -> dict[str, np.ndarray]:
+    """The subject face of each photo (detected as ingest detects it) embedded as a query; kept in
+    ``cache`` (an ``.npz`` file), where a run with the same ``--data-dir`` finds them."""
+    if cache.is_file():
+        with np.load(cache) as stored:
+            return dict(zip(stored["sources"].tolist(), stored["vectors"]))
+    pipeline = FacePipeline.from_settings(settings.models)
+    batch, queries = settings.models.batch_size, {}
+    for start in tqdm(range(0, len(photos), batch), desc="embedding queries", unit="batch"):
+        images = [load_image(path, settings.models.max_image_pixels)[0] for path in photos[start : start + batch]]
+        subjects = []
+        for path, image, detections in zip(photos[start : start + batch], images, pipeline.detector.detect(images)):
+            chosen = subject_index(detections, image.shape[1], image.shape[0])
+            if chosen is not None:
+                subjects.append((source_name(path), image, detections[chosen]))
+        embedded = pipeline.embedder.embed([(image, [face]) for _, image, face in subjects], query=True)
+        queries.update((source, rows[0]) for (source, _, _), rows in zip(subjects, embedded))
+    np.savez(cache, sources=np.array(list(queries)), vectors=np.stack(list(queries.values())))
+    return queries
+
+
 def ranking_metrics(relevant: list[bool], others: int) -> tuple[float, float, float, float]:
     """rank-1, precision@K, AP@K and recall@K of one ranked list of relevance flags."""
     top = relevant[:K]
@@ -77,28 +101,28 @@ def ranking_metrics(relevant: list[bool], others: int) -> tuple[float, float, fl
 
 
 def retrieval(
-    rank: Callable[..., list[Hit]], by_person: dict[str, list[str]], vectors: dict[str, np.ndarray], name: str
+    rank: Callable[..., list[Hit]], by_person: dict[str, list[str]], queries: dict[str, np.ndarray], name: str
 ) -> dict:
     """Metrics of one ranking two ways: 'strict' counts every hit that is not the query's person as a
     miss, an unlabelled face included (often that very person, seen in someone else's photo);
     'labelled' first drops unlabelled hits, whose identity LFW does not give (the usual 'junk' rule).
     ``rank(vector, k=, filters=)`` is facesearch's ranking or a plain kNN search."""
-    strict, labelled, queries, missing = [], [], 0, 0
+    strict, labelled, asked, missing = [], [], 0, 0
     for person, sources in tqdm(sorted(by_person.items()), desc=f"retrieval queries, {name}", unit="person"):
         if len(sources) < 2:
             continue
         others = len(sources) - 1
         for source in sources:
-            queries += 1
-            if source not in vectors:
+            asked += 1
+            if source not in queries:
                 missing += 1
                 strict.append((0.0, 0.0, 0.0, 0.0))
                 labelled.append((0.0, 0.0, 0.0, 0.0))
                 continue
-            hits = rank(vectors[source], k=3 * K, filters=SearchFilters(exclude_sources=(source,)))
+            hits = rank(queries[source], k=3 * K, filters=SearchFilters(exclude_sources=(source,)))
             strict.append(ranking_metrics([hit.person == person for hit in hits], others))
             labelled.append(ranking_metrics([hit.person == person for hit in hits if hit.person is not None], others))
-    results = {"queries": queries, "queries without a subject face": missing}
+    results = {"queries": asked, "queries without a subject face": missing}
     for how, rows in (("strict", strict), ("labelled hits", labelled)):
         rank1, precision, ap, recall = np.mean(rows, axis=0)
         results |= {
@@ -110,47 +134,62 @@ def retrieval(
     return results
 
 
-def verification(pairs: list[LfwPair], vectors: dict[str, np.ndarray]) -> tuple[PairFit, int]:
-    """10-fold verification of ``pairs.txt`` and how many pairs miss a face; such a pair gets
-    similarity -1 (judged 'different'), so a missed detection counts against the model."""
+def verification(
+    pairs: list[LfwPair], queries: dict[str, np.ndarray], vectors: dict[str, np.ndarray]
+) -> tuple[PairFit, int]:
+    """10-fold verification of ``pairs.txt`` (the first image's query against the second's stored
+    face) and how many pairs miss a face; such a pair gets similarity -1 (judged 'different'), so a
+    missed detection counts against the model."""
 
     def score(pair: LfwPair) -> float:
         a, b = source_name(pair.first), source_name(pair.second)
-        return float(vectors[a] @ vectors[b]) if a in vectors and b in vectors else -1.0
+        return float(queries[a] @ vectors[b]) if a in queries and b in vectors else -1.0
 
     scores = np.array([score(p) for p in pairs])
     return fit_pairs(scores, np.array([p.same for p in pairs])), int(np.sum(scores == -1.0))
 
 
 def calibrate(
-    model: EmbedderInfo, by_person: dict[str, list[str]], vectors: dict[str, np.ndarray], pairs: PairFit
+    model: EmbedderInfo,
+    by_person: dict[str, list[str]],
+    vectors: dict[str, np.ndarray],
+    pairs: PairFit,
+    queries: dict[str, np.ndarray] | None,
 ) -> Calibration:
     """The stranger law of the subject faces of the people with >= 2 images: each face's best
-    score among the faces of everyone else there."""
-    sources = [s for person, ss in sorted(by_person.items()) if len(ss) >= 2 for s in ss if s in vectors]
+    score, as a query (or as stored, ``queries`` None), among the stored faces of everyone else
+    there."""
+    sources = [
+        s
+        for person, ss in sorted(by_person.items())
+        if len(ss) >= 2
+        for s in ss
+        if s in vectors and s in (queries or vectors)
+    ]
     people = {s: person for person, ss in by_person.items() for s in ss}
     measured_on = (
         f"LFW (deep-funneled): the best stranger score of each of the {len(sources):,} subject faces of the "
-        "people with two or more images among the faces of all the others; pair threshold: 10-fold mean on "
-        "pairs.txt"
+        f"people with two or more images{' as a query' if queries else ''} among the stored faces of all the "
+        "others; pair threshold: 10-fold mean on pairs.txt, the first image as a query"
     )
+    probes = None if queries is None else np.stack([queries[s] for s in sources])
     return fit_calibration(
-        model, np.stack([vectors[s] for s in sources]), [people[s] for s in sources], pairs, measured_on
+        model, np.stack([vectors[s] for s in sources]), [people[s] for s in sources], pairs, measured_on, probes
     )
 
 
 def open_set(
-    index: FaceIndex, by_person: dict[str, list[str]], vectors: dict[str, np.ndarray], threshold: float | None
+    index: FaceIndex, by_person: dict[str, list[str]], queries: dict[str, np.ndarray], threshold: float | None
 ) -> dict:
     """DIR at fixed FPIRs and at the product's threshold (see the module docstring)."""
     stranger, mated = [], []
     for person, sources in tqdm(sorted(by_person.items()), desc="open-set queries", unit="person"):
         for source in sources:
-            if source not in vectors:
+            if source not in queries:
                 if len(sources) >= 2:
                     mated.append(-2.0)
                 continue
-            (best,) = index.search(vectors[source], k=1, filters=SearchFilters(exclude_sources=(source,)))
+            (best,) = index.search(queries[source], k=1, filters=SearchFilters(exclude_sources=(source,)))
             if len(sources) == 1:
                 stranger.append(best.score)
             else:
@@ -189,6 +228,9 @@ def main() -> None:
         by_person[photo.person].append(source_name(photo.path))
     pairs = read_lfw_pairs(args.pairs, args.lfw)
     vectors = subject_vectors(index, sorted(s for ss in by_person.values() for s in ss))
+    queries = query_vectors(
+        settings, [photo.path for photo in collected.photos], data_dir / f"lfw-queries-{index.model.key}.npz"
+    )
 
     results = {
         "images": summary.files,
@@ -197,13 +239,15 @@ def main() -> None:
         "failed files": len(summary.failures),
         "index run (s)": round(seconds, 1),
     }
-    fit, missing = verification(pairs, vectors)
-    calibration = calibrate(index.model, by_person, vectors, fit)
+    fit, missing = verification(pairs, queries, vectors)
+    calibration = calibrate(index.model, by_person, vectors, fit, queries)
+    # What `facesearch calibrate` fits on an index's own labelled faces, which has no query vectors.
+    stored_only = calibrate(index.model, by_person, vectors, fit, None)
     threshold = expansion_threshold(settings.search, index.model, calibration)
     expansion = f"{settings.search.expansion_neighbours} neighbours >= {threshold}"
     ranking = partial(rank, settings.search, index, calibration=calibration)
-    results |= retrieval(ranking, by_person, vectors, f"facesearch, expansion {expansion}")
-    results |= retrieval(index.search, by_person, vectors, "plain kNN")
+    results |= retrieval(ranking, by_person, queries, f"facesearch, expansion {expansion}")
+    results |= retrieval(index.search, by_person, queries, "plain kNN")
     results |= {
         "pairs": fit.pairs,
         "pairs with a face missing": missing,
@@ -221,7 +265,11 @@ def main() -> None:
         f"same-person threshold, {gallery:,} faces, target FPIR {settings.search.target_fpir:.0%}": judged.same_person,
         f"possible-match threshold (target FPIR {POSSIBLE_FACTOR * settings.search.target_fpir:.0%})": judged.possible,
     }
-    results |= open_set(index, by_person, vectors, judged.same_person)
+    stored_judged = verdicts(stored_only, gallery, settings.search.target_fpir, settings.search.same_person_threshold)
+    results[f"same-person threshold of a calibration on stored faces only, {gallery:,} faces"] = (
+        stored_judged.same_person
+    )
+    results |= open_set(index, by_person, queries, judged.same_person)
 
     print(f"\nLFW retrieval, embedder {index.model.key}, index {data_dir}")
     print(

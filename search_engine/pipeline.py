@@ -78,12 +78,15 @@ class FacePipeline:
         self.embedder.load()
         return self
 
-    def analyse(self, images: Sequence[np.ndarray], max_side: int | None = None) -> list[list[EmbeddedFace]]:
+    def analyse(
+        self, images: Sequence[np.ndarray], max_side: int | None = None, query: bool = False
+    ) -> list[list[EmbeddedFace]]:
         """Every face of every (H, W, 3) uint8 RGB image, with its embedding, in detection order.
 
         ``max_side`` overrides the detector's downscaling limit for these images (video frames are
-        detected smaller than photos); alignment and embedding always use the full image.
+        detected smaller than photos); alignment and embedding always use the full image. ``query``:
+        the faces are to search with, not to store (see :meth:`Embedder.embed`).
         """
         detections = self.detector.detect(images, max_side=max_side)
-        vectors = self.embedder.embed(list(zip(images, detections)))
+        vectors = self.embedder.embed(list(zip(images, detections)), query=query)
         return [[EmbeddedFace(det, vec) for det, vec in zip(dets, vecs)] for dets, vecs in zip(detections, vectors)]

@@ -110,8 +110,8 @@ class SearchService:
         return index_photos(self.pipeline, self.index, items, self.settings.models.max_image_pixels)
 
     def faces_in(self, image: np.ndarray) -> list[EmbeddedFace]:
-        """Every face of one (H, W, 3) uint8 RGB image with its embedding."""
-        return self.pipeline.analyse([image])[0]
+        """Every face of one (H, W, 3) uint8 RGB image with its embedding as a query."""
+        return self.pipeline.analyse([image], query=True)[0]
 
     def search_image(
         self,
@@ -133,7 +133,7 @@ class SearchService:
         chosen = largest_index(detections) if face is None else face
         _check_face(chosen, len(detections), "image")
         # Only the face searched with is embedded: in a group photo each other face would cost as much.
-        (vector,) = self.pipeline.embedder.embed([(image, [detections[chosen]])])[0]
+        (vector,) = self.pipeline.embedder.embed([(image, [detections[chosen]])], query=True)[0]
         hits, groups, judged = self._search(vector, k, filters, collapse, by_video)
         return SearchResult(tuple(detections), chosen, hits, groups=groups, verdicts=judged)
 
@@ -154,7 +154,7 @@ class SearchService:
             NoFaceError: no face appears in it, or none numbered ``face``.
         """
         options = VideoOptions.from_settings(self.settings.video, self.index)
-        analysis = analyse_segment(self.pipeline, Path(path), 0.0, None, options)
+        analysis = analyse_segment(self.pipeline, Path(path), 0.0, None, options, query=True)
         if analysis.error:
             raise ImageError(str(path), analysis.error)
         tracks = analysis.records
@@ -248,7 +248,9 @@ class SearchService:
 
         pairs = read_lfw_pairs(pairs_file, images)
         files = sorted({path for pair in pairs for path in (pair.first, pair.second)})
+        # Each face as it would be stored and as a query of a search (see Embedder.embed).
         vectors: dict[Path, np.ndarray] = {}
+        queries: dict[Path, np.ndarray] = {}
         skipped = []
         batch = self.settings.models.batch_size
         for start in tqdm(
@@ -269,20 +271,31 @@ class SearchService:
                     skipped.append(f"{path}: no face found")
                 else:
                     subjects.append((path, image, detections[subject]))
-            embedded = self.pipeline.embedder.embed([(image, [face]) for _, image, face in subjects])
-            vectors.update((path, rows[0]) for (path, _, _), rows in zip(subjects, embedded))
+            faces = [(image, [face]) for _, image, face in subjects]
+            for found, query in ((vectors, False), (queries, True)):
+                embedded = self.pipeline.embedder.embed(faces, query=query)
+                found.update((path, rows[0]) for (path, _, _), rows in zip(subjects, embedded))
         usable = [pair for pair in pairs if pair.first in vectors and pair.second in vectors]
+        # A pair is scored as a search with its first image would score the second.
         fit = fit_pairs(
-            np.array([float(vectors[p.first] @ vectors[p.second]) for p in usable]), np.array([p.same for p in usable])
+            np.array([float(queries[p.first] @ vectors[p.second]) for p in usable]), np.array([p.same for p in usable])
         )
         faces = sorted(vectors)
         people = [path.parent.name for path in faces]
         measured_on = (
             f"the {len(faces):,} images of {Path(pairs_file).name} ({len(set(people)):,} people): each image's best "
-            f"score among the other people's images; pair threshold: 10-fold on its {fit.pairs:,} pairs"
+            f"score as a query among the other people's images as stored; pair threshold: 10-fold on its "
+            f"{fit.pairs:,} pairs, the first image as a query"
         )
         # fit_pairs has refused an empty set already, so there are faces to stack.
-        calibration = fit_calibration(self.index.model, np.stack([vectors[f] for f in faces]), people, fit, measured_on)
+        calibration = fit_calibration(
+            self.index.model,
+            np.stack([vectors[f] for f in faces]),
+            people,
+            fit,
+            measured_on,
+            probes=np.stack([queries[f] for f in faces]),
+        )
         return CalibrationReport(calibration, fit, tuple(skipped))
 
     def _search(

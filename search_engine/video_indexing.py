@@ -110,8 +110,10 @@ def analyse_segment(
     end: float | None,
     options: VideoOptions,
     digest: str = "",
+    query: bool = False,
 ) -> SegmentAnalysis:
-    """Detect, embed and track the faces of ``path`` between ``start`` and ``end`` seconds.
+    """Detect, embed and track the faces of ``path`` between ``start`` and ``end`` seconds;
+    ``query``: they are to search with, not to store (see :meth:`Embedder.embed`).
 
     A file that cannot be decoded gives a segment with ``error`` set rather than raising.
     """
@@ -124,7 +126,9 @@ def analyse_segment(
 
     def flush() -> None:
         frames = [item for item in pending if isinstance(item, Frame)]
-        faces = iter(pipeline.analyse([f.image for f in frames], max_side=options.max_side) if frames else [])
+        faces = iter(
+            pipeline.analyse([f.image for f in frames], max_side=options.max_side, query=query) if frames else []
+        )
         for item in pending:
             if isinstance(item, Frame):
                 tracker.observe(item.index, item.timestamp, next(faces))

@@ -24,6 +24,7 @@ from search_engine.calibration_fit import (
     fit_pairs,
     labelled_pairs,
     read_lfw_pairs,
+    stranger_law,
 )
 from search_engine.config import Settings
 from search_engine.errors import ConfigError, InvalidRequestError
@@ -212,6 +213,20 @@ def test_a_calibration_fitted_on_labelled_faces_keeps_its_promise_on_new_people(
     assert calibration.pair_threshold < threshold
     with pytest.raises(InvalidRequestError, match="too few labelled faces"):
         fit_calibration(model, vectors[:50], labels[:50], pairs, "too few")
+
+
+def test_the_stranger_law_scores_query_probes_against_the_stored_faces():
+    """A model may embed a query unlike a stored face: each probe's best stranger score is then
+    its query vector's among the other people's stored vectors, never stored against stored."""
+    vectors, labels = people_faces(40, 5)
+    probes, _ = people_faces(40, 5, seed=9)
+    strangers = np.asarray(labels)[:, None] != np.asarray(labels)
+    assert stranger_law(vectors, labels, probes) == pytest.approx(
+        fit_best_stranger(best_stranger_scores(probes @ vectors.T, strangers))
+    )
+    assert stranger_law(vectors, labels) == pytest.approx(
+        fit_best_stranger(best_stranger_scores(vectors @ vectors.T, strangers))
+    )
 
 
 def test_lfw_pairs_files_are_read_and_a_malformed_one_is_named(tmp_path):

@@ -32,11 +32,14 @@ class Embedder(Protocol):
     def load(self) -> Embedder:
         """Load weights once; later calls return at once."""
 
-    def embed(self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]]) -> list[np.ndarray]:
+    def embed(self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]], query: bool = False) -> list[np.ndarray]:
         """Embed every detected face of every image.
 
         Args:
             batch: pairs of an (H, W, 3) uint8 RGB image and its detections (source pixels).
+            query: the faces are what a search looks for, not faces to store. A query is embedded
+                once per search and a stored face once per ingest, so a model may spend more on
+                queries (each model says what, with the measurement that decided it).
 
         Returns:
             One (len(detections), dim) float32 array per image, rows of unit L2 norm, in detection order.

@@ -47,7 +47,8 @@ class FacenetEmbedder:
         weights: local state-dict file; when None, facenet-pytorch downloads (or reuses) its cached copy.
         device: torch device name.
         batch_size: crops per forward pass.
-        flip: average each crop's vector with its mirror image's.
+        flip: average each crop's vector with its mirror image's, queries and stored faces alike
+            (not measured here, where the weights cannot be had).
     """
 
     info = EmbedderInfo(name="facenet", version="vggface2-r1", dim=512)
@@ -111,7 +112,7 @@ class FacenetEmbedder:
         self._model = model.eval().to(self.device, memory_format=torch.channels_last)
         return self
 
-    def embed(self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]]) -> list[np.ndarray]:
+    def embed(self, batch: Sequence[tuple[np.ndarray, Sequence[Detection]]], query: bool = False) -> list[np.ndarray]:
         import torch
 
         self.load()
