@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from .errors import ImageError
 from .ids import face_id
 from .imageio import content_hash, decode_image, read_file
 from .index.base import FaceIndex
+from .photo_hash import photo_hash
 from .pipeline import EmbeddedFace, FacePipeline, subject_index
 from .types import PHOTO, FaceRecord, SourceRecord, Status
 
@@ -111,6 +112,7 @@ class _Loaded:
     source: str
     digest: str
     image: np.ndarray
+    image_hash: str
 
 
 @dataclass
@@ -118,7 +120,9 @@ class FileAnalysis:
     """A file's outcome with the faces to store (picklable: it may come back from a worker process).
 
     ``replaces`` says the index holds an older version of this file whose faces must go first;
-    ``media_type`` is ``photo`` or ``video``.
+    ``media_type`` is ``photo`` or ``video``; ``image_hash`` is a photo's perceptual hash.
+    ``completed`` is the record of an unchanged file that an older version stored without a hash,
+    now with one: the file is skipped, its record written again.
     """
 
     outcome: FileOutcome
@@ -126,6 +130,8 @@ class FileAnalysis:
     records: list[FaceRecord] = field(default_factory=list)
     replaces: bool = False
     media_type: str = PHOTO
+    image_hash: str | None = None
+    completed: SourceRecord | None = None
 
 
 def source_name(path: Path) -> str:
@@ -170,6 +176,7 @@ def analyse_photos(
                 entry.digest,
                 _records(entry, faces, model),
                 replaces=entry.source in known,
+                image_hash=entry.image_hash,
             )
         loaded.clear()
 
@@ -180,9 +187,16 @@ def analyse_photos(
             digest = content_hash(data)
             previous = known.get(source)
             if previous and previous.content_hash == digest and previous.status != Status.FAILED:
-                analyses[i] = FileAnalysis(FileOutcome(source, Status.SKIPPED, previous.faces), digest)
+                completed = None
+                if previous.image_hash is None:
+                    image_hash = photo_hash(decode_image(data, str(item.path), max_pixels))
+                    completed = replace(previous, image_hash=image_hash)
+                analyses[i] = FileAnalysis(
+                    FileOutcome(source, Status.SKIPPED, previous.faces), digest, completed=completed
+                )
                 continue
-            loaded[i] = _Loaded(item, source, digest, decode_image(data, str(item.path), max_pixels))
+            image = decode_image(data, str(item.path), max_pixels)
+            loaded[i] = _Loaded(item, source, digest, image, photo_hash(image))
             held += loaded[i].image.shape[0] * loaded[i].image.shape[1]
         except ImageError as exc:
             analyses[i] = FileAnalysis(FileOutcome(source, Status.FAILED, error=exc.reason))
@@ -220,10 +234,12 @@ def store_analyses(index: FaceIndex, analyses: Sequence[FileAnalysis]) -> list[F
                 status=o.status,
                 error=o.error,
                 media_type=a.media_type,
+                image_hash=a.image_hash,
             )
             for o, a in zip(outcomes, analyses)
             if o.status != Status.SKIPPED
         ]
+        + [a.completed for a in analyses if a.completed is not None]
     )
     return outcomes
 

@@ -162,7 +162,10 @@ class Status(str, Enum):
 
 @dataclass(frozen=True)
 class SourceRecord:
-    """What the index knows of one ingested file, so a re-run can skip it or report it."""
+    """What the index knows of one ingested file, so a re-run can skip it or report it, and what
+    finds its near-duplicates: ``image_hash``, a photo's perceptual hash
+    (:func:`search_engine.photo_hash.photo_hash`; None for a video or a file that failed).
+    """
 
     source: str
     content_hash: str
@@ -171,6 +174,7 @@ class SourceRecord:
     status: Status = Status.INDEXED
     error: str | None = None
     media_type: str = PHOTO
+    image_hash: str | None = None
 
 
 @dataclass(frozen=True)

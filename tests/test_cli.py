@@ -258,3 +258,29 @@ def test_calibrate_explains_what_it_lacks(tmp_path, capsys):
     missing = ["calibrate", "--pairs", str(tmp_path / "pairs.txt"), "--images", str(tmp_path), *data]
     assert main(missing) == EXIT_ERROR
     assert "cannot read the pairs file" in capsys.readouterr().err
+
+
+def test_duplicates_lists_groups_of_near_identical_photos(tmp_path, capsys, astronaut, cameraman):
+    from search_engine.embedding.dlib_resnet import DlibEmbedder
+    from search_engine.index.embedded import EmbeddedFaceIndex
+    from search_engine.photo_hash import photo_hash
+    from search_engine.types import SourceRecord
+
+    model = DlibEmbedder.info
+    index = EmbeddedFaceIndex(tmp_path / "data" / "lancedb", model)
+    photos = {
+        "/archive/astronaut.jpg": astronaut,
+        "/archive/astronaut-small.jpg": cv2.resize(astronaut, (200, 200), interpolation=cv2.INTER_AREA),
+        "/archive/cameraman.png": cameraman,
+    }
+    index.record_sources(
+        [SourceRecord(s, s, model.key, 1, image_hash=photo_hash(image)) for s, image in photos.items()]
+        + [SourceRecord("/archive/clip.mp4", "v", model.key, 2, media_type="video")]
+    )
+    index.close()
+    data = ["--data-dir", str(tmp_path / "data"), "--embedder", "dlib"]
+    assert main(["duplicates", *data, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [["/archive/astronaut-small.jpg", "/archive/astronaut.jpg"]]
+    assert main(["duplicates", *data]) == 0
+    assert "1 groups of near-identical photos (2 of the 3 photos with a hash)" in capsys.readouterr().out
+    assert main(["duplicates", *data, "--max-distance", "999"]) == EXIT_USAGE

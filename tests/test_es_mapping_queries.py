@@ -545,8 +545,11 @@ def test_copying_a_field_only_touches_documents_that_have_it():
     assert body["script"]["params"] == {"source": "person", "target": "label"}
 
 
-def test_missing_properties_are_the_face_fields_an_older_index_lacks():
+def test_missing_properties_are_the_fields_an_older_index_lacks():
     current = faces_mapping(MODEL.dim)
-    assert missing_properties(current, MODEL.dim) == {}
+    assert missing_properties(current, current) == {}
     older = {"properties": {k: v for k, v in current["properties"].items() if k != "cluster"}}
-    assert missing_properties(older, MODEL.dim) == {"cluster": {"type": "keyword"}}
+    assert missing_properties(older, current) == {"cluster": {"type": "keyword"}}
+    sources = sources_mapping()
+    older = {"properties": {k: v for k, v in sources["properties"].items() if k != "image_hash"}}
+    assert missing_properties(older, sources) == {"image_hash": {"type": "keyword"}}

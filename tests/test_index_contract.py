@@ -267,6 +267,39 @@ def test_other_dimension_is_refused(kind, tmp_path, index):
         other.ensure()
 
 
+def test_image_hashes_are_those_of_the_file_records_that_have_one(index):
+    photo, other = "ab" * 32, "cd" * 32
+    index.record_sources(
+        [
+            SourceRecord("/a.jpg", "h1", MODEL.key, 2, image_hash=photo),
+            SourceRecord("/b.mp4", "h2", MODEL.key, 1, media_type="video"),
+            SourceRecord("/c.jpg", "", MODEL.key, 0, "failed", "corrupt"),
+        ]
+    )
+    index.record_sources([SourceRecord("/d.jpg", "h4", MODEL.key, 0, "no_face", image_hash=other)])
+    index.refresh()
+    assert index.image_hashes() == {"/a.jpg": photo, "/d.jpg": other}
+    assert index.get_sources(["/a.jpg"])["/a.jpg"].image_hash == photo
+
+
+def test_embedded_sources_of_an_older_schema_gain_the_image_hash(tmp_path):
+    import lancedb
+    import pyarrow as pa
+
+    from search_engine.index.embedded import EmbeddedFaceIndex
+    from search_engine.index.lance_tables import SOURCES_SCHEMA
+
+    old = pa.schema([f for f in SOURCES_SCHEMA if f.name != "image_hash"])
+    row = {"source": "/old.jpg", "content_hash": "h", "model": MODEL.key, "faces": 1, "status": "indexed"}
+    table = pa.Table.from_pylist([row | {"error": None, "media_type": "photo"}], schema=old)
+    lancedb.connect(tmp_path).create_table(f"sources_{MODEL.key}", data=table)
+    index = EmbeddedFaceIndex(tmp_path, MODEL)
+    assert index.get_sources(["/old.jpg"])["/old.jpg"].image_hash is None
+    index.record_sources([SourceRecord("/new.jpg", "h2", MODEL.key, 1, image_hash="ef" * 32)])
+    assert index.image_hashes() == {"/new.jpg": "ef" * 32}
+    index.close()
+
+
 def test_embedded_store_of_an_older_schema_gains_the_new_columns(tmp_path):
     import lancedb
     import pyarrow as pa

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -9,7 +11,12 @@ from PIL import Image
 from ingest.local import index_locally
 from ingest.sources import collect_photos
 from search_engine.config import Settings
-from search_engine.types import SearchFilters
+from search_engine.imageio import load_image
+from search_engine.index.embedded import EmbeddedFaceIndex
+from search_engine.indexing import index_photos
+from search_engine.photo_hash import photo_hash
+from search_engine.pipeline import FacePipeline
+from search_engine.types import SearchFilters, Status
 
 
 @pytest.fixture
@@ -49,3 +56,22 @@ def test_one_process_and_worker_processes_store_the_same_faces(folder, tmp_path)
         # The two-face photo in Cameraman's folder labels only its subject; the other face stays unnamed.
         assert index.count(SearchFilters(person="Cameraman")) == 2
     assert stored[1] == stored[2]
+
+
+def test_photos_are_recorded_with_their_hash_and_an_older_record_gains_one(folder, tmp_path, detector, dlib_embedder):
+    photos = collect_photos([folder], person_from_folder=True).photos
+    pipeline = FacePipeline(detector, dlib_embedder)
+    index = EmbeddedFaceIndex(tmp_path / "db", dlib_embedder.info)
+    max_pixels = Settings.from_env({}).models.max_image_pixels
+    index_photos(pipeline, index, photos, max_pixels)
+    expected = {str(p.path): photo_hash(load_image(p.path, max_pixels)[0]) for p in photos}
+    assert index.image_hashes() == expected
+    # As an older version left it: the record of an unchanged photo without a hash.
+    source = str(photos[0].path)
+    index.record_sources([replace(index.get_sources([source])[source], image_hash=None)])
+    faces = [(f.face_id, f.indexed_at) for f in index.faces_of_source(source)]
+    outcomes = index_photos(pipeline, index, photos, max_pixels)
+    assert [o.status for o in outcomes] == [Status.SKIPPED] * len(photos)
+    assert index.image_hashes() == expected
+    assert [(f.face_id, f.indexed_at) for f in index.faces_of_source(source)] == faces
+    assert index.get_sources([source])[source].status == Status.INDEXED

@@ -15,7 +15,18 @@ FORBIDDEN = {
 #: The core's rooms, lowest first: a module imports only from its own rank or below.
 CORE_RANKS = (
     {"config", "settings_fields", "types", "errors", "ids", "media_types"},
-    {"imageio", "alignment", "calibration", "calibration_fit", "video", "mtcnn", "detection", "embedding", "index"},
+    {
+        "imageio",
+        "alignment",
+        "calibration",
+        "calibration_fit",
+        "video",
+        "mtcnn",
+        "detection",
+        "embedding",
+        "index",
+        "photo_hash",
+    },
     {"pipeline", "expansion", "tracking", "grouping", "people"},
     {"indexing", "video_indexing"},
     {"service"},

@@ -11,6 +11,7 @@ from werkzeug.datastructures import MultiDict
 
 from search_engine.errors import InvalidRequestError
 from search_engine.index import FACET_FIELDS
+from search_engine.photo_hash import DEFAULT_MAX_DISTANCE, HASH_BITS
 from search_engine.types import PHOTO, VIDEO, SearchFilters
 
 from .engine import SearchQuery, current_engine
@@ -149,6 +150,12 @@ def _json_body() -> dict:
 @bp.get("/videos")
 def videos():
     return current_engine().videos(_number(request.args, "limit", int, 1, 10_000) or 1000)
+
+
+@bp.get("/duplicates")
+def duplicates():
+    chosen = _number(request.args, "max_distance", int, 0, HASH_BITS - 1)
+    return current_engine().duplicates(DEFAULT_MAX_DISTANCE if chosen is None else chosen)
 
 
 @bp.get("/faces/<face_id>")

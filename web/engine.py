@@ -206,6 +206,13 @@ class Engine:
         facets = self._index().facets("video", size=min(limit, FACET_LIMIT))
         return {"videos": [{"video": f.value, "faces": f.count} for f in facets]}
 
+    def duplicates(self, max_distance: int) -> dict:
+        """Groups of near-identical photos (:func:`~search_engine.photo_hash.near_duplicate_groups`)."""
+        from search_engine.photo_hash import near_duplicate_groups
+
+        groups = near_duplicate_groups(self._index().image_hashes(), max_distance)
+        return {"max_distance": max_distance, "groups": groups}
+
     def face(self, face_id: str) -> dict:
         """One stored face without its embedding, box ``[x1, y1, x2, y2]`` in source pixels, with links."""
         record = self._record(face_id)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from search_engine.config import Settings
 from search_engine.errors import InvalidRequestError
+from search_engine.photo_hash import DEFAULT_MAX_DISTANCE, HASH_BITS
 from search_engine.types import FACET_FIELDS, MEDIA_TYPES, SearchFilters
 
 from .common import EXIT_USAGE, usage_error
@@ -37,6 +38,18 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     )
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.set_defaults(run=cmd_search)
+
+    duplicates = commands.add_parser(
+        "duplicates", parents=[common], help="groups of near-identical photos: resized, recompressed or cropped copies"
+    )
+    duplicates.add_argument(
+        "--max-distance",
+        type=int,
+        default=DEFAULT_MAX_DISTANCE,
+        help=f"differing bits of the {HASH_BITS}-bit perceptual hashes still called a copy (default {DEFAULT_MAX_DISTANCE})",
+    )
+    duplicates.add_argument("--json", action="store_true", help="print one JSON array of groups of source paths")
+    duplicates.set_defaults(run=cmd_duplicates)
 
     stats = commands.add_parser("stats", parents=[common], help="counts of faces, people and videos in the index")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
@@ -113,6 +126,29 @@ def _span(start: float, end: float) -> str:
         return f"{int(minutes)}:{rest:04.1f}"
 
     return f"{clock(start)}-{clock(end)}"
+
+
+def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
+    from search_engine.embedding import embedder_info
+    from search_engine.index import create_index
+    from search_engine.photo_hash import near_duplicate_groups
+
+    if not 0 <= args.max_distance < HASH_BITS:
+        return usage_error(f"--max-distance must be from 0 to {HASH_BITS - 1}")
+    index = create_index(settings.index, embedder_info(settings.models))
+    index.ensure()
+    hashes = index.image_hashes()
+    groups = near_duplicate_groups(hashes, args.max_distance)
+    if args.json:
+        print(json.dumps(groups, indent=2))
+        return 0
+    for number, group in enumerate(groups, 1):
+        print(f"group {number}: {len(group)} photos")
+        for source in group:
+            print(f"  {source}")
+    copies = sum(len(group) for group in groups)
+    print(f"{len(groups)} groups of near-identical photos ({copies} of the {len(hashes)} photos with a hash)")
+    return 0
 
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:

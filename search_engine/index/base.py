@@ -223,6 +223,9 @@ class FaceIndex(Protocol):
     def get_sources(self, sources: Sequence[str]) -> dict[str, SourceRecord]:
         """The stored records of those files that have one."""
 
+    def image_hashes(self) -> dict[str, str]:
+        """Every recorded file's ``image_hash`` (source name to hash), those that have one."""
+
     def get_calibration(self) -> Calibration | None:
         """The calibration stored with this index (``facesearch calibrate``), or None."""
 

@@ -54,7 +54,7 @@ from .base import (
     storable,
 )
 from .elastic_client import bulk_reason, create_client, talking
-from .elastic_layout import check_dims, create_missing, drop_all
+from .elastic_layout import check_indices, create_missing, drop_all
 from .mapping import (
     DEFAULT_VECTOR_INDEX,
     EMBEDDING_FIELD,
@@ -78,6 +78,7 @@ from .queries import (
     count_body,
     every_document_body,
     facets_body,
+    image_hashes_body,
     knn_search_body,
     labelled_faces_body,
     neighbours_searches,
@@ -155,7 +156,7 @@ class ElasticFaceIndex:
             return
         with self._talking(f"preparing the index {self.names.faces_alias}"):
             create_missing(self._client, self.names, self.model, self._shards, self._replicas, self._vector_index)
-            check_dims(self._client, self.names, self.model)
+            check_indices(self._client, self.names, self.model)
         self._ready = True
 
     def upsert(self, faces: Sequence[FaceRecord]) -> BulkResult:
@@ -474,6 +475,19 @@ class ElasticFaceIndex:
                         if record.source in wanted:
                             found[record.source] = record
         return found
+
+    def image_hashes(self) -> dict[str, str]:
+        self.ensure()
+        hashes: dict[str, str] = {}
+        search_after = None
+        with self._talking(f"listing the image hashes of {self.names.sources_alias}"):
+            while True:
+                body = image_hashes_body(PAGE_SIZE, search_after)
+                hits = self._client.search(index=self.names.sources_alias, body=body)["hits"]["hits"]
+                hashes.update((hit["_source"]["source"], hit["_source"]["image_hash"]) for hit in hits)
+                if len(hits) < PAGE_SIZE:
+                    return hashes
+                search_after = hits[-1]["sort"]
 
     def get_calibration(self) -> Calibration | None:
         self.ensure()

@@ -66,9 +66,9 @@ def _create(client: Elasticsearch, alias: str, index: str, mappings: dict, setti
         indices.put_alias(index=index, name=alias)
 
 
-def check_dims(client: Elasticsearch, names: IndexNames, model: EmbedderInfo) -> None:
-    """Refuse a faces index that holds vectors of another size than the model's, and add the face
-    fields an index made by an older version lacks.
+def check_indices(client: Elasticsearch, names: IndexNames, model: EmbedderInfo) -> None:
+    """Refuse a faces index that holds vectors of another size than the model's, and add the
+    fields that faces and sources indices made by an older version lack.
 
     Raises:
         DimensionMismatchError: naming the index, what it holds and what to do.
@@ -84,7 +84,7 @@ def check_dims(client: Elasticsearch, names: IndexNames, model: EmbedderInfo) ->
                 f"embedder makes {model.dim}-d ones; delete that index or choose another "
                 "FACESEARCH_ES_INDEX_PREFIX"
             )
-        missing = missing_properties(mappings, model.dim)
+        missing = missing_properties(mappings, faces_mapping(model.dim))
         if missing:
             log.info("adding fields %s to %s", sorted(missing), index)
             client.indices.put_mapping(index=index, properties=missing)
@@ -93,6 +93,11 @@ def check_dims(client: Elasticsearch, names: IndexNames, model: EmbedderInfo) ->
                     client.update_by_query(
                         index=index, conflicts="proceed", refresh=True, **copy_field_body(copied, field)
                     )
+    for index, body in client.indices.get_mapping(index=names.sources_alias).body.items():
+        missing = missing_properties(body.get("mappings", {}), sources_mapping())
+        if missing:
+            log.info("adding fields %s to %s", sorted(missing), index)
+            client.indices.put_mapping(index=index, properties=missing)
 
 
 def drop_all(client: Elasticsearch, names: IndexNames) -> None:

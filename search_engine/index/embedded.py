@@ -218,13 +218,19 @@ class EmbeddedFaceIndex:
                 faces.add_columns(copied)
         tables = {}
         for kind, schema in (("sources", SOURCES_SCHEMA), ("people", PEOPLE_SCHEMA), ("decisions", DECISIONS_SCHEMA)):
-            if create:
-                tables[kind] = db.create_table(_table_name(kind, self.model), schema=schema, exist_ok=True)
-                continue
             try:
                 tables[kind] = db.open_table(_table_name(kind, self.model))
             except ValueError:
-                return False
+                if not create:
+                    return False
+                tables[kind] = db.create_table(_table_name(kind, self.model), schema=schema, exist_ok=True)
+            # Optional columns an older version's table lacks start empty.
+            lacking = [f for f in schema if f.name not in tables[kind].schema.names]
+            if lacking:
+                if not create:
+                    return False
+                log.info("adding columns %s to %s", [f.name for f in lacking], _table_name(kind, self.model))
+                tables[kind].add_columns(lacking)
         btrees = ((faces, _FILTERED_COLUMNS), (tables["sources"], ("source",)))
         if not create and any(_unindexed(table, columns) for table, columns in btrees):
             return False
@@ -527,6 +533,13 @@ class EmbeddedFaceIndex:
                 values = {name: row[name] for name in SOURCES_SCHEMA.names}
                 found[row["source"]] = SourceRecord(**values | {"status": Status(values["status"])})
         return found
+
+    def image_hashes(self) -> dict[str, str]:
+        self.ensure()
+        where = "image_hash IS NOT NULL"
+        query = self._sources.search().where(where).select(["source", "image_hash"])
+        rows = query.limit(self._sources.count_rows(where)).to_arrow()
+        return dict(zip(rows["source"].to_pylist(), rows["image_hash"].to_pylist()))
 
     @property
     def _calibration_path(self) -> Path:

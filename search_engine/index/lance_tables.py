@@ -50,6 +50,7 @@ SOURCES_SCHEMA = pa.schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),
         pa.field("media_type", pa.string(), nullable=False),
+        pa.field("image_hash", pa.string()),
     ]
 )
 

@@ -142,13 +142,12 @@ def copy_field_body(source: str, target: str) -> dict[str, Any]:
     }
 
 
-def missing_properties(mappings: Mapping[str, Any], dim: int) -> dict[str, Any]:
-    """The face fields that one index's ``mappings`` (a ``get_mapping`` body) lacks, as mapping
-    properties: an index created by an older version gets them with ``put_mapping`` (adding a field
-    is the one change a strict mapping takes in place)."""
+def missing_properties(mappings: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of the ``wanted`` mapping that one index's ``mappings`` (a ``get_mapping`` body)
+    lacks, as mapping properties: an index created by an older version gets them with
+    ``put_mapping`` (adding a field is the one change a strict mapping takes in place)."""
     held = mappings.get("properties", {})
-    wanted = faces_mapping(dim)["properties"]
-    return {name: spec for name, spec in wanted.items() if name not in held}
+    return {name: spec for name, spec in wanted["properties"].items() if name not in held}
 
 
 def faces_meta(calibration: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -182,6 +181,7 @@ def sources_mapping() -> dict[str, Any]:
             # Kept for display only: error messages are never searched.
             "error": {"type": "text", "index": False},
             "media_type": keyword,
+            "image_hash": keyword,
         }
     )
 
@@ -359,8 +359,9 @@ def source_document(record: SourceRecord) -> dict[str, Any]:
         "status": Status(record.status).value,
         "media_type": record.media_type,
     }
-    if record.error is not None:
-        doc["error"] = record.error
+    for optional in ("error", "image_hash"):
+        if getattr(record, optional) is not None:
+            doc[optional] = getattr(record, optional)
     return doc
 
 
@@ -374,4 +375,5 @@ def source_record_from_document(doc: Mapping[str, Any]) -> SourceRecord:
         status=Status(doc["status"]),
         error=doc.get("error"),
         media_type=doc.get("media_type") or PHOTO,
+        image_hash=doc.get("image_hash"),
     )

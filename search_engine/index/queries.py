@@ -211,6 +211,19 @@ def every_document_body(key: str, size: int, search_after: list[Any] | None = No
     return body
 
 
+def image_hashes_body(size: int, search_after: list[Any] | None = None) -> dict[str, Any]:
+    """One page, in source order, of the file records that carry an image hash: only source and hash read."""
+    body: dict[str, Any] = {
+        "size": size,
+        "query": {"bool": {"filter": [{"exists": {"field": "image_hash"}}]}},
+        "_source": ["source", "image_hash"],
+        "sort": [{"source": {"order": "asc"}}],
+    }
+    if search_after is not None:
+        body["search_after"] = search_after
+    return body
+
+
 def labelled_faces_body(size: int, search_after: list[Any] | None = None) -> dict[str, Any]:
     """One page, in face id order, of the faces that carry a label: only that label read."""
     body: dict[str, Any] = {

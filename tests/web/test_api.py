@@ -125,6 +125,19 @@ def test_people_and_videos_facets(client):
     assert client.get("/api/v1/videos").get_json() == {"videos": []}
 
 
+def test_duplicates_are_the_groups_of_the_stored_hashes(client, service):
+    """The library's photos are edited copies of two pictures: scaled, shifted, lightened, some
+    mirrored; the API groups them as the core groups the index's hashes."""
+    from search_engine.photo_hash import DEFAULT_MAX_DISTANCE, near_duplicate_groups
+
+    hashes = service.index.image_hashes()
+    found = client.get("/api/v1/duplicates").get_json()
+    assert found == {"max_distance": DEFAULT_MAX_DISTANCE, "groups": near_duplicate_groups(hashes)}
+    assert found["groups"] and all(set(group) <= set(hashes) for group in found["groups"])
+    assert client.get("/api/v1/duplicates?max_distance=0").get_json()["groups"] == near_duplicate_groups(hashes, 0)
+    assert error_of(client.get("/api/v1/duplicates?max_distance=256"))[:2] == (400, "invalid_request")
+
+
 def test_face_record_thumbnail_page_and_file(client, library):
     hit = search(client, library.queries / "cameraman.jpg", k=1, person="Cameraman").get_json()["hits"][0]
     face = client.get(f"/api/v1/faces/{hit['face_id']}").get_json()

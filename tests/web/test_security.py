@@ -104,6 +104,7 @@ def test_api_keys_guard_every_call(keyed, library):
         "/api/v1/persons/p1",
         "/api/v1/persons/p1/more",
         "/api/v1/videos",
+        "/api/v1/duplicates",
         "/api/v1/openapi.json",
         "/api/v1/faces/x",
     ):
