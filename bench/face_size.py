@@ -25,10 +25,10 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from ingest_throughput import cpu_name  # noqa: E402
-from lfw_retrieval import read_pairs  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from search_engine.calibration import shipped_calibration  # noqa: E402
+from search_engine.calibration_fit import read_lfw_pairs  # noqa: E402
 from search_engine.config import MODELS, Settings  # noqa: E402
 from search_engine.detection import MIN_DETECTED_FACE  # noqa: E402
 from search_engine.imageio import load_image  # noqa: E402
@@ -69,7 +69,7 @@ def main() -> None:
     pipeline = FacePipeline.from_settings(settings.models)
     # Two photos compared with each other: the 1:1 (pair) threshold, as a video track links faces.
     threshold = shipped_calibration(pipeline.embedder.info).pair_threshold
-    pairs = [(a, b) for a, b, same in read_pairs(args.pairs, args.lfw)[: args.sets * PAIRS_PER_SET] if same]
+    pairs = [(p.first, p.second) for p in read_lfw_pairs(args.pairs, args.lfw)[: args.sets * PAIRS_PER_SET] if p.same]
     sizes = [int(s) for s in args.sizes.split(",")]
 
     def load_rgb(path: str) -> np.ndarray:
