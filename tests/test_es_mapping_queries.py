@@ -5,6 +5,7 @@ None of this needs a cluster; the behaviour against a real one is tests/test_ind
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import socket
@@ -165,7 +166,7 @@ def test_faces_mapping_fields_and_strictness():
 def test_sources_mapping_is_strict_and_keeps_errors_unindexed():
     mapping = sources_mapping()
     assert mapping["dynamic"] == "strict"
-    assert set(mapping["properties"]) == {"source", "content_hash", "model", "faces", "status", "error", "media_type"}
+    assert set(mapping["properties"]) == {f.name for f in dataclasses.fields(SourceRecord)}
     assert mapping["properties"]["error"] == {"type": "text", "index": False}
 
 
@@ -273,9 +274,11 @@ def test_source_document_round_trip():
     for record in (
         SourceRecord("/a.jpg", "h", MODEL.key, 3),
         SourceRecord("/b.mp4", "", MODEL.key, 0, "failed", "bad", "video"),
+        SourceRecord("/c.jpg", "h", MODEL.key, 1, image_hash="ab" * 32),
     ):
         doc = source_document(record)
         assert ("error" in doc) == (record.error is not None)
+        assert ("image_hash" in doc) == (record.image_hash is not None)
         assert source_record_from_document(doc) == record
 
 
