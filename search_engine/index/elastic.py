@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -270,30 +270,20 @@ class ElasticFaceIndex:
         }
 
     def faces_of_source(self, source: str) -> list[FaceRecord]:
-        self.ensure()
-        records: list[FaceRecord] = []
-        search_after = None
-        with self._talking(f"listing the faces of {source} in {self.names.faces_alias}"):
-            while True:
-                body = source_faces_body(source, PAGE_SIZE, search_after)
-                hits = self._client.search(index=self.names.faces_alias, body=body)["hits"]["hits"]
-                records.extend(record_from_document(hit["_source"]) for hit in hits)
-                if len(hits) < PAGE_SIZE:
-                    return records
-                search_after = hits[-1]["sort"]
+        hits = self._pages(
+            self.names.faces_alias,
+            lambda after: source_faces_body(source, PAGE_SIZE, after),
+            f"listing the faces of {source} in {self.names.faces_alias}",
+        )
+        return [record_from_document(hit["_source"]) for hit in hits]
 
     def labels(self) -> dict[str, str]:
-        self.ensure()
-        labels: dict[str, str] = {}
-        search_after = None
-        with self._talking(f"listing the labelled faces of {self.names.faces_alias}"):
-            while True:
-                body = labelled_faces_body(PAGE_SIZE, search_after)
-                hits = self._client.search(index=self.names.faces_alias, body=body)["hits"]["hits"]
-                labels.update((hit["_id"], hit["_source"]["label"]) for hit in hits)
-                if len(hits) < PAGE_SIZE:
-                    return labels
-                search_after = hits[-1]["sort"]
+        hits = self._pages(
+            self.names.faces_alias,
+            lambda after: labelled_faces_body(PAGE_SIZE, after),
+            f"listing the labelled faces of {self.names.faces_alias}",
+        )
+        return {hit["_id"]: hit["_source"]["label"] for hit in hits}
 
     def scan(
         self, batch_size: int = 10_000, filters: SearchFilters | None = None, vectors: bool = True
@@ -379,14 +369,18 @@ class ElasticFaceIndex:
 
     def _every(self, alias: str, key: str) -> Iterator[dict]:
         """Every document of one of the small indices, in ``key`` order."""
+        hits = self._pages(alias, lambda after: every_document_body(key, PAGE_SIZE, after), f"reading {alias}")
+        return (hit["_source"] for hit in hits)
+
+    def _pages(self, alias: str, body_after: Callable[[list[Any] | None], dict], doing: str) -> Iterator[dict]:
+        """Every hit of a sorted search of ``alias``, page after page: ``body_after`` makes the body
+        of the page after a hit's ``sort`` values (None: the first), with ``PAGE_SIZE`` hits."""
         self.ensure()
         search_after = None
-        with self._talking(f"reading {alias}"):
+        with self._talking(doing):
             while True:
-                hits = self._client.search(index=alias, body=every_document_body(key, PAGE_SIZE, search_after))["hits"][
-                    "hits"
-                ]
-                yield from (hit["_source"] for hit in hits)
+                hits = self._client.search(index=alias, body=body_after(search_after))["hits"]["hits"]
+                yield from hits
                 if len(hits) < PAGE_SIZE:
                     return
                 search_after = hits[-1]["sort"]
@@ -477,17 +471,12 @@ class ElasticFaceIndex:
         return found
 
     def image_hashes(self) -> dict[str, str]:
-        self.ensure()
-        hashes: dict[str, str] = {}
-        search_after = None
-        with self._talking(f"listing the image hashes of {self.names.sources_alias}"):
-            while True:
-                body = image_hashes_body(PAGE_SIZE, search_after)
-                hits = self._client.search(index=self.names.sources_alias, body=body)["hits"]["hits"]
-                hashes.update((hit["_source"]["source"], hit["_source"]["image_hash"]) for hit in hits)
-                if len(hits) < PAGE_SIZE:
-                    return hashes
-                search_after = hits[-1]["sort"]
+        hits = self._pages(
+            self.names.sources_alias,
+            lambda after: image_hashes_body(PAGE_SIZE, after),
+            f"listing the image hashes of {self.names.sources_alias}",
+        )
+        return {hit["_source"]["source"]: hit["_source"]["image_hash"] for hit in hits}
 
     def get_calibration(self) -> Calibration | None:
         self.ensure()
