@@ -38,6 +38,7 @@ from search_engine.photo_hash import (  # noqa: E402
     DEFAULT_MAX_DISTANCE,
     HASH_BITS,
     bit_signs,
+    distances,
     near_duplicate_groups,
     photo_hash,
 )
@@ -106,10 +107,9 @@ def main() -> None:
 
     edited: dict[str, list[int]] = {name: [] for name in EDITS}
     for source, image in tqdm(images.items(), desc="editing the sample", unit="photo"):
-        original = hashes[source]
-        for name, edit in EDITS.items():
-            copy = photo_hash(edit(image))
-            edited[name].append(bin(int(original, 16) ^ int(copy, 16)).count("1"))
+        copies = [photo_hash(edit(image)) for edit in EDITS.values()]
+        for name, bits in zip(EDITS, distances(hashes[source], copies)):
+            edited[name].append(int(bits))
 
     timings = []
     for _ in range(args.runs):

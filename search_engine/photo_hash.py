@@ -20,16 +20,30 @@ HASH_SIZE = 16
 HASH_BITS = HASH_SIZE * HASH_SIZE
 #: Differing bits up to which two photos are called near-duplicates (README, "Near-duplicates").
 DEFAULT_MAX_DISTANCE = 48
+#: pHash's DCT runs over a square this many times the hash's side (imagehash's default).
+_PHASH_FACTOR = 4
 #: Hashes scored against all the others at once (bounds memory: block x photos x 4 bytes).
 _PAIRS_AT_ONCE = 1 << 24
 
 
 def photo_hash(image: np.ndarray) -> str:
     """The pHash of an (H, W, 3) uint8 RGB photo, :data:`HASH_BITS` / 4 lowercase hex digits."""
+    import cv2
     import imagehash
     from PIL import Image
 
-    return str(imagehash.phash(Image.fromarray(image), hash_size=HASH_SIZE))
+    # Shrunk by area first, as pHash shrinks it anyway: Pillow's Lanczos over a whole camera
+    # photo (24 M pixels) took 0.5 s, and area averages commute with the grey conversion. OpenCV
+    # averages whole blocks of pixels fastest, so a big photo loses a whole factor first, then
+    # what is left: 39 ms for those 24 M pixels, against 111 ms in one step.
+    side = HASH_SIZE * _PHASH_FACTOR
+    height, width = image.shape[:2]
+    factor = min(height, width) // (4 * side)
+    if factor > 1:
+        height, width = height - height % factor, width - width % factor
+        image = cv2.resize(image[:height, :width], (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+    return str(imagehash.phash(Image.fromarray(small), hash_size=HASH_SIZE, highfreq_factor=_PHASH_FACTOR))
 
 
 def bit_signs(hashes: list[str]) -> np.ndarray:
