@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 from search_engine.config import MODELS, Settings  # noqa: E402
 from search_engine.embedding import embedder_info  # noqa: E402
-from search_engine.index import embedded  # noqa: E402
+from search_engine.index import lance_store  # noqa: E402
 from search_engine.index.embedded import EmbeddedFaceIndex  # noqa: E402
 from search_engine.people import cluster_index, grouping_threshold  # noqa: E402
 from search_engine.types import VIDEO, Box, FaceRecord, SearchFilters  # noqa: E402
@@ -239,8 +239,8 @@ def main() -> None:
     info = indexed_store.vector_index()
     indexed = measure(indexed_store, queries, truth, mates, filters_of, args.runs)
     # Disk as a store settles: the files the fill's compactions replaced are deleted by the next
-    # optimize once old enough (embedded._KEEP_OLD_VERSIONS), as the next ingest's would.
-    time.sleep(max(0.0, embedded._KEEP_OLD_VERSIONS.total_seconds() - (time.perf_counter() - built)))
+    # optimize once old enough (lance_store.KEEP_OLD_VERSIONS), as the next ingest's would.
+    time.sleep(max(0.0, lance_store.KEEP_OLD_VERSIONS.total_seconds() - (time.perf_counter() - built)))
     indexed_store.optimize()
     disk = sum(p.stat().st_size for p in (scratch / "lancedb").rglob("*") if p.is_file())
 

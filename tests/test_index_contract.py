@@ -547,7 +547,7 @@ def test_a_vector_index_finds_what_the_exact_scan_finds(tmp_path, monkeypatch, e
 
 
 def test_optimize_deletes_the_files_of_versions_older_than_it_keeps(tmp_path, monkeypatch):
-    from search_engine.index import embedded
+    from search_engine.index import embedded, lance_store
 
     def data_files() -> int:
         return len(list((tmp_path / "lancedb" / f"{store.faces_table_name}.lance" / "data").glob("*.lance")))
@@ -563,7 +563,7 @@ def test_optimize_deletes_the_files_of_versions_older_than_it_keeps(tmp_path, mo
     assert data_files() == 4
     store.optimize()
     assert data_files() == 5  # the compacted file, and the replaced ones a reader may still be reading
-    monkeypatch.setattr(embedded, "_KEEP_OLD_VERSIONS", timedelta(milliseconds=1))
+    monkeypatch.setattr(lance_store, "KEEP_OLD_VERSIONS", timedelta(milliseconds=1))
     store.upsert([face])
     store.optimize()
     # What is left on disk is what the newest version reads: one file per fragment.
@@ -573,7 +573,7 @@ def test_optimize_deletes_the_files_of_versions_older_than_it_keeps(tmp_path, mo
 
 
 def test_new_stores_are_written_in_file_format_2_1_and_older_ones_keep_working(tmp_path, monkeypatch):
-    from search_engine.index import embedded
+    from search_engine.index import embedded, lance_store
 
     def formats(path) -> set[tuple[int, int]]:
         # A Lance file ends with its format version (major, minor: little-endian u16) and "LANC".
@@ -586,7 +586,7 @@ def test_new_stores_are_written_in_file_format_2_1_and_older_ones_keep_working(t
     assert formats(tmp_path / "new") == {(2, 1)}
     store.close()
     # A store made before (LanceDB's own default then: 2.2) goes on in its format.
-    monkeypatch.setattr(embedded, "_FILE_FORMAT", "2.2")
+    monkeypatch.setattr(lance_store, "FILE_FORMAT", "2.2")
     store = embedded.EmbeddedFaceIndex(tmp_path / "old", MODEL)
     store.upsert(faces[:3])
     store.close()

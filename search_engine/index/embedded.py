@@ -11,14 +11,13 @@ pre-filters, or, past ``FACESEARCH_VECTOR_INDEX_FACES`` faces, through a vector 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +53,16 @@ from .base import (
     query_vector,
     storable,
 )
+from .lance_store import (
+    build_vector_index_once,
+    ensure_btree,
+    open_database,
+    optimize_table,
+    unindexed,
+    vector_index_of,
+    vector_search,
+    write_lock,
+)
 from .lance_tables import (
     DECISIONS_SCHEMA,
     HIT_COLUMNS,
@@ -71,14 +80,6 @@ log = logging.getLogger(__name__)
 
 #: Written faces are compacted into fewer files after this many small upserts.
 _COMPACT_EVERY = 64
-#: :meth:`EmbeddedFaceIndex.optimize` deletes the files of table versions older than this. A
-#: search in another process reads the version that was newest when it began, for well under a
-#: second. LanceDB's default, a week, keeps every file a compaction replaced, and compactions
-#: rewrite the store's growing data file (up to a million rows): filling 1M faces left 10 kB per
-#: face on disk, three times the store itself (bench/scale.py).
-_KEEP_OLD_VERSIONS = timedelta(minutes=2)
-#: Lance's file format for new tables (see :meth:`EmbeddedFaceIndex._connect`).
-_FILE_FORMAT = "2.1"
 #: Values per SQL ``IN`` list: bounded lists keep the SQL small for folders of many thousand files.
 _IN_LIST = 500
 #: Query vectors per LanceDB search in :meth:`EmbeddedFaceIndex.neighbours`: one scan of the table
@@ -86,18 +87,6 @@ _IN_LIST = 500
 _QUERIES_PER_SCAN = 256
 #: Faces per partial update of their clusters.
 _UPDATES_PER_MERGE = 50_000
-#: The vector index: one IVF partition, so one HNSW graph (a partitioned index lost most of a
-#: person-filtered search's hits at low nprobes, measured), over 8-bit scalar-quantised vectors.
-_VECTOR_INDEX_PARTITIONS = 1
-#: How many times the hits asked for are re-ranked with the full vectors, and the HNSW candidates
-#: per search: at least hits x refine (LanceDB requires it), ``_EF``, and one per ``_FACES_PER_EF``
-#: faces stored, as a larger graph needs a wider search. On faces shaped like MobileFaceNet's LFW
-#: faces (bench/scale.py), recall@20 against exact search: at 100k, ef 300 0.990 at 14 ms (ef 100
-#: with refine 2: 0.940); at 1M, ef 300 0.941, 600 0.980, 1,000 0.992 at p50 25, 26, 29 ms, where
-#: refining 10 times instead of 4 changed nothing.
-_REFINE = 4
-_EF = 300
-_FACES_PER_EF = 1000
 #: A search filtered by person, person id or video that leaves at most this many faces scans
 #: them exactly instead of walking the graph with the filter: at 1M faces one person's faces take
 #: 8 ms so (and 2 ms to count), 17 ms through the index; a 2,000-face video 32 ms, 23 through it.
@@ -140,42 +129,15 @@ class EmbeddedFaceIndex:
 
     def _connect(self):
         if self._db is None:
-            import lancedb
-
-            try:
-                self.path.mkdir(parents=True, exist_ok=True)
-                # Interval 0: every read sees what other processes (Celery workers) committed.
-                # New tables in Lance's file format 2.1: a search reads its hits' columns from
-                # scattered rows, which 2.1 does in half the time of the 2.2 LanceDB defaults to
-                # (20 rows of 1M faces: 8-10 ms against 18-21). A store made earlier keeps its
-                # format, and writes to it go on in that format.
-                self._db = lancedb.connect(
-                    str(self.path),
-                    read_consistency_interval=timedelta(0),
-                    storage_options={"new_table_data_storage_version": _FILE_FORMAT},
-                )
-            except OSError as exc:
-                raise IndexUnavailableError(f"cannot open the embedded index at {self.path}: {exc}") from exc
+            self._db = open_database(self.path)
         return self._db
 
     @contextmanager
     def _writing(self):
-        """Hold the store's write lock: processes sharing the directory write one at a time, so
-        their merges never race (reads need no lock)."""
+        """Hold the store's write lock (see :func:`.lance_store.write_lock`)."""
         self._connect()
-        with open(self.path / ".write.lock", "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                # Another process is writing, or is stuck holding the lock (the OS releases it when
-                # that process ends, however it ends): say why nothing moves, then wait.
-                log.warning("another process is writing to the embedded index at %s; waiting for it", self.path)
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                log.warning("the embedded index at %s is free again", self.path)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with write_lock(self.path):
+            yield
 
     def ensure(self) -> None:
         if self._faces is not None:
@@ -232,12 +194,12 @@ class EmbeddedFaceIndex:
                 log.info("adding columns %s to %s", [f.name for f in lacking], _table_name(kind, self.model))
                 tables[kind].add_columns(lacking)
         btrees = ((faces, _FILTERED_COLUMNS), (tables["sources"], ("source",)))
-        if not create and any(_unindexed(table, columns) for table, columns in btrees):
+        if not create and any(unindexed(table, columns) for table, columns in btrees):
             return False
         for table, columns in btrees:
-            _ensure_btree(table, columns)
+            ensure_btree(table, columns)
         self._sources, self._people, self._decisions = tables["sources"], tables["people"], tables["decisions"]
-        self._indexed_vectors = _vector_index_of(faces) is not None
+        self._indexed_vectors = vector_index_of(faces) is not None
         self._faces = faces
         return True
 
@@ -267,25 +229,17 @@ class EmbeddedFaceIndex:
             self.optimize()
 
     def optimize(self) -> None:
-        """Compact small files left by many upserts, fold new rows into the scalar indexes and
-        delete the files of versions older than :data:`_KEEP_OLD_VERSIONS`."""
+        """Compact small files left by many upserts, fold new rows into the scalar indexes, delete
+        the files of old versions (:func:`.lance_store.optimize_table`), and build the vector
+        index once the faces reach ``vector_index_faces``."""
         with self._writing():
             for table in (self._faces, self._sources, self._people, self._decisions):
                 if table is not None:
-                    table.optimize(cleanup_older_than=_KEEP_OLD_VERSIONS)
-            faces = self._faces
-            if (
-                faces is not None
-                and self.vector_index_faces
-                and _vector_index_of(faces) is None
-                and faces.count_rows() >= self.vector_index_faces
-            ):
-                from lancedb.index import IvfHnswSq
-
-                log.info("building the vector index of %s (%d faces)", self.faces_table_name, faces.count_rows())
-                config = IvfHnswSq(distance_type="cosine", num_partitions=_VECTOR_INDEX_PARTITIONS)
-                faces.create_index("embedding", config=config)
-            self._indexed_vectors = faces is not None and _vector_index_of(faces) is not None
+                    optimize_table(table)
+            if self._faces is not None:
+                self._indexed_vectors = build_vector_index_once(
+                    self._faces, self.vector_index_faces, self.faces_table_name
+                )
 
     def search(
         self,
@@ -319,15 +273,7 @@ class EmbeddedFaceIndex:
             limit *= COLLAPSE_GROWTH
 
     def _vector_search(self, table, query, limit: int, exact: bool = False):
-        """A cosine search of ``query`` (one vector, or a list of them) for ``limit`` hits, through
-        the vector index when there is one and not ``exact`` (its per-search parameters set)."""
-        builder = table.search(query, vector_column_name="embedding").distance_type("cosine").limit(limit)
-        if not self._indexed_vectors:
-            return builder
-        if exact:
-            return builder.bypass_vector_index()
-        ef = max(_EF, limit * _REFINE, table.count_rows() // _FACES_PER_EF)
-        return builder.ef(ef).refine_factor(_REFINE)
+        return vector_search(table, query, limit, self._indexed_vectors, exact)
 
     def _few(self, table, filters: SearchFilters | None, where: str | None) -> bool:
         """Whether a filtered search leaves few enough faces to scan them exactly (checked only
@@ -567,7 +513,7 @@ class EmbeddedFaceIndex:
 
     def vector_index(self) -> VectorIndexInfo:
         table = self._table()
-        index = _vector_index_of(table)
+        index = vector_index_of(table)
         if index is None:
             return VectorIndexInfo("exact", 0, table.count_rows())
         stats = table.index_stats(index.name)
@@ -588,25 +534,5 @@ class EmbeddedFaceIndex:
         self._faces = self._sources = self._people = self._decisions = self._db = None
 
 
-def _vector_index_of(table):
-    """The table's vector index (LanceDB's description of it), or None."""
-    return next((index for index in table.list_indices() if list(index.columns) == ["embedding"]), None)
-
-
 #: The faces' columns searches filter on, each with a B-tree index.
 _FILTERED_COLUMNS = ("face_id", "source", "person", "video", "cluster")
-
-
-def _unindexed(table, columns: Sequence[str]) -> list[str]:
-    """Those of ``columns`` that have no index yet."""
-    indexed = {column for index in table.list_indices() for column in index.columns}
-    return [column for column in columns if column not in indexed]
-
-
-def _ensure_btree(table, columns: Sequence[str]) -> None:
-    """B-tree indexes on the filtered columns: lookups by face, file, person or video stop scanning
-    the table (rows written since the last :meth:`EmbeddedFaceIndex.optimize` are scanned)."""
-    from lancedb.index import BTree
-
-    for column in _unindexed(table, columns):
-        table.create_index(column, config=BTree())
