@@ -21,8 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from search_engine.config import Settings
-from search_engine.embedding import build_embedder, resolve_embedder_name
-from search_engine.index import FaceIndex, create_index
+from search_engine.embedding import build_embedder, image_embedder_info, resolve_embedder_name
+from search_engine.index import FaceIndex, ImageIndex, create_image_index, create_index
 from search_engine.indexing import BatchSummary, FileAnalysis, PhotoInput, analyse_photos, source_name, store_analyses
 from search_engine.pipeline import FacePipeline
 from search_engine.types import SourceRecord
@@ -66,9 +66,9 @@ def _exit_when_orphaned(parent: int) -> None:
 
 
 def _analyse_in_worker(
-    items: Sequence[PhotoInput], known: dict[str, SourceRecord], max_pixels: int
+    items: Sequence[PhotoInput], known: dict[str, SourceRecord], max_pixels: int, known_images: dict[str, str]
 ) -> list[FileAnalysis]:
-    return analyse_photos(_pipeline, items, known, max_pixels)
+    return analyse_photos(_pipeline, items, known, max_pixels, known_images)
 
 
 def analyse_segment_in_worker(
@@ -82,7 +82,8 @@ def index_locally(
     settings: Settings, photos: Sequence[PhotoInput], progress: bool = True, videos: Sequence[Path] = ()
 ) -> tuple[BatchSummary, FaceIndex]:
     """Index ``photos`` in batches of ``settings.models.batch_size``, then ``videos`` segment by segment, with
-    ``settings.models.worker_count`` processes; never stops on a bad file. Returns the summary and the
+    ``settings.models.worker_count`` processes; never stops on a bad file. With
+    ``FACESEARCH_IMAGE_SEARCH`` each photo also goes to the image index. Returns the summary and the
     (open) index the faces went to.
     """
     workers = settings.models.worker_count
@@ -92,12 +93,15 @@ def index_locally(
         resolved = resolved.replace(torch_threads=threads)
     index = create_index(resolved.index, build_embedder(resolved.models.embedder, resolved.models).info)
     index.ensure()
+    images = create_image_index(resolved.index, image_embedder_info()) if resolved.models.image_search else None
+    if images is not None:
+        images.ensure()
     summary = BatchSummary()
     with worker_pool(resolved, workers) as pool:
         if photos:
             with tqdm(total=len(photos), unit="img", disable=not progress, dynamic_ncols=True) as bar:
-                for analyses in _analysed(resolved, index, photos, pool, workers):
-                    summary.add(store_analyses(index, analyses))
+                for analyses in _analysed(resolved, index, images, photos, pool, workers):
+                    summary.add(store_analyses(index, analyses, images))
                     bar.update(len(analyses))
                     bar.set_postfix(faces=summary.faces, failed=len(summary.failures), refresh=False)
         if videos:
@@ -108,6 +112,10 @@ def index_locally(
                     bar.set_postfix(faces=summary.faces, failed=len(summary.failures), refresh=False)
     index.optimize()
     index.refresh()
+    if images is not None:
+        images.optimize()
+        images.refresh()
+        images.close()
     return summary, index
 
 
@@ -134,13 +142,20 @@ def worker_pool(settings: Settings, workers: int):
 
 
 def _analysed(
-    settings: Settings, index: FaceIndex, photos: Sequence[PhotoInput], pool: Executor, workers: int
+    settings: Settings,
+    index: FaceIndex,
+    images: ImageIndex | None,
+    photos: Sequence[PhotoInput],
+    pool: Executor,
+    workers: int,
 ) -> Iterator[list[FileAnalysis]]:
     """Analyses of each chunk, in order, computed by the pool while the caller stores earlier ones."""
     pending = []
     for batch in chunks(photos, settings.models.batch_size):
-        known = index.get_sources([source_name(item.path) for item in batch])
-        pending.append(pool.submit(_analyse_in_worker, batch, known, settings.models.max_image_pixels))
+        sources = [source_name(item.path) for item in batch]
+        known = index.get_sources(sources)
+        known_images = images.content_hashes(sources) if images is not None else {}
+        pending.append(pool.submit(_analyse_in_worker, batch, known, settings.models.max_image_pixels, known_images))
         if len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
             yield pending.pop(0).result()
     for future in pending:

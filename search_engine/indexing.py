@@ -2,7 +2,8 @@
 
 Re-running is safe: face ids are deterministic, and a file whose bytes are unchanged since it was
 last indexed with the same model is skipped. A file whose bytes changed has its old faces removed
-before the new ones are stored.
+before the new ones are stored. Where similar-photo search is on, each photo is also described as a
+whole and stored in the image index, which skips photos it holds unchanged the same way.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from .errors import ImageError
 from .ids import face_id
 from .imageio import content_hash, decode_image, read_file
 from .index.base import FaceIndex
+from .index.image_base import ImageIndex
 from .photo_hash import photo_hash
 from .pipeline import EmbeddedFace, FacePipeline, subject_index
-from .types import PHOTO, FaceRecord, SourceRecord, Status
+from .types import PHOTO, FaceRecord, ImageRecord, SourceRecord, Status
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,9 @@ class FileAnalysis:
     ``replaces`` says the index holds an older version of this file whose faces must go first;
     ``media_type`` is ``photo`` or ``video``; ``image_hash`` is a photo's perceptual hash.
     ``completed`` is the record of an unchanged file that an older version stored without a hash,
-    now with one: the file is skipped, its record written again.
+    now with one: the file is skipped, its record written again. ``image`` is the photo's
+    whole-image description for the image index (similar-photo search on, and the image index
+    not holding this version of the file), else None.
     """
 
     outcome: FileOutcome
@@ -132,6 +136,7 @@ class FileAnalysis:
     media_type: str = PHOTO
     image_hash: str | None = None
     completed: SourceRecord | None = None
+    image: ImageRecord | None = None
 
 
 def source_name(path: Path) -> str:
@@ -145,10 +150,14 @@ def index_photos(
     index: FaceIndex,
     items: Sequence[PhotoInput],
     max_pixels: int,
+    images: ImageIndex | None = None,
 ) -> list[FileOutcome]:
-    """Detect, embed and store every face of ``items``; one outcome per item, in order."""
-    known = index.get_sources([source_name(item.path) for item in items])
-    return store_analyses(index, analyse_photos(pipeline, items, known, max_pixels))
+    """Detect, embed and store every face of ``items`` (and, with ``images`` and the pipeline's
+    image model, each photo's whole-image description); one outcome per item, in order."""
+    sources = [source_name(item.path) for item in items]
+    known = index.get_sources(sources)
+    known_images = images.content_hashes(sources) if images is not None else {}
+    return store_analyses(index, analyse_photos(pipeline, items, known, max_pixels, known_images), images)
 
 
 def analyse_photos(
@@ -156,28 +165,41 @@ def analyse_photos(
     items: Sequence[PhotoInput],
     known: Mapping[str, SourceRecord],
     max_pixels: int,
+    known_images: Mapping[str, str] | None = None,
 ) -> list[FileAnalysis]:
     """Read, detect and embed ``items`` (no index access): files whose bytes match their ``known``
     record are skipped, unusable ones fail with a reason. Decoded photos go to the models together
-    until they hold :data:`BATCH_PIXELS`. One analysis per item, in order."""
+    until they hold :data:`BATCH_PIXELS`. With the pipeline's image model, every photo is described
+    whole too, but for those whose bytes match their content hash in ``known_images`` (source to
+    hash: what the image index holds). One analysis per item, in order."""
     model = pipeline.embedder.info.key
+    known_images = known_images or {}
+    describing = pipeline.image_embedder is not None
     analyses: dict[int, FileAnalysis] = {}
     loaded: dict[int, _Loaded] = {}
     held = 0  # pixels of the decoded photos in ``loaded``
 
     def analyse_loaded() -> None:
+        images = {i: entry.image for i, entry in loaded.items()}
+        described = _describe(pipeline, images) if describing and images else {}
         for i, faces in _analyse(pipeline, loaded).items():
             entry = loaded[i]
-            if isinstance(faces, str):
-                analyses[i] = FileAnalysis(FileOutcome(entry.source, Status.FAILED, error=faces), entry.digest)
-                continue
-            analyses[i] = FileAnalysis(
-                FileOutcome(entry.source, Status.INDEXED if faces else Status.NO_FACE, len(faces)),
-                entry.digest,
-                _records(entry, faces, model),
-                replaces=entry.source in known,
-                image_hash=entry.image_hash,
-            )
+            description = described.get(i)
+            for error in (faces, description):
+                if isinstance(error, str):
+                    analyses[i] = FileAnalysis(FileOutcome(entry.source, Status.FAILED, error=error), entry.digest)
+                    break
+            else:
+                analyses[i] = FileAnalysis(
+                    FileOutcome(entry.source, Status.INDEXED if faces else Status.NO_FACE, len(faces)),
+                    entry.digest,
+                    _records(entry, faces, model),
+                    replaces=entry.source in known,
+                    image_hash=entry.image_hash,
+                    image=None
+                    if description is None
+                    else _image_record(entry.source, entry.digest, entry.image, description),
+                )
         loaded.clear()
 
     for i, item in enumerate(items):
@@ -187,13 +209,7 @@ def analyse_photos(
             digest = content_hash(data)
             previous = known.get(source)
             if previous and previous.content_hash == digest and previous.status != Status.FAILED:
-                completed = None
-                if previous.image_hash is None:
-                    image_hash = photo_hash(decode_image(data, str(item.path), max_pixels))
-                    completed = replace(previous, image_hash=image_hash)
-                analyses[i] = FileAnalysis(
-                    FileOutcome(source, Status.SKIPPED, previous.faces), digest, completed=completed
-                )
+                analyses[i] = _unchanged(pipeline, item, data, previous, known_images.get(source), max_pixels)
                 continue
             image = decode_image(data, str(item.path), max_pixels)
             loaded[i] = _Loaded(item, source, digest, image, photo_hash(image))
@@ -207,23 +223,30 @@ def analyse_photos(
     return [analyses[i] for i in range(len(items))]
 
 
-def store_analyses(index: FaceIndex, analyses: Sequence[FileAnalysis]) -> list[FileOutcome]:
+def store_analyses(
+    index: FaceIndex, analyses: Sequence[FileAnalysis], images: ImageIndex | None = None
+) -> list[FileOutcome]:
     """Write analysed files to the index: old faces of changed files out, new faces in, one source
-    record per file. Returns the final outcomes (a face the index refuses fails its file)."""
+    record per file; with ``images``, each photo's description in (over the one of its earlier
+    bytes). Returns the final outcomes (a face or description the index refuses fails its file)."""
     outcomes = [a.outcome for a in analyses]
+    position = {a.outcome.source: i for i, a in enumerate(analyses)}
+
+    def fail(source: str, error: str) -> None:
+        outcomes[position[source]] = FileOutcome(source, Status.FAILED, error=error)
+
     for analysis in analyses:
         if analysis.replaces:
             index.delete_source(analysis.outcome.source)
     records = [record for a in analyses for record in a.records]
     result = index.upsert(records)
-    if result.failed:
-        position = {a.outcome.source: i for i, a in enumerate(analyses)}
-        by_face = {r.face_id: r.source for r in records}
-        for failed_id, reason in result.failed:
-            i = position[by_face[failed_id]]
-            outcomes[i] = FileOutcome(
-                outcomes[i].source, Status.FAILED, error=f"could not store face {failed_id}: {reason}"
-            )
+    by_face = {r.face_id: r.source for r in records}
+    for failed_id, reason in result.failed:
+        fail(by_face[failed_id], f"could not store face {failed_id}: {reason}")
+    if images is not None:
+        described = images.upsert([a.image for a in analyses if a.image is not None])
+        for source, reason in described.failed:
+            fail(source, f"could not store the photo's image description: {reason}")
     index.record_sources(
         [
             SourceRecord(
@@ -242,6 +265,56 @@ def store_analyses(index: FaceIndex, analyses: Sequence[FileAnalysis]) -> list[F
         + [a.completed for a in analyses if a.completed is not None]
     )
     return outcomes
+
+
+def _unchanged(
+    pipeline: FacePipeline,
+    item: PhotoInput,
+    data: bytes,
+    previous: SourceRecord,
+    described_hash: str | None,
+    max_pixels: int,
+) -> FileAnalysis:
+    """A file whose bytes match its ``previous`` record: skipped, but decoded to complete what an
+    older run left out, its perceptual hash (older versions stored none) or, with the pipeline's
+    image model, its description where the image index holds none of these bytes
+    (``described_hash``)."""
+    needs_hash = previous.image_hash is None
+    needs_description = pipeline.image_embedder is not None and described_hash != previous.content_hash
+    skipped = FileOutcome(previous.source, Status.SKIPPED, previous.faces)
+    if not (needs_hash or needs_description):
+        return FileAnalysis(skipped, previous.content_hash)
+    image = decode_image(data, str(item.path), max_pixels)
+    completed = replace(previous, image_hash=photo_hash(image)) if needs_hash else None
+    record = None
+    if needs_description:
+        description = _describe(pipeline, {0: image})[0]
+        if isinstance(description, str):
+            return FileAnalysis(FileOutcome(previous.source, Status.FAILED, error=description), previous.content_hash)
+        record = _image_record(previous.source, previous.content_hash, image, description)
+    return FileAnalysis(skipped, previous.content_hash, completed=completed, image=record)
+
+
+def _describe(pipeline: FacePipeline, images: dict[int, np.ndarray]) -> dict[int, np.ndarray | str]:
+    """Each image's whole-image description (pipeline's image model), or the error text for the
+    images it chokes on."""
+    keys = list(images)
+    try:
+        return dict(zip(keys, pipeline.image_embedder.embed_images([images[i] for i in keys])))
+    except (RuntimeError, ValueError) as exc:
+        log.warning("batched image description failed (%s); retrying image by image", exc)
+    out: dict[int, np.ndarray | str] = {}
+    for i in keys:
+        try:
+            out[i] = pipeline.image_embedder.embed_images([images[i]])[0]
+        except (RuntimeError, ValueError) as exc:
+            out[i] = f"image description failed: {exc}"
+    return out
+
+
+def _image_record(source: str, digest: str, image: np.ndarray, vector: np.ndarray) -> ImageRecord:
+    height, width = image.shape[:2]
+    return ImageRecord(source=source, embedding=vector, content_hash=digest, width=width, height=height)
 
 
 def _analyse(pipeline: FacePipeline, loaded: dict[int, _Loaded]) -> dict[int, list[EmbeddedFace] | str]:

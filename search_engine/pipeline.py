@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .config import ModelSettings
 from .detection import FaceDetector
-from .embedding import Embedder, create_embedder
+from .embedding import Embedder, create_embedder, create_image_embedder
 from .types import Detection
+
+if TYPE_CHECKING:
+    from .embedding.resnet50 import ResNet50ImageEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +56,20 @@ def largest_index(detections: Sequence[Detection]) -> int | None:
 
 
 class FacePipeline:
-    """MTCNN detection then alignment + embedding, batched across images."""
+    """MTCNN detection then alignment + embedding, batched across images; and, where similar-photo
+    search is on, the model describing each photo as a whole (``image_embedder``, else None)."""
 
-    def __init__(self, detector: FaceDetector, embedder: Embedder) -> None:
+    def __init__(
+        self, detector: FaceDetector, embedder: Embedder, image_embedder: ResNet50ImageEmbedder | None = None
+    ) -> None:
         self.detector = detector
         self.embedder = embedder
+        self.image_embedder = image_embedder
 
     @classmethod
     def from_settings(cls, settings: ModelSettings) -> FacePipeline:
-        """A loaded detector + the embedder the settings mean (``auto`` resolved), torch threads set."""
+        """A loaded detector + the embedder the settings mean (``auto`` resolved) + the whole-photo
+        model when ``FACESEARCH_IMAGE_SEARCH`` is on, torch threads set."""
         if settings.torch_threads:
             import torch
 
@@ -71,11 +80,13 @@ class FacePipeline:
             batch_size=settings.batch_size,
             device=settings.device,
         )
-        return cls(detector, create_embedder(settings)).load()
+        return cls(detector, create_embedder(settings), create_image_embedder(settings)).load()
 
     def load(self) -> FacePipeline:
         self.detector.load()
         self.embedder.load()
+        if self.image_embedder is not None:
+            self.image_embedder.load()
         return self
 
     def analyse(

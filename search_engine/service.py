@@ -13,7 +13,7 @@ import numpy as np
 from .calibration import SAME_PERSON, Calibration, Verdicts, calibration_for, verdicts
 from .calibration_fit import CalibrationReport, fit_calibration, fit_pairs, read_lfw_pairs
 from .config import Settings
-from .errors import ImageError, NoFaceError
+from .errors import ImageError, ModelUnavailableError, NoFaceError
 from .expansion import rank
 from .imageio import decode_image, read_file
 from .index import FaceIndex, create_index
@@ -21,6 +21,7 @@ from .indexing import FileOutcome, PhotoInput, index_photos
 from .media_types import is_video
 from .people import person_query
 from .pipeline import EmbeddedFace, FacePipeline, largest_index, subject_index
+from .similar import SimilarPhotos
 from .types import VIDEO, Detection, Hit, SearchFilters
 from .video_indexing import VideoOptions, analyse_segment
 
@@ -87,27 +88,49 @@ class SearchResult:
 
 
 class SearchService:
-    """Detect, embed, index and search faces with one pipeline and one index.
+    """Detect, embed, index and search faces with one pipeline and one index, and, where
+    similar-photo search is on, photos as wholes (``photos``, with the pipeline's image model).
 
     Build it once per process with :meth:`from_settings`; it is safe to share between requests.
     """
 
-    def __init__(self, settings: Settings, pipeline: FacePipeline, index: FaceIndex) -> None:
+    def __init__(
+        self, settings: Settings, pipeline: FacePipeline, index: FaceIndex, photos: SimilarPhotos | None = None
+    ) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.index = index
+        self.photos = photos
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SearchService:
-        """Load the detector and embedder, open (and create if needed) the index for that embedder."""
+        """Load the detector and embedder, open (and create if needed) the index for that embedder,
+        and with ``FACESEARCH_IMAGE_SEARCH`` the whole-photo model and its image index."""
         pipeline = FacePipeline.from_settings(settings.models)
         index = create_index(settings.index, pipeline.embedder.info)
         index.ensure()
-        return cls(settings, pipeline, index)
+        photos = None
+        if pipeline.image_embedder is not None:
+            photos = SimilarPhotos.open(settings, pipeline.image_embedder)
+        return cls(settings, pipeline, index, photos)
 
     def index_photos(self, items: Sequence[PhotoInput]) -> list[FileOutcome]:
         """Index one batch of photos (see :func:`search_engine.indexing.index_photos`)."""
-        return index_photos(self.pipeline, self.index, items, self.settings.models.max_image_pixels)
+        images = None if self.photos is None else self.photos.images
+        return index_photos(self.pipeline, self.index, items, self.settings.models.max_image_pixels, images)
+
+    def similar_photos(self) -> SimilarPhotos:
+        """Similar-photo search over this service's image index.
+
+        Raises:
+            ModelUnavailableError: similar-photo search is off (``FACESEARCH_IMAGE_SEARCH``).
+        """
+        if self.photos is None:
+            raise ModelUnavailableError(
+                "similar-photo search is off: set FACESEARCH_IMAGE_SEARCH=1 and index the photos again "
+                "(photos indexed before are only described, not detected again)"
+            )
+        return self.photos
 
     def faces_in(self, image: np.ndarray) -> list[EmbeddedFace]:
         """Every face of one (H, W, 3) uint8 RGB image with its embedding as a query."""
@@ -317,6 +340,8 @@ class SearchService:
 
     def close(self) -> None:
         self.index.close()
+        if self.photos is not None:
+            self.photos.close()
 
 
 def judge(hits: Sequence[Hit], verdicts: Verdicts | None) -> tuple[Hit, ...]:

@@ -28,6 +28,17 @@ def keys(raw: str) -> tuple[str, ...]:
     return tuple(key.strip() for key in raw.split(",") if key.strip())
 
 
+def flag(raw: str) -> bool:
+    """``1``, ``true``, ``yes`` or ``on`` for True, ``0``, ``false``, ``no`` or ``off`` for False
+    (any case); ValueError for anything else."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 # --- checks: None when a value is acceptable, else what it must be ---
 
 Check = Callable[[Any], "str | None"]
@@ -87,7 +98,7 @@ def setting(default: Any, doc: str, **how: Any) -> Any:
     return dataclasses.field(default=default, metadata=meta)
 
 
-KINDS = {int: "a whole number", float: "a number"}
+KINDS = {int: "a whole number", float: "a number", flag: "1 or 0 (true/false, yes/no, on/off)"}
 
 
 def positive(value) -> str | None:

@@ -296,3 +296,32 @@ class BulkResult:
 
     indexed: int
     failed: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+@dataclass
+class ImageRecord:
+    """One photo as the similar-photo index stores it (:mod:`search_engine.index.image_base`):
+    its whole-image description ``embedding`` (unit length, the image model's dimension), the
+    ``content_hash`` of the bytes it was computed from, so a re-run skips unchanged photos, and
+    its size in pixels. Keyed by ``source``: one record per file."""
+
+    source: str
+    embedding: np.ndarray
+    content_hash: str
+    width: int
+    height: int
+    indexed_at: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageHit:
+    """A stored photo returned by a similar-photo search; ``score`` is the cosine similarity of the
+    two photos' whole-image descriptions, in [-1, 1] (it says how alike they look, not who is in them)."""
+
+    source: str
+    score: float
+    width: int
+    height: int
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "score": round(self.score, 4), "width": self.width, "height": self.height}

@@ -79,6 +79,26 @@ def mobilefacenet_embedder():
     return MobileFaceNetEmbedder().load()
 
 
+@pytest.fixture(scope="session")
+def resnet50_weights(tmp_path_factory):
+    """torchvision's ResNet50 with its own random initialisation (seed 0), as a state-dict file:
+    ImageNet's weights cannot be downloaded here (tests/test_image_search.py)."""
+    import torch
+    from torchvision.models import resnet50
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet50-random.pth"
+    torch.save(resnet50(weights=None).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def image_embedder(resnet50_weights):
+    from search_engine.embedding.resnet50 import ResNet50ImageEmbedder
+
+    return ResNet50ImageEmbedder(weights=resnet50_weights, batch_size=2).load()
+
+
 def write_video(path, frames, fps: int = FPS) -> None:
     """Write RGB frames as an MPEG-4 part 2 .mp4 (OpenCV's bundled FFmpeg always has that encoder)."""
     height, width = frames[0].shape[:2]

@@ -556,3 +556,61 @@ def test_missing_properties_are_the_fields_an_older_index_lacks():
     sources = sources_mapping()
     older = {"properties": {k: v for k, v in sources["properties"].items() if k != "image_hash"}}
     assert missing_properties(older, sources) == {"image_hash": {"type": "keyword"}}
+
+
+# --- the similar-photo index ---------------------------------------------------------------------
+
+IMAGE_MODEL = EmbedderInfo("resnet50", "imagenet1k-v1", 2048)
+
+
+def test_image_index_names_mapping_and_documents():
+    from search_engine.index.mapping import image_document, image_hit_from_document, images_alias, images_mapping
+    from search_engine.types import ImageRecord
+
+    assert images_alias(" Unit ", IMAGE_MODEL) == "unit-images-resnet50-imagenet1k-v1"
+    with pytest.raises(ConfigError):
+        images_alias("-bad", IMAGE_MODEL)
+    mapping = images_mapping(2048)
+    assert mapping["dynamic"] == "strict" and embedding_dims(mapping) == 2048
+    vector = mapping["properties"][EMBEDDING_FIELD]
+    assert (vector["similarity"], vector["index_options"]["type"]) == ("dot_product", "int8_hnsw")
+    record = ImageRecord("/photos/a.jpg", np.ones(2048, np.float32) / np.sqrt(2048), "abc", 640, 480)
+    doc = image_document(record, record.embedding, "2026-12-02T00:00:00+00:00")
+    assert set(doc) == set(mapping["properties"])
+    assert doc["indexed_at"] == "2026-12-02T00:00:00+00:00" and len(doc[EMBEDDING_FIELD]) == 2048
+    assert json.loads(json.dumps(doc)) == doc
+    hit = image_hit_from_document({k: v for k, v in doc.items() if k != EMBEDDING_FIELD}, 0.75)
+    assert (hit.source, hit.score, hit.width, hit.height) == ("/photos/a.jpg", 0.75, 640, 480)
+
+
+def test_image_knn_body_filters_before_ranking_and_leaves_vectors_out():
+    from search_engine.index.queries import MAX_KNN, image_knn_body
+
+    body = image_knn_body(np.full(4, 2.0), k=20, exclude_sources=["/photos/a.jpg"])
+    knn = body["knn"]
+    assert knn["field"] == EMBEDDING_FIELD and knn["k"] == 20 and knn["num_candidates"] == 100
+    assert np.allclose(knn["query_vector"], 0.5)
+    assert knn["filter"] == [{"bool": {"must_not": [{"terms": {"source": ["/photos/a.jpg"]}}]}}]
+    assert body["size"] == 20 and body["_source"] == {"excludes": [EMBEDDING_FIELD]}
+    assert "filter" not in image_knn_body(np.ones(4), k=3)["knn"]
+    with pytest.raises(ValueError):
+        image_knn_body(np.ones(4), k=MAX_KNN + 1)
+
+
+def test_image_indexes_fit_their_contract_without_connecting(tmp_path):
+    from search_engine.index.image_base import ImageIndex
+    from search_engine.index.image_elastic import ElasticImageIndex
+    from search_engine.index.image_embedded import EmbeddedImageIndex
+
+    elastic = ElasticImageIndex(create_client(settings().index), IMAGE_MODEL, prefix="unit")
+    embedded = EmbeddedImageIndex(tmp_path, IMAGE_MODEL)
+    assert elastic.alias == "unit-images-resnet50-imagenet1k-v1"
+    for store in (elastic, embedded):
+        assert isinstance(store, ImageIndex)
+        for name, method in inspect.getmembers(ImageIndex, inspect.isfunction):
+            if name.startswith("_"):
+                continue
+            ours = inspect.signature(getattr(type(store), name)).parameters
+            theirs = inspect.signature(method).parameters
+            assert [(p.name, p.default) for p in ours.values()] == [(p.name, p.default) for p in theirs.values()]
+    elastic.close()

@@ -28,7 +28,7 @@ CORE_RANKS = (
         "photo_hash",
     },
     {"pipeline", "expansion", "tracking", "grouping", "people"},
-    {"indexing", "video_indexing"},
+    {"indexing", "video_indexing", "similar"},
     {"service"},
 )
 

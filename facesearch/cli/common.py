@@ -33,6 +33,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "web_url": getattr(args, "web_url", None),
         "kibana_url": getattr(args, "kibana_url", None),
         "media_roots": tuple(args.media_roots) if getattr(args, "media_roots", None) else None,
+        "image_search": True if getattr(args, "image_search", False) else None,
     }
     return Settings.from_env().replace(**{k: v for k, v in overrides.items() if v is not None})
 

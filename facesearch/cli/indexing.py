@@ -29,6 +29,11 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         help="processes detecting and embedding in parallel (env FACESEARCH_WORKERS; 0 = per core)",
     )
     index.add_argument("--cluster", action="store_true", help="then group the faces into people (people cluster)")
+    index.add_argument(
+        "--image-search",
+        action="store_true",
+        help="also describe each photo as a whole for facesearch similar (env FACESEARCH_IMAGE_SEARCH)",
+    )
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
     index.set_defaults(run=cmd_index)

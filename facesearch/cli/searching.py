@@ -51,6 +51,14 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     duplicates.add_argument("--json", action="store_true", help="print one JSON array of groups of source paths")
     duplicates.set_defaults(run=cmd_duplicates)
 
+    similar = commands.add_parser(
+        "similar", parents=[common], help="the indexed photos that look most like a photo as a whole (not its faces)"
+    )
+    similar.add_argument("image", type=Path, metavar="PHOTO", help="query photo")
+    similar.add_argument("--k", type=int, default=20, help="number of photos (default 20)")
+    similar.add_argument("--json", action="store_true", help="print one JSON object")
+    similar.set_defaults(run=cmd_similar)
+
     stats = commands.add_parser("stats", parents=[common], help="counts of faces, people and videos in the index")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     stats.set_defaults(run=cmd_stats)
@@ -148,6 +156,34 @@ def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {source}")
     copies = sum(len(group) for group in groups)
     print(f"{len(groups)} groups of near-identical photos ({copies} of the {len(hashes)} photos with a hash)")
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
+    from search_engine.similar import SimilarPhotos
+
+    if args.k < 1:
+        return usage_error("--k must be at least 1")
+    photos = SimilarPhotos.open(settings)
+    stored = photos.images.count()
+    hits = photos.similar_file(args.image, k=args.k)
+    if args.json:
+        print(
+            json.dumps(
+                {"model": photos.model.info.key, "photos": stored, "hits": [h.to_dict() for h in hits]}, indent=2
+            )
+        )
+        return 0
+    if not stored:
+        print(
+            "the image index is empty: index photos with facesearch index --image-search (or FACESEARCH_IMAGE_SEARCH=1)"
+        )
+        return 0
+    for rank, hit in enumerate(hits, 1):
+        print(f"{rank:3d}  {hit.score:.3f}  {hit.source}  ({hit.width}x{hit.height})")
+    print(
+        f"(whole-photo similarity, {photos.model.info.key}, among {stored:,} photos: how alike they look, not who is in them)"
+    )
     return 0
 
 

@@ -1,10 +1,11 @@
-"""Face embedders: one wrapper per model, one instance per process (see :func:`create_embedder`)."""
+"""Face embedders: one wrapper per model, one instance per process (see :func:`create_embedder`);
+and the whole-photo model of similar-photo search (:func:`create_image_embedder`)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from ..calibration import Calibration
 from ..config import ModelSettings, SearchSettings
 from ..errors import ModelUnavailableError
 from ..types import Detection, EmbedderInfo
+
+if TYPE_CHECKING:
+    from .resnet50 import ResNet50ImageEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +181,23 @@ def create_embedder(settings: ModelSettings) -> Embedder:
     An embedder named explicitly either loads or raises :class:`ModelUnavailableError`.
     """
     return build_embedder(resolve_embedder_name(settings), settings).load()
+
+
+def image_embedder_info() -> EmbedderInfo:
+    """Name, version and dimension of the whole-photo model, without loading it."""
+    from .resnet50 import ResNet50ImageEmbedder
+
+    return ResNet50ImageEmbedder.info
+
+
+def create_image_embedder(settings: ModelSettings) -> ResNet50ImageEmbedder | None:
+    """The loaded whole-photo model when ``FACESEARCH_IMAGE_SEARCH`` is on, else None.
+
+    Raises:
+        ModelUnavailableError: it is on and the weights can be neither downloaded nor read.
+    """
+    if not settings.image_search:
+        return None
+    from .resnet50 import ResNet50ImageEmbedder
+
+    return ResNet50ImageEmbedder(weights=settings.resnet50_weights).load()

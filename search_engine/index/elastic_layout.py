@@ -17,6 +17,7 @@ from .mapping import (
     decisions_mapping,
     embedding_dims,
     faces_mapping,
+    images_mapping,
     index_settings,
     index_template,
     knows_exclude_source_vectors,
@@ -100,16 +101,43 @@ def check_indices(client: Elasticsearch, names: IndexNames, model: EmbedderInfo)
             client.indices.put_mapping(index=index, properties=missing)
 
 
+def create_images_index(client: Elasticsearch, alias: str, model: EmbedderInfo, vector_index: str) -> None:
+    """Create the similar-photo index of image model ``model`` (template, versioned index, alias)
+    where its alias is missing, else refuse one of another vector size.
+
+    Raises:
+        DimensionMismatchError: naming the index, what it holds and what to do.
+    """
+    if not client.indices.exists_alias(name=alias):
+        version = client.info()["version"]["number"]
+        settings = index_settings(keep_source_vectors=knows_exclude_source_vectors(version))
+        _create(client, alias, IndexNames.index_of(alias), images_mapping(model.dim, vector_index), settings)
+    for index, body in client.indices.get_mapping(index=alias).body.items():
+        dims = embedding_dims(body.get("mappings", {}))
+        if dims != model.dim:
+            raise DimensionMismatchError(
+                f"the Elasticsearch index {index} (alias {alias}) holds {dims}-d vectors but the "
+                f"{model.key} image model makes {model.dim}-d ones; delete that index or choose another "
+                "FACESEARCH_ES_INDEX_PREFIX"
+            )
+
+
 def drop_all(client: Elasticsearch, names: IndexNames) -> None:
     """Delete every kind's indices (every version behind the aliases) and their templates."""
+    drop_aliases(client, names.aliases)
+
+
+def drop_aliases(client: Elasticsearch, aliases: tuple[str, ...]) -> None:
+    """Delete the indices behind these aliases (every version, and this version's index whatever
+    the alias points at) and their templates."""
     quiet = client.options(ignore_status=404)
-    indices = {names.index_of(alias) for alias in names.aliases}
-    for alias in names.aliases:
+    indices = {IndexNames.index_of(alias) for alias in aliases}
+    for alias in aliases:
         response = quiet.indices.get_alias(name=alias)
         if response.meta.status == 200:
             indices.update(response.body)
     # Named one by one: wildcard deletes are refused under action.destructive_requires_name.
     quiet.indices.delete(index=sorted(indices), ignore_unavailable=True)
-    for alias in names.aliases:
+    for alias in aliases:
         quiet.indices.delete_index_template(name=alias)
     log.info("dropped Elasticsearch indices %s", ", ".join(sorted(indices)))

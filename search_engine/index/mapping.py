@@ -38,6 +38,8 @@ from ..types import (
     FaceDecision,
     FaceRecord,
     Hit,
+    ImageHit,
+    ImageRecord,
     PersonRecord,
     SourceRecord,
     Status,
@@ -96,14 +98,27 @@ def index_names(prefix: str, model: EmbedderInfo) -> IndexNames:
     Raises:
         ConfigError: the prefix cannot start an Elasticsearch index name.
     """
+    return IndexNames(*(_name(prefix, kind, model) for kind in ("faces", "sources", "people", "decisions")))
+
+
+def images_alias(prefix: str, model: EmbedderInfo) -> str:
+    """The alias of the similar-photo index of image model ``model`` under ``prefix``
+    (``p-images-<key>``, over ``p-images-<key>-v<MAPPING_VERSION>``).
+
+    Raises:
+        ConfigError: the prefix cannot start an Elasticsearch index name.
+    """
+    return _name(prefix, "images", model)
+
+
+def _name(prefix: str, kind: str, model: EmbedderInfo) -> str:
     clean = prefix.strip().lower()
     if not _PREFIX.match(clean) or len(clean) > 100:
         raise ConfigError(
             "FACESEARCH_ES_INDEX_PREFIX must be 1-100 characters of a-z, 0-9, '.', '_' or '-' "
             f"starting with a letter or digit, got {prefix!r}"
         )
-    key = _UNSAFE.sub("_", model.key.lower())
-    return IndexNames(*(f"{clean}-{kind}-{key}" for kind in ("faces", "sources", "people", "decisions")))
+    return f"{clean}-{kind}-{_UNSAFE.sub('_', model.key.lower())}"
 
 
 def faces_mapping(dim: int, vector_index: str = DEFAULT_VECTOR_INDEX) -> dict[str, Any]:
@@ -116,18 +131,58 @@ def faces_mapping(dim: int, vector_index: str = DEFAULT_VECTOR_INDEX) -> dict[st
     for f in face_fields():
         kind = f.metadata["kind"]
         if kind == "vector":
-            properties[EMBEDDING_FIELD] = {
-                "type": "dense_vector",
-                "dims": dim,
-                "index": True,
-                "similarity": "dot_product",
-                "index_options": {"type": vector_index},
-            }
+            properties[EMBEDDING_FIELD] = _vector_property(dim, vector_index)
         elif kind == "box":
             properties[f.name] = {"properties": {edge: {"type": "float"} for edge in _EDGES}}
         else:
             properties[f.name] = {"type": kind}
     return {"dynamic": "strict", "_meta": faces_meta(None), "properties": properties}
+
+
+def _vector_property(dim: int, vector_index: str) -> dict[str, Any]:
+    """An indexed ``dense_vector`` of ``dim`` unit floats: ``dot_product`` is then their cosine."""
+    return {
+        "type": "dense_vector",
+        "dims": dim,
+        "index": True,
+        "similarity": "dot_product",
+        "index_options": {"type": vector_index},
+    }
+
+
+def images_mapping(dim: int, vector_index: str = DEFAULT_VECTOR_INDEX) -> dict[str, Any]:
+    """Mapping of the similar-photo index: one document per photo (``_id`` =
+    :func:`~search_engine.ids.source_id`), its ``dim``-d unit description as a ``dense_vector``
+    with ``dot_product`` similarity, as the faces' is."""
+    keyword = {"type": "keyword"}
+    return _strict(
+        {
+            "source": keyword,
+            EMBEDDING_FIELD: _vector_property(dim, vector_index),
+            "content_hash": keyword,
+            "width": {"type": "integer"},
+            "height": {"type": "integer"},
+            "indexed_at": {"type": "date"},
+        }
+    )
+
+
+def image_document(record: ImageRecord, vector: np.ndarray, indexed_at: str) -> dict[str, Any]:
+    """The JSON document stored for one photo of the similar-photo index (``vector`` is its checked
+    (dim,) float32 embedding; ``indexed_at`` is used where the record has none)."""
+    return {
+        "source": record.source,
+        EMBEDDING_FIELD: np.asarray(vector, dtype=np.float32).reshape(-1).tolist(),
+        "content_hash": record.content_hash,
+        "width": int(record.width),
+        "height": int(record.height),
+        "indexed_at": record.indexed_at or indexed_at,
+    }
+
+
+def image_hit_from_document(doc: Mapping[str, Any], score: float) -> ImageHit:
+    """An :class:`ImageHit` from a stored photo's ``_source`` and its cosine ``score`` in [-1, 1]."""
+    return ImageHit(doc["source"], float(score), int(doc["width"]), int(doc["height"]))
 
 
 def copy_field_body(source: str, target: str) -> dict[str, Any]:

@@ -235,3 +235,20 @@ def labelled_faces_body(size: int, search_after: list[Any] | None = None) -> dic
     if search_after is not None:
         body["search_after"] = search_after
     return body
+
+
+def image_knn_body(vector: np.ndarray | Sequence[float], k: int, exclude_sources: Sequence[str] = ()) -> dict[str, Any]:
+    """A search body for the ``k`` photos of the similar-photo index nearest ``vector``, best first,
+    ``exclude_sources`` left out before ranking (a filter inside the ``knn`` clause); the hits'
+    ``_source`` leaves the embedding out. ``num_candidates`` as :func:`knn_search_body`'s default."""
+    if not 1 <= k <= MAX_KNN:
+        raise ValueError(f"k must be within [1, {MAX_KNN}], got {k}")
+    knn: dict[str, Any] = {
+        "field": EMBEDDING_FIELD,
+        "query_vector": query_vector(vector),
+        "k": k,
+        "num_candidates": min(max(MIN_CANDIDATES, 2 * k), MAX_KNN),
+    }
+    if exclude_sources:
+        knn["filter"] = [{"bool": {"must_not": [{"terms": {"source": list(exclude_sources)}}]}}]
+    return {"knn": knn, "size": k, "_source": HIT_SOURCE}

@@ -1,0 +1,167 @@
+"""The similar-photo index on Elasticsearch: one document per photo behind the alias
+``<prefix>-images-<image model key>`` (:func:`.mapping.images_alias`), its description an
+int8-quantised HNSW ``dense_vector`` as the faces' is. Writes become visible at the next refresh,
+or at once after :meth:`ElasticImageIndex.refresh` or with ``refresh_on_write``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+import numpy as np
+from elasticsearch import AuthenticationException, AuthorizationException, Elasticsearch, helpers
+
+from ..config import IndexSettings
+from ..ids import source_id
+from ..types import BulkResult, EmbedderInfo, ImageHit, ImageRecord
+from .base import query_vector
+from .elastic_client import bulk_reason, create_client, talking
+from .elastic_layout import create_images_index, drop_aliases
+from .image_base import storable_images
+from .mapping import (
+    DEFAULT_VECTOR_INDEX,
+    EMBEDDING_FIELD,
+    embedding_from_document,
+    image_document,
+    image_hit_from_document,
+    images_alias,
+)
+from .queries import cosine_from_score, image_knn_body
+
+log = logging.getLogger(__name__)
+
+#: Sources per mget request.
+_PAGE_SIZE = 1000
+#: Bulk chunks refused with 429 (cluster busy) are retried this often, backing off from 1 s to 30 s.
+_BULK_MAX_RETRIES = 5
+
+
+class ElasticImageIndex:
+    """Elasticsearch implementation of :class:`~search_engine.index.image_base.ImageIndex`.
+
+    Args:
+        client: an ``Elasticsearch`` client (see :func:`create_client`); this index closes it.
+        model: the image model whose descriptions this index holds.
+        prefix: first part of the index, alias and template names (``FACESEARCH_ES_INDEX_PREFIX``).
+        refresh_on_write: refresh after every write (tests and small interactive use).
+        vector_index: dense_vector ``index_options.type`` of a newly created index.
+
+    Nothing is sent to the cluster until the first call that needs it.
+    """
+
+    def __init__(
+        self,
+        client: Elasticsearch,
+        model: EmbedderInfo,
+        prefix: str = "facesearch",
+        refresh_on_write: bool = False,
+        vector_index: str = DEFAULT_VECTOR_INDEX,
+    ) -> None:
+        self.model = model
+        self.alias = images_alias(prefix, model)
+        self.refresh_on_write = refresh_on_write
+        self._client = client
+        self._vector_index = vector_index
+        self._ready = False
+        self.url = ", ".join(node.base_url for node in client.transport.node_pool.all())
+
+    @classmethod
+    def from_settings(cls, settings: IndexSettings, model: EmbedderInfo) -> ElasticImageIndex:
+        return cls(create_client(settings), model, prefix=settings.es_index_prefix)
+
+    def ensure(self) -> None:
+        if self._ready:
+            return
+        with talking(self.url, f"preparing the index {self.alias}"):
+            create_images_index(self._client, self.alias, self.model, self._vector_index)
+        self._ready = True
+
+    def upsert(self, images: Sequence[ImageRecord]) -> BulkResult:
+        if not images:
+            return BulkResult(indexed=0)
+        self.ensure()
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        valid, failed = storable_images(self.model, images)
+        actions = [
+            {"_index": self.alias, "_id": source_id(image.source), "_source": image_document(image, vector, now)}
+            for image, vector in valid
+        ]
+        by_id = {source_id(image.source): image.source for image, _ in valid}
+        indexed = 0
+        with talking(self.url, f"indexing photos into {self.alias}"):
+            for ok, item in helpers.streaming_bulk(
+                self._client,
+                actions,
+                raise_on_error=False,
+                raise_on_exception=False,
+                max_retries=_BULK_MAX_RETRIES,
+                initial_backoff=1.0,
+                max_backoff=30.0,
+                require_alias=True,
+                refresh=self.refresh_on_write,
+            ):
+                info = next(iter(item.values()))
+                if ok:
+                    indexed += 1
+                    continue
+                if isinstance(info.get("exception"), (AuthenticationException, AuthorizationException)):
+                    raise info["exception"]
+                failed.append((by_id.get(str(info.get("_id")), str(info.get("_id"))), bulk_reason(info)))
+        return BulkResult(indexed=indexed, failed=tuple(failed))
+
+    def search(self, vector: np.ndarray, k: int = 20, exclude_sources: Sequence[str] = ()) -> list[ImageHit]:
+        body = image_knn_body(query_vector(self.model, vector), k, exclude_sources)
+        self.ensure()
+        with talking(self.url, f"searching {self.alias}"):
+            hits = self._client.search(index=self.alias, body=body)["hits"]["hits"]
+        return [image_hit_from_document(hit["_source"], cosine_from_score(hit["_score"])) for hit in hits]
+
+    def _documents(self, sources: Sequence[str], fields: list[str]) -> list[dict]:
+        self.ensure()
+        unique = list(dict.fromkeys(sources))
+        found = []
+        with talking(self.url, f"reading photos from {self.alias}"):
+            for start in range(0, len(unique), _PAGE_SIZE):
+                ids = [source_id(source) for source in unique[start : start + _PAGE_SIZE]]
+                docs = self._client.mget(index=self.alias, ids=ids, source_includes=fields)["docs"]
+                found.extend(doc["_source"] for doc in docs if doc.get("found"))
+        return found
+
+    def content_hashes(self, sources: Sequence[str]) -> dict[str, str]:
+        wanted = set(sources)
+        docs = self._documents(sources, ["source", "content_hash"])
+        return {doc["source"]: doc["content_hash"] for doc in docs if doc["source"] in wanted}
+
+    def embedding(self, source: str) -> np.ndarray | None:
+        docs = [doc for doc in self._documents([source], ["source", EMBEDDING_FIELD]) if doc["source"] == source]
+        return embedding_from_document(source, docs[0]) if docs else None
+
+    def delete_source(self, source: str) -> int:
+        self.ensure()
+        with talking(self.url, f"deleting {source} from {self.alias}"):
+            response = self._client.options(ignore_status=404).delete(
+                index=self.alias, id=source_id(source), refresh=self.refresh_on_write
+            )
+        return 1 if response.get("result") == "deleted" else 0
+
+    def count(self) -> int:
+        self.ensure()
+        with talking(self.url, f"counting photos in {self.alias}"):
+            return int(self._client.count(index=self.alias)["count"])
+
+    def refresh(self) -> None:
+        self.ensure()
+        with talking(self.url, f"refreshing {self.alias}"):
+            self._client.indices.refresh(index=self.alias)
+
+    def optimize(self) -> None:
+        """Nothing to do: Elasticsearch merges its segments itself."""
+
+    def drop(self) -> None:
+        with talking(self.url, f"dropping {self.alias}"):
+            drop_aliases(self._client, (self.alias,))
+        self._ready = False
+
+    def close(self) -> None:
+        self._client.close()
