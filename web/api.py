@@ -84,6 +84,18 @@ def search():
     return current_engine().search(upload.read(), upload.filename or "upload", query)
 
 
+@bp.post("/similar")
+def similar():
+    upload = request.files.get("image")
+    if upload is None:
+        raise InvalidRequestError("send the query photo as the multipart/form-data field 'image'")
+    k = _number(request.form, "k", int, 1, MAX_RESULTS)
+    engine = current_engine()
+    return engine.similar(
+        upload.read(), upload.filename or "upload", engine.settings.web.results_per_page if k is None else k
+    )
+
+
 @bp.get("/people")
 def people():
     limit = _number(request.args, "limit", int, 1, 10_000) or 100

@@ -26,6 +26,7 @@ from search_engine.index import FACET_LIMIT, FaceIndex, create_index
 from search_engine.media_types import MediaFormat, is_image_path, media_format
 from search_engine.pipeline import FacePipeline
 from search_engine.service import SearchService
+from search_engine.similar import SimilarPhotos
 from search_engine.types import VIDEO, FaceRecord, SearchFilters
 from search_engine.video import read_frame
 
@@ -85,7 +86,10 @@ class Engine:
                 if self._service is None:
                     index = create_index(self.settings.index, self._pipeline.embedder.info)
                     index.ensure()
-                    self._service = SearchService(self.settings, self._pipeline, index)
+                    photos = None
+                    if self._pipeline.image_embedder is not None:
+                        photos = SimilarPhotos.open(self.settings, self._pipeline.image_embedder)
+                    self._service = SearchService(self.settings, self._pipeline, index, photos)
         return self._service
 
     def _index(self) -> FaceIndex:
@@ -107,6 +111,23 @@ class Engine:
             hit.update(self._links(hit["face_id"], hit["source"]))
         return {"model": service.index.model.key, **body}
 
+    def similar(self, data: bytes, filename: str, k: int) -> dict:
+        """The ``k`` indexed photos that look most like an uploaded photo as a whole, best first,
+        each with its score (whole-image cosine similarity) and a link to its file where it may be
+        served; ``photos``: how many the image index holds."""
+        image = decode_image(data, filename, self.settings.models.max_image_pixels)
+        photos = self.service().similar_photos()
+        with self._inference:
+            hits = photos.similar_image(image, k=k)
+        return {
+            "model": photos.model.info.key,
+            "photos": photos.images.count(),
+            "hits": [hit.to_dict() | {"media_url": self._media_url(hit.source)} for hit in hits],
+        }
+
+    def _media_url(self, source: str) -> str | None:
+        return url_for("pages.media", path=source.lstrip("/")) if self.media.resolve(source) is not None else None
+
     def _keep(self, data: bytes, filename: str) -> None:
         suffix = Path(filename).suffix.lower()
         name = content_hash(data) + (suffix if is_image_path(filename) else "")
@@ -119,11 +140,11 @@ class Engine:
 
     def _links(self, face_id: str, source: str) -> dict:
         """URLs of a face's page and thumbnail, and of its file when that may be served (else None)."""
-        served = self.media.resolve(source) is not None
+        media_url = self._media_url(source)
         return {
             "face_url": url_for("pages.face", face_id=face_id),
-            "thumbnail_url": url_for("api.face_thumbnail", face_id=face_id) if served else None,
-            "media_url": url_for("pages.media", path=source.lstrip("/")) if served else None,
+            "thumbnail_url": url_for("api.face_thumbnail", face_id=face_id) if media_url else None,
+            "media_url": media_url,
         }
 
     def people(self, contains: str | None, limit: int) -> dict:

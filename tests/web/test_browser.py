@@ -173,3 +173,42 @@ def test_bad_uploads_show_a_clear_message(server, browser, library):
         wait_for(browser, lambda d: words in css(d, "#message")[0].text, f"the message for {name}")
         assert not css(browser, "#hits li")
     browser.save_screenshot(str(ARTIFACTS / "5-not-an-image.png"))
+
+
+def test_the_similar_photos_tab(browser, library, tmp_path, detector, dlib_embedder, image_embedder, resnet50_weights):
+    from ingest.sources import collect_photos
+    from search_engine.index import create_index
+    from search_engine.pipeline import FacePipeline
+    from search_engine.service import SearchService
+    from search_engine.similar import SimilarPhotos
+
+    settings = library.settings.replace(data_dir=tmp_path / "data", image_search=True)
+    pipeline = FacePipeline(detector, dlib_embedder, image_embedder)
+    faces = create_index(settings.index, dlib_embedder.info)
+    service = SearchService(settings, pipeline, faces, SimilarPhotos.open(settings, image_embedder))
+    service.index_photos(collect_photos([library.root]).photos)
+    service.close()
+    env = {
+        "FACESEARCH_EMBEDDER": "dlib",
+        "FACESEARCH_DATA_DIR": str(tmp_path / "data"),
+        "FACESEARCH_MEDIA_ROOTS": str(library.root),
+        "FACESEARCH_RESULTS_PER_PAGE": str(PER_PAGE),
+        "FACESEARCH_IMAGE_SEARCH": "1",
+        "FACESEARCH_RESNET50_WEIGHTS": str(resnet50_weights),
+    }
+    with running_server(["--workers", "1", "--threads", "2"], env, tmp_path / "serve.log") as url:
+        browser.get(url + "/")
+        css(browser, "#tab-similar")[0].click()
+        assert not css(browser, "#filters")[0].is_displayed()
+        css(browser, "#file")[0].send_keys(str(library.root / "Cameraman" / "Cameraman_0003.jpg"))
+        wait_for(browser, lambda d: css(d, "#hits li.photo") and idle(d), "similar photos")
+        # The photo itself is in the archive, so it is the most similar.
+        assert css(browser, "#hits li.photo .source")[0].text == "Cameraman_0003.jpg"
+        assert len(css(browser, "#hits li.photo")) == PER_PAGE
+        assert "photos that look most like yours" in css(browser, "#summary")[0].text
+        wait_for(browser, lambda d: images_loaded(d, "#hits li.photo img"), "the photos")
+        browser.save_screenshot(str(ARTIFACTS / "6-similar-photos.png"))
+        # Back to faces: the same photo is searched by its face, with the filters shown again.
+        css(browser, "#tab-faces")[0].click()
+        wait_for(browser, lambda d: idle(d) and css(d, "#hits li .person"), "the face search")
+        assert css(browser, "#filters")[0].is_displayed() and not css(browser, "#hits li.photo")

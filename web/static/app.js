@@ -65,13 +65,16 @@ function whenLoaded(image, callback) {
 
 function initSearch() {
   const app = document.getElementById("app");
-  const urls = { search: app.dataset.searchUrl, people: app.dataset.peopleUrl, videos: app.dataset.videosUrl };
+  const urls = {
+    search: app.dataset.searchUrl, similar: app.dataset.similarUrl, people: app.dataset.peopleUrl, videos: app.dataset.videosUrl,
+  };
   const perPage = Number(app.dataset.perPage);
   const maxResults = Number(app.dataset.maxResults);
   const maxUpload = Number(app.dataset.maxUpload);
   const $ = (id) => document.getElementById(id);
   const message = $("message"), queryImage = $("query-image"), hits = $("hits"), more = $("more");
-  const state = { file: null, face: null, k: perPage, preview: null, sent: 0 };
+  // mode: "faces" searches with a face of the photo, "similar" with the photo as a whole.
+  const state = { file: null, face: null, k: perPage, preview: null, sent: 0, mode: "faces" };
 
   function showMessage(text, kind = "error") {
     message.textContent = text;
@@ -101,6 +104,7 @@ function initSearch() {
     const form = new FormData();
     form.append("image", state.file, state.file.name || "pasted-image");
     form.append("k", String(state.k));
+    if (state.mode === "similar") return form; // whole-photo search takes no face or filters
     if (state.face !== null) form.append("face", String(state.face));
     for (const [name, id] of [["person", "person"], ["video", "video"], ["media_type", "media-type"]]) {
       const value = $(id).value.trim();
@@ -120,7 +124,7 @@ function initSearch() {
     showMessage("Searching…", "info");
     let response, body = null;
     try {
-      response = await fetch(urls.search, { method: "POST", body: formData() });
+      response = await fetch(state.mode === "similar" ? urls.similar : urls.search, { method: "POST", body: formData() });
       body = await response.json();
     } catch (error) {
       if (ticket === state.sent) showMessage(`The server could not be reached or answered oddly (${error.message}).`);
@@ -138,8 +142,46 @@ function initSearch() {
       return;
     }
     showMessage("");
+    if (state.mode === "similar") {
+      $("query-boxes").replaceChildren();
+      $("query-hint").textContent = "";
+      showPhotos(body);
+      return;
+    }
     showQueryFaces(body);
     showHits(body);
+  }
+
+  function showPhotos(body) {
+    hits.replaceChildren(...body.hits.map(photoCard));
+    $("summary").textContent = body.hits.length
+      ? `${body.hits.length} photos that look most like yours, among ${body.photos.toLocaleString()}: ` +
+        "similar as a whole (scene, objects, layout), whoever is in them."
+      : "No photo has been described for this search yet: index the photos with --image-search.";
+    more.hidden = body.hits.length < state.k || state.k >= maxResults;
+  }
+
+  function photoCard(hit) {
+    const card = el("li", { class: "hit photo" });
+    let picture = el("div", { class: "no-thumbnail" }, "file not served");
+    if (hit.media_url) picture = el("img", { src: hit.media_url, alt: basename(hit.source), loading: "lazy" });
+    card.append(hit.media_url ? el("a", { href: hit.media_url, class: "thumb" }, picture) : picture);
+    card.append(el("p", { class: "score" }, `${Math.round(hit.score * 100)}%`));
+    card.append(el("p", { class: "source", title: hit.source }, basename(hit.source)));
+    return card;
+  }
+
+  function useMode(mode) {
+    state.mode = mode;
+    state.k = perPage;
+    for (const [id, which] of [["tab-faces", "faces"], ["tab-similar", "similar"]]) {
+      $(id).setAttribute("aria-selected", String(mode === which));
+    }
+    $("filters").hidden = mode === "similar";
+    hits.replaceChildren();
+    $("summary").textContent = "";
+    more.hidden = true;
+    if (state.file) search();
   }
 
   function showQueryFaces(body) {
@@ -227,6 +269,8 @@ function initSearch() {
   });
   suggestPeople();
 
+  $("tab-faces").addEventListener("click", () => useMode("faces"));
+  $("tab-similar").addEventListener("click", () => useMode("similar"));
   $("file").addEventListener("change", (event) => useFile(event.target.files[0]));
   $("person").addEventListener("input", suggestPeople);
   $("filters").addEventListener("submit", (event) => {
