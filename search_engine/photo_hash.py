@@ -60,6 +60,19 @@ def distances(one: str, others: list[str]) -> np.ndarray:
     return np.rint((HASH_BITS - bit_signs(others) @ bit_signs([one])[0]) / 2).astype(np.int64)
 
 
+def near_duplicates_of(
+    source: str, hashes: Mapping[str, str], max_distance: int = DEFAULT_MAX_DISTANCE
+) -> list[tuple[str, int]]:
+    """The other photos of ``hashes`` (source name to hash) within ``max_distance`` bits of
+    ``source``'s hash, as (source, bits apart), nearest first; none when ``source`` has no hash."""
+    if source not in hashes:
+        return []
+    others = sorted(name for name in hashes if name != source)
+    apart = distances(hashes[source], [hashes[name] for name in others])
+    near = [(name, int(bits)) for name, bits in zip(others, apart) if bits <= max_distance]
+    return sorted(near, key=lambda pair: (pair[1], pair[0]))
+
+
 def near_duplicate_groups(hashes: Mapping[str, str], max_distance: int = DEFAULT_MAX_DISTANCE) -> list[list[str]]:
     """Groups of near-duplicate photos: the connected components of "hashes differ in at most
     ``max_distance`` bits" among ``hashes`` (source name to hash), those of two or more photos

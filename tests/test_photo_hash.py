@@ -10,7 +10,14 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from search_engine.photo_hash import DEFAULT_MAX_DISTANCE, HASH_BITS, distances, near_duplicate_groups, photo_hash
+from search_engine.photo_hash import (
+    DEFAULT_MAX_DISTANCE,
+    HASH_BITS,
+    distances,
+    near_duplicate_groups,
+    near_duplicates_of,
+    photo_hash,
+)
 
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -60,6 +67,14 @@ def test_groups_are_the_components_of_near_pairs_largest_first():
     ]
     assert near_duplicate_groups(named, max_distance=0) == []
     assert near_duplicate_groups({}) == []
+
+
+def test_one_photo_s_near_duplicates_are_listed_nearest_first():
+    a, b, c, far = hashes_at((), (0, 1, 2), (5,), tuple(range(100)))
+    named = {"/p/a.jpg": a, "/p/b.jpg": b, "/p/c.jpg": c, "/p/far.jpg": far}
+    assert near_duplicates_of("/p/a.jpg", named, max_distance=3) == [("/p/c.jpg", 1), ("/p/b.jpg", 3)]
+    assert near_duplicates_of("/p/far.jpg", named) == []
+    assert near_duplicates_of("/p/unhashed.mp4", named) == []
 
 
 @pytest.mark.parametrize("photos", [1, 3000])

@@ -125,6 +125,28 @@ class Engine:
             "hits": [hit.to_dict() | {"media_url": self._media_url(hit.source)} for hit in hits],
         }
 
+    def related_photos(self, source: str, similar: int = 8) -> dict:
+        """What a photo's page lists beside it: its near-duplicates (photos whose perceptual hashes
+        are within the default distance of its own, nearest first, with how many bits apart) and,
+        where similar-photo search is on, the ``similar`` other photos that look most like it
+        (else None); each with a link to its file where it may be served."""
+        from search_engine.photo_hash import near_duplicates_of
+
+        copies = near_duplicates_of(source, self._index().image_hashes())
+        found = None
+        service = self.service()
+        if service.photos is not None and service.photos.images.embedding(source) is not None:
+            found = [
+                hit.to_dict() | {"media_url": self._media_url(hit.source)}
+                for hit in service.photos.similar_to_source(source, k=similar)
+            ]
+        return {
+            "duplicates": [
+                {"source": name, "distance": bits, "media_url": self._media_url(name)} for name, bits in copies
+            ],
+            "similar": found,
+        }
+
     def _media_url(self, source: str) -> str | None:
         return url_for("pages.media", path=source.lstrip("/")) if self.media.resolve(source) is not None else None
 

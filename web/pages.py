@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request, send_file
 
 from search_engine.media_types import media_format
+from search_engine.types import PHOTO
 
 from .api import MAX_RESULTS
 from .engine import current_engine
@@ -25,9 +26,11 @@ def search():
 
 @bp.get("/faces/<face_id>")
 def face(face_id: str):
-    shown = current_engine().face(face_id)
+    engine = current_engine()
+    shown = engine.face(face_id)
     known = media_format(shown["source"])
-    return render_template("face.html", face=shown, plays=known is not None and known.plays_in_browser)
+    related = engine.related_photos(shown["source"]) if shown["media_type"] == PHOTO else None
+    return render_template("face.html", face=shown, plays=known is not None and known.plays_in_browser, related=related)
 
 
 #: People per page of the people grid.

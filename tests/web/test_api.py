@@ -370,6 +370,7 @@ def test_the_openapi_enums_are_the_values_the_code_accepts_and_answers():
 def test_similar_photos_over_the_api_and_a_clear_503_when_off(
     library, client, tmp_path, detector, dlib_embedder, image_embedder
 ):
+    from search_engine.photo_hash import near_duplicates_of
     from search_engine.similar import SimilarPhotos
 
     with open(library.queries / "eileen.jpg", "rb") as handle:
@@ -397,5 +398,11 @@ def test_similar_photos_over_the_api_and_a_clear_503_when_off(
     with on.get(top["media_url"]) as served:
         assert served.status_code == 200
     assert on.post("/api/v1/similar", data={}).status_code == 400
+    # A photo's page lists the photos that look like it, and its near-duplicates.
+    page = on.get(f"/faces/{faces.faces_of_source(str(indexed))[0].face_id}").data.decode()
+    assert 'id="similar"' in page and Path(body["hits"][1]["source"]).name in page
+    copies = near_duplicates_of(str(indexed), faces.image_hashes())
+    assert copies and all(f"{name}</a>" in page for name, _ in copies)
+    assert f"({copies[0][1]} of 256 hash bits apart)" in page
     with open(indexed, "rb") as handle:
         assert on.post("/api/v1/similar", data={"image": (handle, indexed.name), "k": "0"}).status_code == 400
