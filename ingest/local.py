@@ -107,7 +107,8 @@ def index_locally(
         if videos:
             with tqdm(total=len(videos), unit="video", disable=not progress, dynamic_ncols=True) as bar:
                 for video in videos:
-                    summary.add(store_analyses(index, [_analyse_video(resolved, index, video, pool)]))
+                    analysis = _analyse_video(resolved, index, images, video, pool)
+                    summary.add(store_analyses(index, [analysis], images))
                     bar.update(1)
                     bar.set_postfix(faces=summary.faces, failed=len(summary.failures), refresh=False)
     index.optimize()
@@ -162,10 +163,13 @@ def _analysed(
         yield future.result()
 
 
-def _analyse_video(settings: Settings, index: FaceIndex, path: Path, pool: Executor) -> FileAnalysis:
+def _analyse_video(
+    settings: Settings, index: FaceIndex, images: ImageIndex | None, path: Path, pool: Executor
+) -> FileAnalysis:
     """One video: skip or fail it at once, or share its segments out to the pool and combine them."""
     known = index.get_sources([source_name(path)])
-    done, info, digest = plan_video(path, known)
+    described = None if images is None else images.content_hashes([source_name(path)])
+    done, info, digest = plan_video(path, known, described)
     if done is not None:
         return done
     options = VideoOptions.from_settings(settings.video, index)

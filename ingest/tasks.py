@@ -67,7 +67,8 @@ def index_chunk(self, paths: list[str], persons: list[str | None]) -> dict:
 def index_video_segment(service: SearchService, path: str, start: float, digest: str, faces: int) -> VideoStep:
     """One segment of a video into ``service``'s index (see :func:`index_video_step`)."""
     options = VideoOptions.from_settings(service.settings.video, service.index)
-    return index_video_step(service.pipeline, service.index, Path(path), options, start, digest, faces)
+    images = None if service.photos is None else service.photos.images
+    return index_video_step(service.pipeline, service.index, Path(path), options, start, digest, faces, images)
 
 
 @shared_task(name=INDEX_VIDEO, **_INDEXING_TASK)

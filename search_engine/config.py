@@ -188,6 +188,13 @@ class VideoSettings(_Group):
     track_embedding: str = setting(
         "best", "a track's stored embedding: `best` face or `mean` over the track", check=one_of("best", "mean")
     )
+    keyframe_seconds: float = setting(
+        10.0,
+        "with similar-photo search on, a video's frame is described as a picture every this many seconds",
+        parse=float,
+        check=positive,
+        shown="`10`",
+    )
 
 
 @dataclass(frozen=True)

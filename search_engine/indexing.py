@@ -124,9 +124,9 @@ class FileAnalysis:
     ``replaces`` says the index holds an older version of this file whose faces must go first;
     ``media_type`` is ``photo`` or ``video``; ``image_hash`` is a photo's perceptual hash.
     ``completed`` is the record of an unchanged file that an older version stored without a hash,
-    now with one: the file is skipped, its record written again. ``image`` is the photo's
-    whole-image description for the image index (similar-photo search on, and the image index
-    not holding this version of the file), else None.
+    now with one: the file is skipped, its record written again. ``images`` are the pictures for
+    the image index (similar-photo search on, and the image index not holding this version of the
+    file): a photo's whole-image description, or a video's keyframes'.
     """
 
     outcome: FileOutcome
@@ -136,7 +136,7 @@ class FileAnalysis:
     media_type: str = PHOTO
     image_hash: str | None = None
     completed: SourceRecord | None = None
-    image: ImageRecord | None = None
+    images: list[ImageRecord] = field(default_factory=list)
 
 
 def source_name(path: Path) -> str:
@@ -196,9 +196,7 @@ def analyse_photos(
                     _records(entry, faces, model),
                     replaces=entry.source in known,
                     image_hash=entry.image_hash,
-                    image=None
-                    if description is None
-                    else _image_record(entry.source, entry.digest, entry.image, description),
+                    images=[] if description is None else [_image_record(entry, description)],
                 )
         loaded.clear()
 
@@ -238,15 +236,20 @@ def store_analyses(
     for analysis in analyses:
         if analysis.replaces:
             index.delete_source(analysis.outcome.source)
+            if images is not None:
+                # A changed video's keyframes fall at other times; a photo's is overwritten anyway.
+                images.delete_source(analysis.outcome.source)
     records = [record for a in analyses for record in a.records]
     result = index.upsert(records)
     by_face = {r.face_id: r.source for r in records}
     for failed_id, reason in result.failed:
         fail(by_face[failed_id], f"could not store face {failed_id}: {reason}")
     if images is not None:
-        described = images.upsert([a.image for a in analyses if a.image is not None])
-        for source, reason in described.failed:
-            fail(source, f"could not store the photo's image description: {reason}")
+        pictures = [picture for a in analyses for picture in a.images]
+        described = images.upsert(pictures)
+        by_picture = {picture.image_id: picture.source for picture in pictures}
+        for image_id, reason in described.failed:
+            fail(by_picture[image_id], f"could not store the image description {image_id}: {reason}")
     index.record_sources(
         [
             SourceRecord(
@@ -286,13 +289,14 @@ def _unchanged(
         return FileAnalysis(skipped, previous.content_hash)
     image = decode_image(data, str(item.path), max_pixels)
     completed = replace(previous, image_hash=photo_hash(image)) if needs_hash else None
-    record = None
+    pictures = []
     if needs_description:
         description = _describe(pipeline, {0: image})[0]
         if isinstance(description, str):
             return FileAnalysis(FileOutcome(previous.source, Status.FAILED, error=description), previous.content_hash)
-        record = _image_record(previous.source, previous.content_hash, image, description)
-    return FileAnalysis(skipped, previous.content_hash, completed=completed, image=record)
+        height, width = image.shape[:2]
+        pictures.append(ImageRecord(previous.source, description, previous.content_hash, width, height))
+    return FileAnalysis(skipped, previous.content_hash, completed=completed, images=pictures)
 
 
 def _describe(pipeline: FacePipeline, images: dict[int, np.ndarray]) -> dict[int, np.ndarray | str]:
@@ -312,9 +316,9 @@ def _describe(pipeline: FacePipeline, images: dict[int, np.ndarray]) -> dict[int
     return out
 
 
-def _image_record(source: str, digest: str, image: np.ndarray, vector: np.ndarray) -> ImageRecord:
-    height, width = image.shape[:2]
-    return ImageRecord(source=source, embedding=vector, content_hash=digest, width=width, height=height)
+def _image_record(entry: _Loaded, vector: np.ndarray) -> ImageRecord:
+    height, width = entry.image.shape[:2]
+    return ImageRecord(entry.source, vector, entry.digest, width, height)
 
 
 def _analyse(pipeline: FacePipeline, loaded: dict[int, _Loaded]) -> dict[int, list[EmbeddedFace] | str]:

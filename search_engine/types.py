@@ -300,28 +300,54 @@ class BulkResult:
 
 @dataclass
 class ImageRecord:
-    """One photo as the similar-photo index stores it (:mod:`search_engine.index.image_base`):
-    its whole-image description ``embedding`` (unit length, the image model's dimension), the
-    ``content_hash`` of the bytes it was computed from, so a re-run skips unchanged photos, and
-    its size in pixels. Keyed by ``source``: one record per file."""
+    """One picture as the similar-photo index stores it (:mod:`search_engine.index.image_base`): a
+    photo, or a keyframe of a video at ``timestamp`` seconds (None for a photo). ``embedding`` is
+    its whole-image description (unit length, the image model's dimension), ``content_hash`` the
+    hash of the file's bytes it was computed from, so a re-run skips unchanged files, and
+    ``width`` and ``height`` its size in pixels. Keyed by :attr:`image_id`."""
 
     source: str
     embedding: np.ndarray
     content_hash: str
     width: int
     height: int
+    timestamp: float | None = None
     indexed_at: str | None = None
+
+    @property
+    def image_id(self) -> str:
+        return image_key(self.source, self.timestamp)
+
+
+def image_key(source: str, timestamp: float | None) -> str:
+    """The key of a picture in the similar-photo index: a photo's source name, or a video's with
+    ``#t=`` and the keyframe's time in milliseconds (the media-fragment form a player seeks to)."""
+    return source if timestamp is None else f"{source}#t={timestamp:.3f}"
 
 
 @dataclass(frozen=True)
 class ImageHit:
-    """A stored photo returned by a similar-photo search; ``score`` is the cosine similarity of the
-    two photos' whole-image descriptions, in [-1, 1] (it says how alike they look, not who is in them)."""
+    """A stored picture returned by a similar-photo search: a photo, or a video's keyframe at
+    ``timestamp`` seconds. ``score`` is the cosine similarity of the two pictures' whole-image
+    descriptions, in [-1, 1] (it says how alike they look, not who is in them)."""
 
     source: str
     score: float
     width: int
     height: int
+    timestamp: float | None = None
+
+    @property
+    def image_id(self) -> str:
+        return image_key(self.source, self.timestamp)
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "score": round(self.score, 4), "width": self.width, "height": self.height}
+        return {
+            "image_id": self.image_id,
+            "source": self.source,
+            "media_type": PHOTO if self.timestamp is None else VIDEO,
+            "timestamp": self.timestamp,
+            "score": round(self.score, 4),
+            "width": self.width,
+            "height": self.height,
+        }

@@ -1,5 +1,6 @@
 """Index videos: sample frames, skip unchanged ones, detect and embed faces, link them into tracks,
-and store one face document per track (see :mod:`search_engine.tracking`).
+and store one face document per track (see :mod:`search_engine.tracking`); with similar-photo
+search on, also describe a keyframe every ``VideoOptions.keyframe_seconds`` for the image index.
 
 A video is processed in time segments (``VideoOptions.segment_seconds``) that can run in separate
 processes or Celery tasks; a track that crosses a segment boundary becomes two tracks. Track ids are
@@ -23,10 +24,11 @@ from .errors import ImageError
 from .ids import face_id
 from .imageio import file_hash
 from .index.base import FaceIndex
+from .index.image_base import ImageIndex
 from .indexing import FileAnalysis, FileOutcome, source_name, store_analyses
 from .pipeline import FacePipeline
 from .tracking import FaceTracker, Track
-from .types import VIDEO, FaceRecord, SourceRecord, Status
+from .types import VIDEO, FaceRecord, ImageRecord, SourceRecord, Status
 from .video import ChangeDetector, Frame, VideoInfo, probe, sample_frames
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class VideoOptions:
         segment_seconds: length of the pieces a video is processed in.
         track_embedding: ``"best"`` stores the embedding of a track's best face, ``"mean"`` the
             normalised mean over its faces.
+        keyframe_seconds: with the pipeline's image model, the first sampled frame at or after
+            each multiple of this many seconds is described as a picture (a keyframe).
     """
 
     link_similarity: float
@@ -60,6 +64,7 @@ class VideoOptions:
     max_hold: float = 2.0
     segment_seconds: float = 120.0
     track_embedding: str = "best"
+    keyframe_seconds: float = 10.0
 
     @classmethod
     def from_settings(cls, settings: VideoSettings, index: FaceIndex) -> VideoOptions:
@@ -70,17 +75,20 @@ class VideoOptions:
             max_side=settings.max_side,
             segment_seconds=settings.segment_seconds,
             track_embedding=settings.track_embedding,
+            keyframe_seconds=settings.keyframe_seconds,
         )
 
 
 @dataclass
 class SegmentAnalysis:
-    """The tracks of one segment of a video as face records, with counts for reports (picklable)."""
+    """The tracks of one segment of a video as face records, its keyframes as pictures for the image
+    index (with the pipeline's image model), and counts for reports (picklable)."""
 
     source: str
     start: float
     end: float | None
     records: list[FaceRecord] = field(default_factory=list)
+    images: list[ImageRecord] = field(default_factory=list)
     sampled: int = 0
     analysed: int = 0
     error: str | None = None
@@ -112,8 +120,9 @@ def analyse_segment(
     digest: str = "",
     query: bool = False,
 ) -> SegmentAnalysis:
-    """Detect, embed and track the faces of ``path`` between ``start`` and ``end`` seconds;
-    ``query``: they are to search with, not to store (see :meth:`Embedder.embed`).
+    """Detect, embed and track the faces of ``path`` between ``start`` and ``end`` seconds, and
+    with the pipeline's image model describe its keyframes; ``query``: the faces are to search
+    with, not to store (see :meth:`Embedder.embed`), and no keyframe is described.
 
     A file that cannot be decoded gives a segment with ``error`` set rather than raising.
     """
@@ -123,6 +132,8 @@ def analyse_segment(
     changes = ChangeDetector(options.change_threshold, options.max_hold)
     pending: list[Frame | float] = []
     size: tuple[int, int] = (0, 0)
+    describing = pipeline.image_embedder is not None and not query
+    next_keyframe = math.ceil(start / options.keyframe_seconds - 1e-9) * options.keyframe_seconds
 
     def flush() -> None:
         frames = [item for item in pending if isinstance(item, Frame)]
@@ -140,6 +151,11 @@ def analyse_segment(
         for frame in sample_frames(path, options.rate, start, end):
             result.sampled += 1
             size = (frame.image.shape[1], frame.image.shape[0])
+            if describing and frame.timestamp >= next_keyframe - 1e-6:
+                result.images.append(_keyframe(pipeline, frame, source, digest))
+                next_keyframe = (
+                    math.floor(frame.timestamp / options.keyframe_seconds + 1e-9) + 1
+                ) * options.keyframe_seconds
             if changes.changed(frame.image, frame.timestamp):
                 result.analysed += 1
                 pending.append(frame)
@@ -151,9 +167,20 @@ def analyse_segment(
     except ImageError as exc:
         result.error = exc.reason
         return result
+    except (RuntimeError, ValueError) as exc:
+        # The image model choking on a frame (the face models' failures are raised the same way).
+        result.error = f"keyframe description failed: {exc}"
+        return result
     model = pipeline.embedder.info.key
     result.records = track_records(tracker.finish(), source, model, size, digest, options.track_embedding)
     return result
+
+
+def _keyframe(pipeline: FacePipeline, frame: Frame, source: str, digest: str) -> ImageRecord:
+    """One sampled frame described whole, as a picture of the video at its time."""
+    height, width = frame.image.shape[:2]
+    (vector,) = pipeline.image_embedder.embed_images([frame.image])
+    return ImageRecord(source, vector, digest, width, height, timestamp=round(frame.timestamp, 3))
 
 
 def track_records(
@@ -200,8 +227,14 @@ def track_records(
     return records
 
 
-def plan_video(path: Path, known: Mapping[str, SourceRecord]) -> tuple[FileAnalysis | None, VideoInfo | None, str]:
+def plan_video(
+    path: Path, known: Mapping[str, SourceRecord], described: Mapping[str, str] | None = None
+) -> tuple[FileAnalysis | None, VideoInfo | None, str]:
     """Decide what to do with one video before analysing it.
+
+    ``described``: with similar-photo search on, the content hash the image index holds the
+    video's keyframes of (source to hash), else None; a video unchanged but not described yet is
+    analysed again (its tracks keep their ids).
 
     Returns ``(done, info, digest)``: ``done`` is a finished analysis when there is nothing to do
     (unchanged since last indexed: skipped; unreadable: failed), otherwise None and ``info`` and
@@ -211,7 +244,8 @@ def plan_video(path: Path, known: Mapping[str, SourceRecord]) -> tuple[FileAnaly
     try:
         digest = file_hash(Path(path))
         previous = known.get(source)
-        if previous and previous.content_hash == digest and previous.status != Status.FAILED:
+        unchanged = previous and previous.content_hash == digest and previous.status != Status.FAILED
+        if unchanged and (described is None or described.get(source) == digest):
             return (
                 FileAnalysis(FileOutcome(source, Status.SKIPPED, previous.faces), digest, media_type=VIDEO),
                 None,
@@ -232,7 +266,8 @@ def combine_segments(parts: Sequence[SegmentAnalysis], digest: str, replaces: bo
         return FileAnalysis(FileOutcome(source, Status.FAILED, error=reason), digest, media_type=VIDEO)
     records = [record for part in parts for record in part.records]
     status = Status.INDEXED if records else Status.NO_FACE
-    return FileAnalysis(FileOutcome(source, status, len(records)), digest, records, replaces, VIDEO)
+    pictures = [picture for part in parts for picture in part.images]
+    return FileAnalysis(FileOutcome(source, status, len(records)), digest, records, replaces, VIDEO, images=pictures)
 
 
 @dataclass(frozen=True)
@@ -255,8 +290,10 @@ def index_video_step(
     start: float = 0.0,
     digest: str = "",
     faces: int = 0,
+    images: ImageIndex | None = None,
 ) -> VideoStep:
-    """Index the segment of ``path`` that begins at ``start`` seconds and say what comes next.
+    """Index the segment of ``path`` that begins at ``start`` seconds and say what comes next;
+    with ``images`` (and the pipeline's image model), its keyframes go there.
 
     The first step (``start == 0``) skips an unchanged video, records an unreadable one as failed,
     and removes the faces of an older version. Each step stores its tracks at once; the last one
@@ -266,24 +303,31 @@ def index_video_step(
     source = source_name(path)
     if start == 0.0:
         known = index.get_sources([source])
-        done, info, digest = plan_video(path, known)
+        done, info, digest = plan_video(path, known, None if images is None else images.content_hashes([source]))
         if done is not None:
-            return VideoStep(store_analyses(index, [done])[0])
+            return VideoStep(store_analyses(index, [done], images)[0])
         if known:
             index.delete_source(source)
+        if images is not None:
+            images.delete_source(source)
     else:
         try:
             info = probe(path)
         except ImageError as exc:
-            return VideoStep(_fail(index, source, digest, exc.reason))
+            return VideoStep(_fail(index, source, digest, exc.reason, images))
     end = segment_end(info, options.segment_seconds, start)
     part = analyse_segment(pipeline, path, start, end, options, digest)
     if part.error:
-        return VideoStep(_fail(index, source, digest, f"{part.error} at {start:.0f} s"))
+        return VideoStep(_fail(index, source, digest, f"{part.error} at {start:.0f} s", images))
     result = index.upsert(part.records)
     if result.failed:
         face, reason = result.failed[0]
-        return VideoStep(_fail(index, source, digest, f"could not store face {face}: {reason}"))
+        return VideoStep(_fail(index, source, digest, f"could not store face {face}: {reason}", images))
+    if images is not None:
+        described = images.upsert(part.images)
+        if described.failed:
+            picture, reason = described.failed[0]
+            return VideoStep(_fail(index, source, digest, f"could not store keyframe {picture}: {reason}", images))
     faces += len(part.records)
     # A segment after the first with no frame at all is past the video's real end (its stated
     # length was too long): the video is done.
@@ -294,7 +338,7 @@ def index_video_step(
     return VideoStep(outcome)
 
 
-def _fail(index: FaceIndex, source: str, digest: str, reason: str) -> FileOutcome:
+def _fail(index: FaceIndex, source: str, digest: str, reason: str, images: ImageIndex | None) -> FileOutcome:
     # replaces: the segments stored before this one go too; a failed video leaves no tracks.
     analysis = FileAnalysis(FileOutcome(source, Status.FAILED, error=reason), digest, replaces=True, media_type=VIDEO)
-    return store_analyses(index, [analysis])[0]
+    return store_analyses(index, [analysis], images)[0]

@@ -576,11 +576,25 @@ def test_image_index_names_mapping_and_documents():
     assert (vector["similarity"], vector["index_options"]["type"]) == ("dot_product", "int8_hnsw")
     record = ImageRecord("/photos/a.jpg", np.ones(2048, np.float32) / np.sqrt(2048), "abc", 640, 480)
     doc = image_document(record, record.embedding, "2026-12-02T00:00:00+00:00")
-    assert set(doc) == set(mapping["properties"])
-    assert doc["indexed_at"] == "2026-12-02T00:00:00+00:00" and len(doc[EMBEDDING_FIELD]) == 2048
-    assert json.loads(json.dumps(doc)) == doc
+    assert set(doc) == set(mapping["properties"]) - {"timestamp"}  # a photo has no time
+    assert doc["image_id"] == "/photos/a.jpg" and doc["indexed_at"] == "2026-12-02T00:00:00+00:00"
+    assert len(doc[EMBEDDING_FIELD]) == 2048 and json.loads(json.dumps(doc)) == doc
     hit = image_hit_from_document({k: v for k, v in doc.items() if k != EMBEDDING_FIELD}, 0.75)
-    assert (hit.source, hit.score, hit.width, hit.height) == ("/photos/a.jpg", 0.75, 640, 480)
+    assert (hit.source, hit.score, hit.width, hit.height, hit.timestamp) == ("/photos/a.jpg", 0.75, 640, 480, None)
+    keyframe = ImageRecord("/videos/v.mp4", record.embedding, "def", 1280, 720, timestamp=12.5)
+    doc = image_document(keyframe, keyframe.embedding, "2026-12-02T00:00:00+00:00")
+    assert set(doc) == set(mapping["properties"]) and doc["image_id"] == "/videos/v.mp4#t=12.500"
+    hit = image_hit_from_document(doc, 0.5)
+    assert hit.timestamp == 12.5 and hit.to_dict()["media_type"] == "video" and hit.image_id == doc["image_id"]
+
+
+def test_image_sources_body_asks_one_picture_per_file():
+    from search_engine.index.queries import image_sources_body
+
+    body = image_sources_body(["/videos/v.mp4", "/photos/a.jpg"])
+    assert body["query"] == {"bool": {"filter": [{"terms": {"source": ["/videos/v.mp4", "/photos/a.jpg"]}}]}}
+    assert body["collapse"] == {"field": "source"} and body["size"] == 2
+    assert body["_source"] == ["source", "content_hash"]
 
 
 def test_image_knn_body_filters_before_ranking_and_leaves_vectors_out():

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from search_engine.config import Settings
+from search_engine.embedding import image_embedder_info
 from search_engine.errors import DimensionMismatchError, ModelUnavailableError
 from search_engine.types import EmbedderInfo, ImageRecord
 
@@ -165,6 +166,27 @@ def test_image_index_refuses_bad_vectors_per_photo(images):
     assert {source for source, _ in result.failed} == {wrong_size.source, not_finite.source}
     with pytest.raises(DimensionMismatchError):
         images.search(np.ones(MODEL.dim + 2, np.float32), k=1)
+
+
+def test_image_index_holds_a_video_s_keyframes_beside_photos(images):
+    vectors = make_images(3, seed=4)
+    keyframes = [
+        ImageRecord("/videos/v.mp4", r.embedding, "vhash", 1280, 720, timestamp=t)
+        for r, t in zip(vectors, (0.0, 10.0, 20.5))
+    ]
+    photo = make_images(1, seed=5)[0]
+    assert images.upsert([*keyframes, photo]).indexed == 4
+    images.refresh()
+    assert images.count() == 4
+    assert images.content_hashes(["/videos/v.mp4", photo.source]) == {"/videos/v.mp4": "vhash", photo.source: "hash0"}
+    hit = images.search(keyframes[1].embedding, k=1)[0]
+    assert (hit.source, hit.timestamp, hit.image_id) == ("/videos/v.mp4", 10.0, "/videos/v.mp4#t=10.000")
+    assert images.search(photo.embedding, k=1)[0].timestamp is None
+    np.testing.assert_allclose(images.embedding(keyframes[2].image_id), keyframes[2].embedding, atol=1e-6)
+    assert images.embedding("/videos/v.mp4") is None
+    assert images.delete_source("/videos/v.mp4") == 3
+    images.refresh()
+    assert images.count() == 1
 
 
 @pytest.mark.parametrize("kind", ["embedded", "elasticsearch"])
@@ -346,3 +368,27 @@ def test_cli_indexes_photos_for_similar_search_and_lists_them(photos, tmp_path, 
     monkeypatch.setattr(type(ResNet50_Weights.IMAGENET1K_V1), "get_state_dict", offline)
     assert main(["similar", str(photos[0].path), *data]) == EXIT_ERROR
     assert "FACESEARCH_RESNET50_WEIGHTS" in capsys.readouterr().err
+
+
+def test_videos_give_their_keyframes_and_an_older_index_gains_them(scene, tmp_path, resnet50_weights):
+    from ingest.local import index_locally
+    from search_engine.index.image_embedded import EmbeddedImageIndex
+
+    settings = Settings.of(
+        embedder="dlib", data_dir=tmp_path / "data", workers=1, resnet50_weights=resnet50_weights, video_fps=2.0
+    )
+    summary, faces = index_locally(settings, [], progress=False, videos=[scene])
+    assert summary.indexed == 1
+    tracks = sorted(f.face_id for f in faces.faces_of_source(str(scene)))
+    faces.close()
+    # Image search turned on: the unchanged video is analysed again for its keyframes, its tracks kept.
+    on = settings.replace(image_search=True)
+    summary, faces = index_locally(on, [], progress=False, videos=[scene])
+    assert summary.indexed == 1 and sorted(f.face_id for f in faces.faces_of_source(str(scene))) == tracks
+    images = EmbeddedImageIndex(tmp_path / "data" / "lancedb", image_embedder_info())
+    # A 12 s clip sampled at 2 frames a second: keyframes at 0 and 10 s.
+    described = images.search(images.embedding(f"{scene}#t=10.000"), k=5)
+    assert sorted(h.timestamp for h in described) == [0.0, 10.0] and {h.source for h in described} == {str(scene)}
+    assert (described[0].width, described[0].height) == (640, 360)
+    summary, _ = index_locally(on, [], progress=False, videos=[scene])
+    assert summary.skipped == 1 and images.count() == 2

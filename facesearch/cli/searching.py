@@ -126,14 +126,15 @@ def _verdict_note(result) -> str:
     return ("" if result.confident_match else "no confident match: this person may not be in the index; ") + basis
 
 
+def _clock(seconds: float) -> str:
+    """A time as ``m:ss.s``."""
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}:{rest:04.1f}"
+
+
 def _span(start: float, end: float) -> str:
     """A time range as ``m:ss.s-m:ss.s``."""
-
-    def clock(seconds: float) -> str:
-        minutes, rest = divmod(seconds, 60)
-        return f"{int(minutes)}:{rest:04.1f}"
-
-    return f"{clock(start)}-{clock(end)}"
+    return f"{_clock(start)}-{_clock(end)}"
 
 
 def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
@@ -180,7 +181,8 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:3d}  {hit.score:.3f}  {hit.source}  ({hit.width}x{hit.height})")
+        when = "" if hit.timestamp is None else f" at {_clock(hit.timestamp)}"
+        print(f"{rank:3d}  {hit.score:.3f}  {hit.source}{when}  ({hit.width}x{hit.height})")
     print(
         f"(whole-photo similarity, {photos.model.info.key}, among {stored:,} photos: how alike they look, not who is in them)"
     )

@@ -1,7 +1,7 @@
 """The similar-photo index contract that the embedded (LanceDB) and Elasticsearch stores both fulfil.
 
-It sits beside the face index and holds one whole-image description per photo (an
-:class:`~search_engine.types.ImageRecord`), all of one image model (``EmbedderInfo.key``, which
+It sits beside the face index and holds one whole-image description per photo, and per keyframe
+of a video (an :class:`~search_engine.types.ImageRecord`, keyed by its ``image_id``), all of one image model (``EmbedderInfo.key``, which
 names the table or index). Scores are cosine similarities in [-1, 1] between unit-length vectors,
 whatever the engine.
 """
@@ -19,17 +19,17 @@ from ..types import BulkResult, EmbedderInfo, ImageHit, ImageRecord
 def storable_images(
     model: EmbedderInfo, images: Sequence[ImageRecord]
 ) -> tuple[list[tuple[ImageRecord, np.ndarray]], list[tuple[str, str]]]:
-    """The photos an upsert may store, each with its embedding as (dim,) float32, the last record
-    of a source winning, and the others as ``(source, reason)`` failures: an embedding must be
-    ``dim`` finite floats."""
+    """The pictures an upsert may store, each with its embedding as (dim,) float32, the last record
+    of an ``image_id`` winning, and the others as ``(image_id, reason)`` failures: an embedding
+    must be ``dim`` finite floats."""
     ok: dict[str, tuple[ImageRecord, np.ndarray]] = {}
     failed = []
     for image in images:
         vector = np.asarray(image.embedding, dtype=np.float32).reshape(-1)
         if vector.shape[0] != model.dim or not np.all(np.isfinite(vector)):
-            failed.append((image.source, f"image embedding must be {model.dim} finite floats"))
+            failed.append((image.image_id, f"image embedding must be {model.dim} finite floats"))
         else:
-            ok[image.source] = (image, vector)
+            ok[image.image_id] = (image, vector)
     return list(ok.values()), failed
 
 
@@ -47,28 +47,29 @@ class ImageIndex(Protocol):
         """
 
     def upsert(self, images: Sequence[ImageRecord]) -> BulkResult:
-        """Insert or overwrite photos by ``source``; per-photo failures are reported (keyed by
-        source), not raised."""
+        """Insert or overwrite pictures by ``image_id``; per-picture failures are reported (keyed by
+        image id), not raised."""
 
     def search(self, vector: np.ndarray, k: int = 20, exclude_sources: Sequence[str] = ()) -> list[ImageHit]:
-        """The ``k`` stored photos most similar to ``vector`` (unit length, shape (dim,)), best
-        first, leaving out ``exclude_sources`` before ranking.
+        """The ``k`` stored pictures most similar to ``vector`` (unit length, shape (dim,)), best
+        first, leaving out those of the files ``exclude_sources`` before ranking.
 
         Raises:
             DimensionMismatchError: ``vector`` has another dimension than the index's model.
         """
 
     def content_hashes(self, sources: Sequence[str]) -> dict[str, str]:
-        """The ``content_hash`` each of those photos was described from, for those stored."""
+        """The ``content_hash`` each of those files was described from, for those with pictures stored."""
 
-    def embedding(self, source: str) -> np.ndarray | None:
-        """A stored photo's unit vector (float32, shape (dim,)), or None."""
+    def embedding(self, image_id: str) -> np.ndarray | None:
+        """A stored picture's unit vector (float32, shape (dim,)) by ``image_id`` (a photo's is its
+        source name), or None."""
 
     def delete_source(self, source: str) -> int:
-        """Remove one photo; returns how many records went (0 or 1)."""
+        """Remove the pictures of one file (a photo, or a video's keyframes); returns how many went."""
 
     def count(self) -> int:
-        """How many photos are stored."""
+        """How many pictures are stored."""
 
     def refresh(self) -> None:
         """Make every write so far visible to searches."""

@@ -1,4 +1,4 @@
-"""The similar-photo index on Elasticsearch: one document per photo behind the alias
+"""The similar-photo index on Elasticsearch: one document per photo and per video keyframe behind the alias
 ``<prefix>-images-<image model key>`` (:func:`.mapping.images_alias`), its description an
 int8-quantised HNSW ``dense_vector`` as the faces' is. Writes become visible at the next refresh,
 or at once after :meth:`ElasticImageIndex.refresh` or with ``refresh_on_write``."""
@@ -21,17 +21,16 @@ from .elastic_layout import create_images_index, drop_aliases
 from .image_base import storable_images
 from .mapping import (
     DEFAULT_VECTOR_INDEX,
-    EMBEDDING_FIELD,
     embedding_from_document,
     image_document,
     image_hit_from_document,
     images_alias,
 )
-from .queries import cosine_from_score, image_knn_body
+from .queries import cosine_from_score, image_knn_body, image_sources_body
 
 log = logging.getLogger(__name__)
 
-#: Sources per mget request.
+#: Sources per lookup request.
 _PAGE_SIZE = 1000
 #: Bulk chunks refused with 429 (cluster busy) are retried this often, backing off from 1 s to 30 s.
 _BULK_MAX_RETRIES = 5
@@ -84,12 +83,12 @@ class ElasticImageIndex:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         valid, failed = storable_images(self.model, images)
         actions = [
-            {"_index": self.alias, "_id": source_id(image.source), "_source": image_document(image, vector, now)}
+            {"_index": self.alias, "_id": source_id(image.image_id), "_source": image_document(image, vector, now)}
             for image, vector in valid
         ]
-        by_id = {source_id(image.source): image.source for image, _ in valid}
+        by_id = {source_id(image.image_id): image.image_id for image, _ in valid}
         indexed = 0
-        with talking(self.url, f"indexing photos into {self.alias}"):
+        with talking(self.url, f"indexing pictures into {self.alias}"):
             for ok, item in helpers.streaming_bulk(
                 self._client,
                 actions,
@@ -117,33 +116,34 @@ class ElasticImageIndex:
             hits = self._client.search(index=self.alias, body=body)["hits"]["hits"]
         return [image_hit_from_document(hit["_source"], cosine_from_score(hit["_score"])) for hit in hits]
 
-    def _documents(self, sources: Sequence[str], fields: list[str]) -> list[dict]:
+    def content_hashes(self, sources: Sequence[str]) -> dict[str, str]:
         self.ensure()
         unique = list(dict.fromkeys(sources))
-        found = []
-        with talking(self.url, f"reading photos from {self.alias}"):
+        found: dict[str, str] = {}
+        with talking(self.url, f"reading pictures from {self.alias}"):
             for start in range(0, len(unique), _PAGE_SIZE):
-                ids = [source_id(source) for source in unique[start : start + _PAGE_SIZE]]
-                docs = self._client.mget(index=self.alias, ids=ids, source_includes=fields)["docs"]
-                found.extend(doc["_source"] for doc in docs if doc.get("found"))
+                body = image_sources_body(unique[start : start + _PAGE_SIZE])
+                for hit in self._client.search(index=self.alias, body=body)["hits"]["hits"]:
+                    found[hit["_source"]["source"]] = hit["_source"]["content_hash"]
         return found
 
-    def content_hashes(self, sources: Sequence[str]) -> dict[str, str]:
-        wanted = set(sources)
-        docs = self._documents(sources, ["source", "content_hash"])
-        return {doc["source"]: doc["content_hash"] for doc in docs if doc["source"] in wanted}
-
-    def embedding(self, source: str) -> np.ndarray | None:
-        docs = [doc for doc in self._documents([source], ["source", EMBEDDING_FIELD]) if doc["source"] == source]
-        return embedding_from_document(source, docs[0]) if docs else None
+    def embedding(self, image_id: str) -> np.ndarray | None:
+        self.ensure()
+        with talking(self.url, f"reading a picture from {self.alias}"):
+            doc = self._client.options(ignore_status=404).get(index=self.alias, id=source_id(image_id)).body
+        if not doc.get("found") or doc["_source"].get("image_id") != image_id:
+            return None
+        return embedding_from_document(image_id, doc["_source"])
 
     def delete_source(self, source: str) -> int:
         self.ensure()
-        with talking(self.url, f"deleting {source} from {self.alias}"):
-            response = self._client.options(ignore_status=404).delete(
-                index=self.alias, id=source_id(source), refresh=self.refresh_on_write
+        with talking(self.url, f"deleting the pictures of {source} from {self.alias}"):
+            # delete_by_query only sees refreshed documents; pictures written a moment ago must go too.
+            self._client.indices.refresh(index=self.alias)
+            response = self._client.delete_by_query(
+                index=self.alias, query={"term": {"source": source}}, conflicts="proceed", refresh=True
             )
-        return 1 if response.get("result") == "deleted" else 0
+        return int(response["deleted"])
 
     def count(self) -> int:
         self.ensure()

@@ -1,5 +1,5 @@
 """The embedded similar-photo index: one LanceDB table, ``images_<image model key>``, in the face
-index's database folder, one row per photo. Searches are exact cosine kNN, or past
+index's database folder, one row per photo and per video keyframe. Searches are exact cosine kNN, or past
 ``FACESEARCH_VECTOR_INDEX_FACES`` photos through a vector index built the way the faces' is
 (:mod:`.lance_store`)."""
 
@@ -32,7 +32,9 @@ from .lance_store import (
 )
 from .lance_tables import sql_literal
 
-#: Values per SQL ``IN`` list when looking photos up by source.
+#: The columns with a B-tree index: pictures are looked up by id and by file.
+_LOOKED_UP = ["image_id", "source"]
+#: Values per SQL ``IN`` list when looking pictures up.
 _IN_LIST = 500
 #: Written photos are compacted into fewer files after this many upserts.
 _COMPACT_EVERY = 64
@@ -42,7 +44,9 @@ def images_schema(dim: int) -> pa.Schema:
     """Arrow schema of the photos table for ``dim``-dimensional descriptions (see :class:`ImageRecord`)."""
     return pa.schema(
         [
+            pa.field("image_id", pa.string(), nullable=False),
             pa.field("source", pa.string(), nullable=False),
+            pa.field("timestamp", pa.float64()),
             pa.field(VECTOR_COLUMN, pa.list_(pa.float32(), dim), nullable=False),
             pa.field("content_hash", pa.string(), nullable=False),
             pa.field("width", pa.int32(), nullable=False),
@@ -96,9 +100,9 @@ class EmbeddedImageIndex:
             with self._writing():
                 # exist_ok: another process may have created it meanwhile.
                 table = db.create_table(self.table_name, schema=images_schema(self.model.dim), exist_ok=True)
-        if unindexed(table, ["source"]):
+        if unindexed(table, _LOOKED_UP):
             with self._writing():
-                ensure_btree(table, ["source"])
+                ensure_btree(table, _LOOKED_UP)
         dim = table.schema.field(VECTOR_COLUMN).type.list_size
         if dim != self.model.dim:
             raise DimensionMismatchError(
@@ -122,7 +126,9 @@ class EmbeddedImageIndex:
         if valid:
             rows = [
                 {
+                    "image_id": image.image_id,
                     "source": image.source,
+                    "timestamp": image.timestamp,
                     VECTOR_COLUMN: vector,
                     "content_hash": image.content_hash,
                     "width": int(image.width),
@@ -133,7 +139,7 @@ class EmbeddedImageIndex:
             ]
             data = pa.Table.from_pylist(rows, schema=images_schema(self.model.dim))
             with self._writing():
-                table.merge_insert("source").when_matched_update_all().when_not_matched_insert_all().execute(data)
+                table.merge_insert("image_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
             self._writes += 1
             if self._writes % _COMPACT_EVERY == 0:
                 self.optimize()
@@ -145,25 +151,28 @@ class EmbeddedImageIndex:
         if exclude_sources:
             listed = ", ".join(sql_literal(s) for s in exclude_sources)
             builder = builder.where(f"source NOT IN ({listed})", prefilter=True)
-        rows = builder.select(["source", "width", "height", "_distance"]).to_list()
+        rows = builder.select(["source", "timestamp", "width", "height", "_distance"]).to_list()
         # LanceDB's cosine distance is 1 - cosine similarity.
-        return [ImageHit(row["source"], float(1.0 - row["_distance"]), row["width"], row["height"]) for row in rows]
+        return [
+            ImageHit(row["source"], float(1.0 - row["_distance"]), row["width"], row["height"], row["timestamp"])
+            for row in rows
+        ]
 
-    def _by_sources(self, sources: Sequence[str], columns: list[str]) -> list[dict]:
+    def _rows(self, column: str, values: Sequence[str], columns: list[str]) -> list[dict]:
+        """``columns`` of the rows whose ``column`` is one of ``values``, a few hundred at a time."""
         table = self._open()
-        unique = list(dict.fromkeys(sources))
+        unique = list(dict.fromkeys(values))
         rows: list[dict] = []
         for start in range(0, len(unique), _IN_LIST):
-            chunk = unique[start : start + _IN_LIST]
-            where = f"source IN ({', '.join(sql_literal(s) for s in chunk)})"
-            rows.extend(table.search().where(where).select(columns).limit(len(chunk)).to_list())
+            where = f"{column} IN ({', '.join(sql_literal(v) for v in unique[start : start + _IN_LIST])})"
+            rows.extend(table.search().where(where).select(columns).limit(max(1, table.count_rows(where))).to_list())
         return rows
 
     def content_hashes(self, sources: Sequence[str]) -> dict[str, str]:
-        return {row["source"]: row["content_hash"] for row in self._by_sources(sources, ["source", "content_hash"])}
+        return {row["source"]: row["content_hash"] for row in self._rows("source", sources, ["source", "content_hash"])}
 
-    def embedding(self, source: str) -> np.ndarray | None:
-        rows = self._by_sources([source], ["source", VECTOR_COLUMN])
+    def embedding(self, image_id: str) -> np.ndarray | None:
+        rows = self._rows("image_id", [image_id], [VECTOR_COLUMN])
         return np.asarray(rows[0][VECTOR_COLUMN], dtype=np.float32) if rows else None
 
     def delete_source(self, source: str) -> int:
@@ -182,7 +191,7 @@ class EmbeddedImageIndex:
         """Nothing to do: LanceDB makes each write visible when it returns."""
 
     def optimize(self) -> None:
-        """Compact the table and build its vector index once it holds ``vector_index_rows`` photos."""
+        """Compact the table and build its vector index once it holds ``vector_index_rows`` pictures."""
         table = self._open()
         with self._writing():
             optimize_table(table)

@@ -151,13 +151,16 @@ def _vector_property(dim: int, vector_index: str) -> dict[str, Any]:
 
 
 def images_mapping(dim: int, vector_index: str = DEFAULT_VECTOR_INDEX) -> dict[str, Any]:
-    """Mapping of the similar-photo index: one document per photo (``_id`` =
-    :func:`~search_engine.ids.source_id`), its ``dim``-d unit description as a ``dense_vector``
-    with ``dot_product`` similarity, as the faces' is."""
+    """Mapping of the similar-photo index: one document per photo and per video keyframe (``_id`` =
+    :func:`~search_engine.ids.source_id` of its ``image_id``), its ``dim``-d unit description as a
+    ``dense_vector`` with ``dot_product`` similarity, as the faces' is; ``timestamp``: a keyframe's
+    seconds into its video."""
     keyword = {"type": "keyword"}
     return _strict(
         {
+            "image_id": keyword,
             "source": keyword,
+            "timestamp": {"type": "double"},
             EMBEDDING_FIELD: _vector_property(dim, vector_index),
             "content_hash": keyword,
             "width": {"type": "integer"},
@@ -168,9 +171,11 @@ def images_mapping(dim: int, vector_index: str = DEFAULT_VECTOR_INDEX) -> dict[s
 
 
 def image_document(record: ImageRecord, vector: np.ndarray, indexed_at: str) -> dict[str, Any]:
-    """The JSON document stored for one photo of the similar-photo index (``vector`` is its checked
-    (dim,) float32 embedding; ``indexed_at`` is used where the record has none)."""
-    return {
+    """The JSON document stored for one picture of the similar-photo index (``vector`` is its
+    checked (dim,) float32 embedding; ``indexed_at`` is used where the record has none; a photo's
+    ``timestamp`` left out)."""
+    doc = {
+        "image_id": record.image_id,
         "source": record.source,
         EMBEDDING_FIELD: np.asarray(vector, dtype=np.float32).reshape(-1).tolist(),
         "content_hash": record.content_hash,
@@ -178,11 +183,21 @@ def image_document(record: ImageRecord, vector: np.ndarray, indexed_at: str) -> 
         "height": int(record.height),
         "indexed_at": record.indexed_at or indexed_at,
     }
+    if record.timestamp is not None:
+        doc["timestamp"] = float(record.timestamp)
+    return doc
 
 
 def image_hit_from_document(doc: Mapping[str, Any], score: float) -> ImageHit:
-    """An :class:`ImageHit` from a stored photo's ``_source`` and its cosine ``score`` in [-1, 1]."""
-    return ImageHit(doc["source"], float(score), int(doc["width"]), int(doc["height"]))
+    """An :class:`ImageHit` from a stored picture's ``_source`` and its cosine ``score`` in [-1, 1]."""
+    timestamp = doc.get("timestamp")
+    return ImageHit(
+        doc["source"],
+        float(score),
+        int(doc["width"]),
+        int(doc["height"]),
+        None if timestamp is None else float(timestamp),
+    )
 
 
 def copy_field_body(source: str, target: str) -> dict[str, Any]:

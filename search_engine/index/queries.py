@@ -252,3 +252,14 @@ def image_knn_body(vector: np.ndarray | Sequence[float], k: int, exclude_sources
     if exclude_sources:
         knn["filter"] = [{"bool": {"must_not": [{"terms": {"source": list(exclude_sources)}}]}}]
     return {"knn": knn, "size": k, "_source": HIT_SOURCE}
+
+
+def image_sources_body(sources: Sequence[str]) -> dict[str, Any]:
+    """A search body for one picture of each of ``sources`` in the similar-photo index (collapsed
+    on ``source``: a video has many keyframes), with its ``source`` and ``content_hash``."""
+    return {
+        "query": {"bool": {"filter": [{"terms": {"source": list(sources)}}]}},
+        "collapse": {"field": "source"},
+        "size": len(sources),
+        "_source": ["source", "content_hash"],
+    }

@@ -161,13 +161,17 @@ function initSearch() {
     more.hidden = body.hits.length < state.k || state.k >= maxResults;
   }
 
+  // A photo shows itself; a video's keyframe links to the video at its time.
   function photoCard(hit) {
     const card = el("li", { class: "hit photo" });
-    let picture = el("div", { class: "no-thumbnail" }, "file not served");
-    if (hit.media_url) picture = el("img", { src: hit.media_url, alt: basename(hit.source), loading: "lazy" });
-    card.append(hit.media_url ? el("a", { href: hit.media_url, class: "thumb" }, picture) : picture);
+    const video = hit.media_type === "video";
+    let picture = el("div", { class: "no-thumbnail" }, video ? "video keyframe" : "file not served");
+    if (hit.media_url && !video) picture = el("img", { src: hit.media_url, alt: basename(hit.source), loading: "lazy" });
+    const target = video ? `${hit.media_url}#t=${hit.timestamp}` : hit.media_url;
+    card.append(hit.media_url ? el("a", { href: target, class: "thumb" }, picture) : picture);
     card.append(el("p", { class: "score" }, `${Math.round(hit.score * 100)}%`));
-    card.append(el("p", { class: "source", title: hit.source }, basename(hit.source)));
+    const where = video ? `${basename(hit.source)} · ${clock(hit.timestamp)}` : basename(hit.source);
+    card.append(el("p", { class: video ? "source video" : "source", title: hit.source }, where));
     return card;
   }
 
