@@ -16,7 +16,7 @@ KEY = "contract-test-key"
 
 
 @pytest.fixture(scope="module")
-def keyed_server(library, tmp_path_factory, detector, dlib_embedder):
+def keyed_server(library, tmp_path_factory, detector, dlib_embedder, resnet50_weights):
     base = tmp_path_factory.mktemp("contract")
     copy = grouped_copy(library, base / "data", detector, dlib_embedder)
     env = {
@@ -24,6 +24,9 @@ def keyed_server(library, tmp_path_factory, detector, dlib_embedder):
         "FACESEARCH_DATA_DIR": str(copy.data_dir),
         "FACESEARCH_MEDIA_ROOTS": str(copy.root),
         "FACESEARCH_API_KEYS": KEY,
+        # Similar-photo search on, so that POST /similar is exercised, not only its 503.
+        "FACESEARCH_IMAGE_SEARCH": "1",
+        "FACESEARCH_RESNET50_WEIGHTS": str(resnet50_weights),
     }
     headers = {"X-API-Key": KEY}
     with running_server(["--workers", "1", "--threads", "2"], env, base / "serve.log", headers=headers) as url:
