@@ -135,6 +135,10 @@ def test_a_host_folder_can_be_the_media(tmp_path):
     worker = stack["services"]["worker"]
     assert "/srv/photos:/media:ro" in worker["volumes"]
     assert worker["environment"]["FACESEARCH_EMBEDDER"] == "dlib"
+    # Similar-photo search is off unless .env turns it on, for the workers and the web app alike.
+    assert Settings.from_env(worker["environment"]).models.image_search is False
+    on = resolved(tmp_path, "compose.yml", FACESEARCH_IMAGE_SEARCH="1")["services"]
+    assert all(Settings.from_env(on[name]["environment"]).models.image_search for name in ("worker", "web"))
 
 
 def test_gpu_overlay_builds_the_cuda_image_and_reserves_gpus(gpu_stack):
