@@ -356,6 +356,14 @@ def test_cli_indexes_photos_for_similar_search_and_lists_them(photos, tmp_path, 
     assert [hit["source"] for hit in found["hits"]][0] == str(photos[1].path) and len(found["hits"]) == 2
     assert main(["similar", str(photos[0].path), *data]) == 0
     assert "among 4 photos" in capsys.readouterr().out
+    assert main(["stats", *data, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["similar_photos"] is None  # off in this environment
+    monkeypatch.setenv("FACESEARCH_IMAGE_SEARCH", "1")
+    assert main(["stats", *data, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["similar_photos"] == {"model": "resnet50-imagenet1k-v1", "pictures": 4}
+    assert main(["stats", *data]) == 0
+    assert "similar photos: 4 pictures" in capsys.readouterr().out
+    monkeypatch.delenv("FACESEARCH_IMAGE_SEARCH")
     assert main(["similar", str(photos[4].path), *data]) == EXIT_ERROR
     assert "broken.jpg" in capsys.readouterr().err
 

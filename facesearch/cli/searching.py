@@ -210,6 +210,7 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
         "videos": [{"video": f.value, "faces": f.count} for f in index.facets("video", size=20)],
         "verdicts": None if judged is None else judged.to_dict(),
         "calibration": None if calibration is None else calibration.to_dict() | {"stored_with_index": stored},
+        "similar_photos": _image_index_stats(settings),
     }
     if args.json:
         print(json.dumps(stats, indent=2))
@@ -235,6 +236,24 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
             f"verdicts: same person from {judged.same_person:.3f}, possible from {judged.possible:.3f} "
             f"at target FPIR {judged.target_fpir:.1%} ({where}: {calibration.measured_on})"
         )
+    if stats["similar_photos"] is not None:
+        described = stats["similar_photos"]
+        print(
+            f"similar photos: {described['pictures']} pictures (photos and video keyframes) described with {described['model']}"
+        )
     for row in stats["people"]:
         print(f"  {row['faces']:6d}  {row['person']}")
     return 0
+
+
+def _image_index_stats(settings: Settings) -> dict | None:
+    """The image index's model and picture count where similar-photo search is on, else None
+    (its model is not loaded: counting needs only the index)."""
+    from search_engine.embedding import image_embedder_info
+    from search_engine.index import create_image_index
+
+    if not settings.models.image_search:
+        return None
+    images = create_image_index(settings.index, image_embedder_info())
+    images.ensure()
+    return {"model": images.model.key, "pictures": images.count()}
