@@ -126,7 +126,7 @@ class FileAnalysis:
     ``completed`` is the record of an unchanged file that an older version stored without a hash,
     now with one: the file is skipped, its record written again. ``images`` are the pictures for
     the image index (similar-photo search on, and the image index not holding this version of the
-    file): a photo's whole-image description, or a video's keyframes'.
+    file): a photo's whole-image description, or a video's keyframes.
     """
 
     outcome: FileOutcome
@@ -225,8 +225,8 @@ def store_analyses(
     index: FaceIndex, analyses: Sequence[FileAnalysis], images: ImageIndex | None = None
 ) -> list[FileOutcome]:
     """Write analysed files to the index: old faces of changed files out, new faces in, one source
-    record per file; with ``images``, each photo's description in (over the one of its earlier
-    bytes). Returns the final outcomes (a face or description the index refuses fails its file)."""
+    record per file; with ``images``, each file's pictures in (a changed file's earlier ones out
+    first). Returns the final outcomes (a face or picture the index refuses fails its file)."""
     outcomes = [a.outcome for a in analyses]
     position = {a.outcome.source: i for i, a in enumerate(analyses)}
 
