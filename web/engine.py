@@ -292,11 +292,13 @@ class Engine:
         return real, media_format(real)
 
     def health(self) -> tuple[dict, bool]:
-        """Whether the model is loaded and the index answers, with its counts; and whether all is well."""
+        """Whether the model is loaded and the index answers, with its counts, and what the
+        similar-photo index holds where that search is on (else None); and whether all is well."""
         body: dict = {
             "status": "ok",
             "model": {"loaded": False},
             "index": {"reachable": False, "backend": self.settings.index.backend},
+            "similar_photos": None,
         }
         judged = described = None
         try:
@@ -307,6 +309,9 @@ class Engine:
                 "videos": len(index.facets("video", size=FACET_LIMIT)),
             }
             body["index"].update(reachable=True, **counts)
+            photos = self._service.photos
+            if photos is not None:
+                body["similar_photos"] = {"model": photos.model.info.key, "pictures": photos.images.count()}
             calibration, stored = calibration_and_origin(index)
             if calibration is not None:
                 described = calibration.to_dict() | {"stored_with_index": stored}

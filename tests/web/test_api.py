@@ -192,6 +192,7 @@ def test_health_reports_model_and_counts(client):
         "status": "ok",
         "model": {"loaded": True, "name": "dlib-r1"},
         "index": {"reachable": True, "backend": "embedded", "faces": PHOTOS_EACH * 2 + 2, "people": 2, "videos": 0},
+        "similar_photos": None,
     }
     assert verdicts["gallery_size"] == PHOTOS_EACH * 2 + 2 and verdicts["target_fpir"] == 0.01
     assert 0 < verdicts["possible_threshold"] <= verdicts["same_person_threshold"] < 1
@@ -398,6 +399,10 @@ def test_similar_photos_over_the_api_and_a_clear_503_when_off(
     with on.get(top["media_url"]) as served:
         assert served.status_code == 200
     assert on.post("/api/v1/similar", data={}).status_code == 400
+    assert on.get("/api/v1/health").get_json()["similar_photos"] == {
+        "model": "resnet50-imagenet1k-v1",
+        "pictures": len(photos),
+    }
     # A photo's page lists the photos that look like it, and its near-duplicates.
     page = on.get(f"/faces/{faces.faces_of_source(str(indexed))[0].face_id}").data.decode()
     assert 'id="similar"' in page and Path(body["hits"][1]["source"]).name in page
