@@ -400,3 +400,30 @@ def test_videos_give_their_keyframes_and_an_older_index_gains_them(scene, tmp_pa
     assert (described[0].width, described[0].height) == (640, 360)
     summary, _ = index_locally(on, [], progress=False, videos=[scene])
     assert summary.skipped == 1 and images.count() == 2
+
+
+def test_the_celery_segment_steps_store_a_video_s_keyframes_once(
+    scene, tmp_path, detector, dlib_embedder, image_embedder
+):
+    """What the worker's ``index_video`` task runs, step by step as it replaces itself, with
+    similar-photo search on: each segment's keyframes stored with its tracks, none twice."""
+    from ingest.tasks import index_video_segment
+    from search_engine.index.embedded import EmbeddedFaceIndex
+    from search_engine.pipeline import FacePipeline
+    from search_engine.service import SearchService
+    from search_engine.similar import SimilarPhotos
+    from search_engine.types import Status
+
+    settings = Settings.of(embedder="dlib", data_dir=tmp_path / "data", video_segment_seconds=5.0, image_search=True)
+    faces = EmbeddedFaceIndex(tmp_path / "data" / "lancedb", dlib_embedder.info)
+    similar = SimilarPhotos.open(settings, image_embedder)
+    service = SearchService(settings, FacePipeline(detector, dlib_embedder, image_embedder), faces, similar)
+    step, steps = index_video_segment(service, str(scene), 0.0, "", 0), 1
+    while step.outcome is None:
+        step, steps = index_video_segment(service, str(scene), step.next_start, step.digest, step.faces), steps + 1
+    assert steps == 3 and step.outcome.status == Status.INDEXED
+    stored = similar.images.search(similar.images.embedding(f"{scene}#t=0.000"), k=10)
+    # Keyframes fall on the multiples of 10 s whichever segment holds them: 0 s in the first, 10 s in the third.
+    assert sorted(h.timestamp for h in stored) == [0.0, 10.0]
+    again = index_video_segment(service, str(scene), 0.0, "", 0)
+    assert again.outcome.status == Status.SKIPPED and similar.images.count() == 2
