@@ -21,6 +21,7 @@ def search():
         per_page=settings.web.results_per_page,
         max_results=MAX_RESULTS,
         max_upload_bytes=settings.web.max_upload_bytes,
+        similar_photos=settings.models.image_search,
     )
 
 

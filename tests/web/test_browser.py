@@ -93,6 +93,7 @@ def idle(driver) -> bool:
 
 def test_pick_the_second_face_then_filter_by_person(server, browser, library):
     browser.get(server + "/")
+    assert not css(browser, "#tab-similar")  # similar-photo search is off on this server
     css(browser, "#file")[0].send_keys(str(library.queries / "pair.jpg"))
     wait_for(browser, lambda d: len(css(d, "#query-boxes g.face")) == 2 and css(d, "#hits li") and idle(d), "two faces")
     assert "2 faces found" in css(browser, "#query-hint")[0].text

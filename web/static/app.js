@@ -273,8 +273,11 @@ function initSearch() {
   });
   suggestPeople();
 
-  $("tab-faces").addEventListener("click", () => useMode("faces"));
-  $("tab-similar").addEventListener("click", () => useMode("similar"));
+  // The tabs are there only where similar-photo search is on.
+  if ($("tab-similar")) {
+    $("tab-faces").addEventListener("click", () => useMode("faces"));
+    $("tab-similar").addEventListener("click", () => useMode("similar"));
+  }
   $("file").addEventListener("change", (event) => useFile(event.target.files[0]));
   $("person").addEventListener("input", suggestPeople);
   $("filters").addEventListener("submit", (event) => {
