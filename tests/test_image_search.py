@@ -53,6 +53,16 @@ def test_preprocessing_is_the_weights_own(image_embedder, astronaut):
     big = cv2.resize(astronaut, (3000, 2400), interpolation=cv2.INTER_CUBIC)
     one_step = ResNet50_Weights.IMAGENET1K_V1.transforms()(torch.from_numpy(big).permute(2, 0, 1))
     assert float((image_embedder.prepare(big) - one_step).abs().mean()) < 0.02
+    # A 3:2 photo is cut to its central square first, which holds everything the crop keeps.
+    wide = np.ascontiguousarray(cv2.resize(astronaut, (600, 400), interpolation=cv2.INTER_AREA))
+    reference = ResNet50_Weights.IMAGENET1K_V1.transforms()(torch.from_numpy(wide).permute(2, 0, 1))
+    assert float((image_embedder.prepare(wide) - reference).abs().mean()) < 0.02
+
+
+def test_a_hostile_strip_of_a_photo_is_described_without_blowing_up(image_embedder):
+    strip = np.random.default_rng(2).integers(0, 256, (2, 20_000, 3), dtype=np.uint8)
+    assert image_embedder.prepare(strip).shape == (3, 224, 224)
+    assert image_embedder.embed_images([strip, strip.transpose(1, 0, 2)]).shape == (2, 2048)
 
 
 def test_missing_or_unusable_weights_name_both_ways_to_provide_them(tmp_path, monkeypatch):

@@ -108,18 +108,23 @@ class ResNet50ImageEmbedder:
 
     def prepare(self, image: np.ndarray):
         """The network's input for one (H, W, 3) uint8 RGB photo: the weights' own preprocessing
-        (shorter side to 256 bilinear with antialiasing, centre crop 224, ImageNet mean and std),
-        a (3, 224, 224) float32 tensor."""
+        (shorter side to 256 bilinear with antialiasing, centre crop 224, ImageNet mean and std)
+        of its central square, a (3, 224, 224) float32 tensor."""
         import torch
 
         self.load()
         height, width = image.shape[:2]
         resize = self._preprocess.resize_size[0]
         shorter = min(height, width)
+        if max(height, width) > shorter:
+            # Only the centre (224/256 of the shorter side, squared) reaches the network, so the
+            # central square is all the resize needs; resizing a 2 x 20,000 strip whole would make
+            # it 256 x 2,560,000 pixels first (8 GB of floats).
+            top, left = (height - shorter) // 2, (width - shorter) // 2
+            image = image[top : top + shorter, left : left + shorter]
         if shorter > _PRESHRINK_FACTOR * resize:
-            scale = _PRESHRINK_FACTOR * resize / shorter
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            side = _PRESHRINK_FACTOR * resize
+            image = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
         # torch wants a writable array; decoded photos may be read-only views.
         tensor = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)
         return self._preprocess(tensor)
