@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 from elasticsearch import (
-    AuthenticationException,
-    AuthorizationException,
     Elasticsearch,
     NotFoundError,
     helpers,
@@ -53,7 +51,16 @@ from .base import (
     query_vector,
     storable,
 )
-from .elastic_client import bulk_reason, create_client, talking
+from .elastic_client import (
+    BULK_INITIAL_BACKOFF_S,
+    BULK_MAX_BACKOFF_S,
+    BULK_MAX_RETRIES,
+    bulk_reason,
+    bulk_stream,
+    create_client,
+    index_documents,
+    talking,
+)
 from .elastic_layout import check_indices, create_missing, drop_all
 from .mapping import (
     DEFAULT_VECTOR_INDEX,
@@ -88,11 +95,6 @@ from .queries import (
 )
 
 log = logging.getLogger(__name__)
-
-#: Bulk chunks refused with 429 (cluster busy) are retried this often, waiting 1, 2, 4, 8, 16 s.
-BULK_MAX_RETRIES = 5
-BULK_INITIAL_BACKOFF_S = 1.0
-BULK_MAX_BACKOFF_S = 30.0
 
 #: Faces per page when listing one file's faces; file ids per mget request.
 PAGE_SIZE = 1000
@@ -170,17 +172,9 @@ class ElasticFaceIndex:
             if face.indexed_at is None:
                 face = dataclasses.replace(face, indexed_at=now)
             actions.append({"_index": self.names.faces_alias, "_id": face.face_id, "_source": face_document(face)})
-        indexed = 0
         with self._talking(f"indexing faces into {self.names.faces_alias}"):
-            # A whole chunk refused (a 5xx, say) is reported per face; 401/403 are raised below.
-            for ok, item in self._bulk(actions, raise_on_exception=False):
-                info = next(iter(item.values()))
-                if ok:
-                    indexed += 1
-                    continue
-                if isinstance(info.get("exception"), (AuthenticationException, AuthorizationException)):
-                    raise info["exception"]
-                failed.append((str(info.get("_id")), bulk_reason(info)))
+            indexed, refused = index_documents(self._client, actions, self.refresh_on_write)
+        failed.extend(refused)
         if failed:
             log.warning(
                 "%d of %d faces not indexed into %s; first: %s",
@@ -192,19 +186,8 @@ class ElasticFaceIndex:
         return BulkResult(indexed=indexed, failed=tuple(failed))
 
     def _bulk(self, actions, **options):
-        """``helpers.streaming_bulk`` of these actions, errors reported per action, 429s retried."""
-        return helpers.streaming_bulk(
-            self._client,
-            actions,
-            raise_on_error=False,
-            max_retries=BULK_MAX_RETRIES,
-            initial_backoff=BULK_INITIAL_BACKOFF_S,
-            max_backoff=BULK_MAX_BACKOFF_S,
-            # Never let a write auto-create a dynamically mapped index where the alias should be.
-            require_alias=True,
-            refresh=self.refresh_on_write,
-            **options,
-        )
+        """:func:`.elastic_client.bulk_stream` of these actions into this index."""
+        return bulk_stream(self._client, actions, self.refresh_on_write, **options)
 
     def search(
         self,

@@ -3,7 +3,7 @@ to a cluster into one clear :class:`~search_engine.errors.IndexUnavailableError`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,6 +18,7 @@ from elasticsearch import (
     SSLError,
     TransportError,
     UnsupportedProductError,
+    helpers,
 )
 
 from ..config import IndexSettings
@@ -25,6 +26,11 @@ from ..errors import ConfigError, IndexUnavailableError
 
 #: Seconds one HTTP request may take; bulk chunks of 500 faces and cold kNN searches fit well inside.
 REQUEST_TIMEOUT_S = 30.0
+
+#: Bulk chunks refused with 429 (cluster busy) are retried this often, waiting 1, 2, 4, 8, 16 s.
+BULK_MAX_RETRIES = 5
+BULK_INITIAL_BACKOFF_S = 1.0
+BULK_MAX_BACKOFF_S = 30.0
 
 
 def create_client(settings: IndexSettings, request_timeout: float = REQUEST_TIMEOUT_S) -> Elasticsearch:
@@ -98,6 +104,39 @@ def bulk_reason(info: dict[str, Any]) -> str:
             reason += f" ({caused_by['reason']})"
         return reason
     return f"HTTP {info.get('status')}: {error}"
+
+
+def bulk_stream(client: Elasticsearch, actions: Iterable[dict[str, Any]], refresh: bool, **options):
+    """``helpers.streaming_bulk`` of these actions: errors reported per action, 429s retried, and
+    never a write that auto-creates a dynamically mapped index where an alias should be."""
+    return helpers.streaming_bulk(
+        client,
+        actions,
+        raise_on_error=False,
+        max_retries=BULK_MAX_RETRIES,
+        initial_backoff=BULK_INITIAL_BACKOFF_S,
+        max_backoff=BULK_MAX_BACKOFF_S,
+        require_alias=True,
+        refresh=refresh,
+        **options,
+    )
+
+
+def index_documents(
+    client: Elasticsearch, actions: Iterable[dict[str, Any]], refresh: bool
+) -> tuple[int, list[tuple[str, str]]]:
+    """Index documents in bulk: how many landed, and ``(_id, reason)`` for each that did not. A
+    whole chunk refused (a 5xx, say) is reported per document; rejected credentials are raised."""
+    indexed, failed = 0, []
+    for ok, item in bulk_stream(client, actions, refresh, raise_on_exception=False):
+        info = next(iter(item.values()))
+        if ok:
+            indexed += 1
+            continue
+        if isinstance(info.get("exception"), (AuthenticationException, AuthorizationException)):
+            raise info["exception"]
+        failed.append((str(info.get("_id")), bulk_reason(info)))
+    return indexed, failed
 
 
 @contextmanager

@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 
 import numpy as np
-from elasticsearch import AuthenticationException, AuthorizationException, Elasticsearch, helpers
+from elasticsearch import Elasticsearch
 
 from ..config import IndexSettings
 from ..ids import source_id
 from ..types import BulkResult, EmbedderInfo, ImageHit, ImageRecord
 from .base import query_vector
-from .elastic_client import bulk_reason, create_client, talking
+from .elastic_client import create_client, index_documents, talking
 from .elastic_layout import create_images_index, drop_aliases
 from .image_base import storable_images
 from .mapping import (
@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 #: Sources per lookup request.
 _PAGE_SIZE = 1000
-#: Bulk chunks refused with 429 (cluster busy) are retried this often, backing off from 1 s to 30 s.
-_BULK_MAX_RETRIES = 5
 
 
 class ElasticImageIndex:
@@ -87,26 +85,9 @@ class ElasticImageIndex:
             for image, vector in valid
         ]
         by_id = {source_id(image.image_id): image.image_id for image, _ in valid}
-        indexed = 0
         with talking(self.url, f"indexing pictures into {self.alias}"):
-            for ok, item in helpers.streaming_bulk(
-                self._client,
-                actions,
-                raise_on_error=False,
-                raise_on_exception=False,
-                max_retries=_BULK_MAX_RETRIES,
-                initial_backoff=1.0,
-                max_backoff=30.0,
-                require_alias=True,
-                refresh=self.refresh_on_write,
-            ):
-                info = next(iter(item.values()))
-                if ok:
-                    indexed += 1
-                    continue
-                if isinstance(info.get("exception"), (AuthenticationException, AuthorizationException)):
-                    raise info["exception"]
-                failed.append((by_id.get(str(info.get("_id")), str(info.get("_id"))), bulk_reason(info)))
+            indexed, refused = index_documents(self._client, actions, self.refresh_on_write)
+        failed.extend((by_id.get(doc_id, doc_id), reason) for doc_id, reason in refused)
         return BulkResult(indexed=indexed, failed=tuple(failed))
 
     def search(self, vector: np.ndarray, k: int = 20, exclude_sources: Sequence[str] = ()) -> list[ImageHit]:
