@@ -16,7 +16,6 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -54,14 +53,13 @@ from .base import (
     storable,
 )
 from .lance_store import (
+    LanceDatabase,
     build_vector_index_once,
     ensure_btree,
-    open_database,
     optimize_table,
     unindexed,
     vector_index_of,
     vector_search,
-    write_lock,
 )
 from .lance_tables import (
     DECISIONS_SCHEMA,
@@ -98,7 +96,7 @@ def _table_name(kind: str, model: EmbedderInfo) -> str:
     return f"{kind}_" + re.sub(r"[^A-Za-z0-9_.-]", "_", model.key)
 
 
-class EmbeddedFaceIndex:
+class EmbeddedFaceIndex(LanceDatabase):
     """LanceDB implementation of :class:`~search_engine.index.base.FaceIndex`.
 
     Args:
@@ -108,11 +106,10 @@ class EmbeddedFaceIndex:
     """
 
     def __init__(self, path: Path, model: EmbedderInfo, vector_index_faces: int = 0) -> None:
-        self.path = Path(path)
+        super().__init__(path)
         self.model = model
         self.vector_index_faces = vector_index_faces
         self._indexed_vectors = False
-        self._db = None
         self._faces = None
         self._sources = None
         self._people = None
@@ -126,18 +123,6 @@ class EmbeddedFaceIndex:
     @property
     def faces_table_name(self) -> str:
         return _table_name("faces", self.model)
-
-    def _connect(self):
-        if self._db is None:
-            self._db = open_database(self.path)
-        return self._db
-
-    @contextmanager
-    def _writing(self):
-        """Hold the store's write lock (see :func:`.lance_store.write_lock`)."""
-        self._connect()
-        with write_lock(self.path):
-            yield
 
     def ensure(self) -> None:
         if self._faces is not None:

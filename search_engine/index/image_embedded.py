@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,14 +20,13 @@ from .base import query_vector
 from .image_base import storable_images
 from .lance_store import (
     VECTOR_COLUMN,
+    LanceDatabase,
     build_vector_index_once,
     ensure_btree,
-    open_database,
     optimize_table,
     unindexed,
     vector_index_of,
     vector_search,
-    write_lock,
 )
 from .lance_tables import sql_literal
 
@@ -56,7 +54,7 @@ def images_schema(dim: int) -> pa.Schema:
     )
 
 
-class EmbeddedImageIndex:
+class EmbeddedImageIndex(LanceDatabase):
     """LanceDB implementation of :class:`~search_engine.index.image_base.ImageIndex`.
 
     Args:
@@ -66,11 +64,10 @@ class EmbeddedImageIndex:
     """
 
     def __init__(self, path: Path, model: EmbedderInfo, vector_index_rows: int = 0) -> None:
-        self.path = Path(path)
+        super().__init__(path)
         self.model = model
         self.vector_index_rows = vector_index_rows
         self.table_name = "images_" + re.sub(r"[^A-Za-z0-9_.-]", "_", model.key)
-        self._db = None
         self._table = None
         self._indexed = False
         self._writes = 0
@@ -78,17 +75,6 @@ class EmbeddedImageIndex:
     @classmethod
     def from_settings(cls, settings: IndexSettings, model: EmbedderInfo) -> EmbeddedImageIndex:
         return cls(Path(settings.data_dir) / "lancedb", model, settings.vector_index_faces)
-
-    @contextmanager
-    def _writing(self):
-        self._connect()
-        with write_lock(self.path):
-            yield
-
-    def _connect(self):
-        if self._db is None:
-            self._db = open_database(self.path)
-        return self._db
 
     def ensure(self) -> None:
         if self._table is not None:

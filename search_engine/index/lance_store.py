@@ -79,6 +79,27 @@ def write_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class LanceDatabase:
+    """What a store over one LanceDB folder holds: its ``path``, its connection, made on first
+    use, and its write lock (:func:`write_lock`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._db = None
+
+    def _connect(self):
+        if self._db is None:
+            self._db = open_database(self.path)
+        return self._db
+
+    @contextmanager
+    def _writing(self):
+        """Hold the database's write lock (see :func:`write_lock`)."""
+        self._connect()
+        with write_lock(self.path):
+            yield
+
+
 def optimize_table(table) -> None:
     """Compact the small files writes left, fold new rows into the table's indexes and delete the
     files of versions older than :data:`KEEP_OLD_VERSIONS` (call under :func:`write_lock`)."""
