@@ -20,6 +20,19 @@ ES_ENV = {name: value for name, value in os.environ.items() if name.startswith("
 ES_URL = ES_ENV.get("FACESEARCH_ES_URL")
 
 
+def elastic_settings(prefix: str | None = None):
+    """Index settings for the cluster ``FACESEARCH_ES_URL`` names, with the credentials pytest
+    started with (the per-test reset has removed them from the environment), under ``prefix`` or
+    a fresh one; skips the test where no cluster is named (nothing imitates Elasticsearch)."""
+    import uuid
+
+    from search_engine.config import Settings
+
+    if not ES_URL:
+        pytest.skip("FACESEARCH_ES_URL is not set: no Elasticsearch cluster to run the contract against")
+    return Settings.from_env(ES_ENV).replace(es_index_prefix=prefix or f"facesearch-test-{uuid.uuid4().hex[:8]}").index
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     """No FACESEARCH_* setting leaks into a test; each gets its own data directory."""

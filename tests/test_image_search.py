@@ -22,7 +22,7 @@ from search_engine.embedding import image_embedder_info
 from search_engine.errors import DimensionMismatchError, ModelUnavailableError
 from search_engine.types import EmbedderInfo, ImageRecord
 
-from .conftest import ES_ENV, ES_URL
+from .conftest import elastic_settings
 
 MODEL = EmbedderInfo("imagecontract", "r1", 16)
 
@@ -90,17 +90,14 @@ def test_missing_or_unusable_weights_name_both_ways_to_provide_them(tmp_path, mo
 # --- the image index contract --------------------------------------------------------------------
 
 
-def make_image_index(kind: str, tmp_path, model: EmbedderInfo = MODEL, prefix: str | None = None, **options):
+def make_image_index(kind: str, tmp_path, model: EmbedderInfo = MODEL, prefix: str | None = None):
     if kind == "embedded":
         from search_engine.index.image_embedded import EmbeddedImageIndex
 
-        return EmbeddedImageIndex(tmp_path / "lancedb", model, **options)
-    if not ES_URL:
-        pytest.skip("FACESEARCH_ES_URL is not set: no Elasticsearch cluster to run the contract against")
+        return EmbeddedImageIndex(tmp_path / "lancedb", model)
     from search_engine.index.image_elastic import ElasticImageIndex
 
-    settings = Settings.from_env(ES_ENV).replace(es_index_prefix=prefix or f"facesearch-test-{uuid.uuid4().hex[:8]}")
-    store = ElasticImageIndex.from_settings(settings.index, model)
+    store = ElasticImageIndex.from_settings(elastic_settings(prefix), model)
     store.refresh_on_write = True
     return store
 

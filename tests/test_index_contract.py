@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import numpy as np
 import pytest
 
 from search_engine.calibration import Calibration
-from search_engine.config import Settings
 from search_engine.errors import DimensionMismatchError
 from search_engine.ids import face_id
 from search_engine.types import (
@@ -24,7 +22,7 @@ from search_engine.types import (
     SourceRecord,
 )
 
-from .conftest import ES_ENV, ES_URL
+from .conftest import elastic_settings
 
 MODEL = EmbedderInfo("contract", "r1", 8)
 PEOPLE = ("Ada_Lovelace", "Grace_Hopper", None)
@@ -35,13 +33,9 @@ def make_index(kind: str, tmp_path, model: EmbedderInfo = MODEL, prefix: str | N
         from search_engine.index.embedded import EmbeddedFaceIndex
 
         return EmbeddedFaceIndex(tmp_path / "lancedb", model)
-    if not ES_URL:
-        pytest.skip("FACESEARCH_ES_URL is not set: no Elasticsearch cluster to run the contract against")
     from search_engine.index.elastic import ElasticFaceIndex
 
-    # Credentials come from the environment pytest started in: the per-test reset has removed them.
-    settings = Settings.from_env(ES_ENV).replace(es_index_prefix=prefix or f"facesearch-test-{uuid.uuid4().hex[:8]}")
-    return ElasticFaceIndex.from_settings(settings.index, model)
+    return ElasticFaceIndex.from_settings(elastic_settings(prefix), model)
 
 
 @pytest.fixture(params=["embedded", "elasticsearch"])
@@ -338,11 +332,11 @@ def test_an_older_store_s_person_labels_become_its_labels(tmp_path):
 
 def test_cluster_credentials_reach_the_client_despite_the_environment_reset(monkeypatch, tmp_path):
     """``FACESEARCH_ES_USER``/``PASSWORD`` given to pytest are used (building a client does not connect)."""
-    import tests.test_index_contract as contract
+    import tests.conftest as conftest
 
-    monkeypatch.setattr(contract, "ES_URL", "http://127.0.0.1:9200")
+    monkeypatch.setattr(conftest, "ES_URL", "http://127.0.0.1:9200")
     monkeypatch.setattr(
-        contract,
+        conftest,
         "ES_ENV",
         {"FACESEARCH_ES_URL": "http://127.0.0.1:9200", "FACESEARCH_ES_USER": "elastic", "FACESEARCH_ES_PASSWORD": "pw"},
     )
