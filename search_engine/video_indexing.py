@@ -133,7 +133,9 @@ def analyse_segment(
     pending: list[Frame | float] = []
     size: tuple[int, int] = (0, 0)
     describing = pipeline.image_embedder is not None and not query
-    next_keyframe = math.ceil(start / options.keyframe_seconds - 1e-9) * options.keyframe_seconds
+    # Keyframe slot n is [n, n + 1) x keyframe_seconds; its first sampled frame is its keyframe.
+    # Slots begun before this segment are the earlier segment's.
+    last_slot = math.ceil(start / options.keyframe_seconds - 1e-9) - 1
 
     def flush() -> None:
         frames = [item for item in pending if isinstance(item, Frame)]
@@ -151,11 +153,10 @@ def analyse_segment(
         for frame in sample_frames(path, options.rate, start, end):
             result.sampled += 1
             size = (frame.image.shape[1], frame.image.shape[0])
-            if describing and frame.timestamp >= next_keyframe - 1e-6:
+            slot = math.floor(frame.timestamp / options.keyframe_seconds + 1e-9)
+            if describing and slot > last_slot:
                 result.images.append(_keyframe(pipeline, frame, source, digest))
-                next_keyframe = (
-                    math.floor(frame.timestamp / options.keyframe_seconds + 1e-9) + 1
-                ) * options.keyframe_seconds
+                last_slot = slot
             if changes.changed(frame.image, frame.timestamp):
                 result.analysed += 1
                 pending.append(frame)
@@ -303,12 +304,13 @@ def index_video_step(
     source = source_name(path)
     if start == 0.0:
         known = index.get_sources([source])
-        done, info, digest = plan_video(path, known, None if images is None else images.content_hashes([source]))
+        described = None if images is None else images.content_hashes([source])
+        done, info, digest = plan_video(path, known, described)
         if done is not None:
             return VideoStep(store_analyses(index, [done], images)[0])
         if known:
             index.delete_source(source)
-        if images is not None:
+        if described:
             images.delete_source(source)
     else:
         try:
