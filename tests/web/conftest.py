@@ -83,3 +83,19 @@ def service(library, detector, dlib_embedder) -> SearchService:
 @pytest.fixture()
 def client(library, service):
     return create_app(library.settings, service=service).test_client()
+
+
+@pytest.fixture(scope="session")
+def described(library, tmp_path_factory, detector, dlib_embedder, image_embedder) -> SearchService:
+    """The session's library indexed again, in its own data directory, with similar-photo search
+    on: every photo's faces and its whole-image description (random ResNet50 weights, see
+    tests/test_image_search.py). Its settings name that directory."""
+    from search_engine.similar import SimilarPhotos
+
+    settings = library.settings.replace(data_dir=tmp_path_factory.mktemp("described") / "data", image_search=True)
+    faces = create_index(settings.index, dlib_embedder.info)
+    faces.ensure()
+    pipeline = FacePipeline(detector, dlib_embedder, image_embedder)
+    service = SearchService(settings, pipeline, faces, SimilarPhotos.open(settings, image_embedder))
+    service.index_photos(collect_photos([library.root]).photos)
+    return service

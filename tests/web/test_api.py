@@ -15,8 +15,6 @@ from ingest.sources import collect_photos
 from search_engine.calibration import shipped_calibration
 from search_engine.errors import IndexUnavailableError
 from search_engine.ids import face_id
-from search_engine.index import create_index
-from search_engine.pipeline import FacePipeline
 from search_engine.service import SearchService
 from search_engine.types import VIDEO, Box, EmbedderInfo, FaceRecord
 from web import create_app
@@ -368,28 +366,17 @@ def test_the_openapi_enums_are_the_values_the_code_accepts_and_answers():
     assert upload["contentType"].split(", ") == list(photos)
 
 
-def test_similar_photos_over_the_api_and_a_clear_503_when_off(
-    library, client, tmp_path, detector, dlib_embedder, image_embedder
-):
+def test_similar_photos_over_the_api_and_a_clear_503_when_off(library, client, described):
     from search_engine.photo_hash import near_duplicates_of
-    from search_engine.similar import SimilarPhotos
 
     with open(library.queries / "eileen.jpg", "rb") as handle:
         off = client.post("/api/v1/similar", data={"image": (handle, "eileen.jpg")})
     assert off.status_code == 503 and off.get_json()["error"]["code"] == "model_unavailable"
     assert "FACESEARCH_IMAGE_SEARCH=1" in off.get_json()["error"]["message"]
 
-    settings = library.settings.replace(data_dir=tmp_path / "data", image_search=True)
-    faces = create_index(settings.index, dlib_embedder.info)
-    service = SearchService(
-        settings,
-        FacePipeline(detector, dlib_embedder, image_embedder),
-        faces,
-        SimilarPhotos.open(settings, image_embedder),
-    )
+    faces = described.index
     photos = collect_photos([library.root]).photos
-    service.index_photos(photos)
-    on = create_app(settings, service=service).test_client()
+    on = create_app(described.settings, service=described).test_client()
     indexed = sorted(library.root.rglob("*.jpg"))[0]
     with open(indexed, "rb") as handle:
         body = on.post("/api/v1/similar", data={"image": (handle, indexed.name), "k": "3"}).get_json()

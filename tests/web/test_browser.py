@@ -176,22 +176,10 @@ def test_bad_uploads_show_a_clear_message(server, browser, library):
     browser.save_screenshot(str(ARTIFACTS / "5-not-an-image.png"))
 
 
-def test_the_similar_photos_tab(browser, library, tmp_path, detector, dlib_embedder, image_embedder, resnet50_weights):
-    from ingest.sources import collect_photos
-    from search_engine.index import create_index
-    from search_engine.pipeline import FacePipeline
-    from search_engine.service import SearchService
-    from search_engine.similar import SimilarPhotos
-
-    settings = library.settings.replace(data_dir=tmp_path / "data", image_search=True)
-    pipeline = FacePipeline(detector, dlib_embedder, image_embedder)
-    faces = create_index(settings.index, dlib_embedder.info)
-    service = SearchService(settings, pipeline, faces, SimilarPhotos.open(settings, image_embedder))
-    service.index_photos(collect_photos([library.root]).photos)
-    service.close()
+def test_the_similar_photos_tab(browser, library, tmp_path, described, resnet50_weights):
     env = {
         "FACESEARCH_EMBEDDER": "dlib",
-        "FACESEARCH_DATA_DIR": str(tmp_path / "data"),
+        "FACESEARCH_DATA_DIR": str(described.settings.index.data_dir),
         "FACESEARCH_MEDIA_ROOTS": str(library.root),
         "FACESEARCH_RESULTS_PER_PAGE": str(PER_PAGE),
         "FACESEARCH_IMAGE_SEARCH": "1",
