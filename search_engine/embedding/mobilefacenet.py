@@ -147,10 +147,8 @@ class MobileFaceNetEmbedder:
             query against plain stored faces scores within a fold's deviation of both sides
             flip-averaged (verification 99.22% against 99.30%, mAP@20 0.980 against 0.981), and
             the mirror pass doubled ingest's embedding cost (README, "LFW retrieval").
-        batch_size: chips per forward pass (a chip and its mirror count as two). 4: 8.1 ms per
-            chip in one thread on an AVX-512 EPYC, against 12.4 for 16 and 10.8 for 1 (README,
-            "Ingest throughput"), presumably because a first block's input and output (1.6 MB a
-            chip each at 56x56x128) then stay in the 32 MiB L3 cache.
+        batch_size: chips per forward pass (a chip and its mirror count as two). 4 runs a third
+            faster per chip than 16 (README, "Ingest throughput", has the measurements).
     """
 
     info = EmbedderInfo(name="mobilefacenet", version="ms1m-r1", dim=DIM)
