@@ -483,7 +483,7 @@ def test_a_vector_index_finds_what_the_exact_scan_finds(tmp_path, monkeypatch, e
     from search_engine.index import embedded
     from search_engine.index.embedded import EmbeddedFaceIndex
 
-    monkeypatch.setattr(embedded, "_EXACT_UP_TO", exact_up_to)
+    monkeypatch.setattr(embedded, "_EXACT_UP_TO", dict.fromkeys(embedded._EXACT_UP_TO, exact_up_to))
 
     rng = np.random.default_rng(4)
     centres = rng.normal(size=(120, MODEL.dim))

@@ -86,10 +86,15 @@ _QUERIES_PER_SCAN = 256
 #: Faces per partial update of their clusters.
 _UPDATES_PER_MERGE = 50_000
 #: A search filtered by person, person id or video that leaves at most this many faces scans
-#: them exactly instead of walking the graph with the filter: at 1M faces one person's faces take
-#: 8 ms so (and 2 ms to count), 17 ms through the index; a 2,000-face video 32 ms, 23 through it.
-_EXACT_UP_TO = 1000
-_SELECTIVE_FILTERS = ("person", "cluster", "video")
+#: them exactly instead of walking the graph with the filter (counting them costs 1-2 ms). How
+#: many pay depends on where the faces lie: indexing a video writes its tracks together, so a
+#: video's faces are neighbouring rows, while a person's are scattered through the table, and a
+#: scattered row costs about ten times as much to read. At 1M faces (bench/scale.py, p50 ms exact
+#: against the graph): 2,000 neighbouring rows 9.8 against 17.8, 10,000 13.5 / 19.7, 20,000
+#: 19.1 / 19.4; one person's 3 scattered faces 10.5 / 19.5, 530 23.6 / 42.9; 2,000 scattered
+#: faces of many people 46.9 / 50.6, 4,000 65.7 / 61.8. With several filters the faces left lie
+#: at least as close together as one filter's, so the largest of their limits applies.
+_EXACT_UP_TO = {"video": 10_000, "person": 2_000, "cluster": 2_000}
 
 
 def _table_name(kind: str, model: EmbedderInfo) -> str:
@@ -263,9 +268,10 @@ class EmbeddedFaceIndex(LanceDatabase):
     def _few(self, table, filters: SearchFilters | None, where: str | None) -> bool:
         """Whether a filtered search leaves few enough faces to scan them exactly (checked only
         for the filters that can: counting the faces of a media type costs more than it saves)."""
-        if not (self._indexed_vectors and filters and any(getattr(filters, f) for f in _SELECTIVE_FILTERS)):
+        limits = [limit for name, limit in _EXACT_UP_TO.items() if filters and getattr(filters, name)]
+        if not (self._indexed_vectors and limits):
             return False
-        return table.count_rows(where) <= _EXACT_UP_TO
+        return table.count_rows(where) <= max(limits)
 
     def _nearest(
         self, table, query: np.ndarray, where: str | None, limit: int, exact: bool, columns: list[str]
