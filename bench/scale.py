@@ -244,21 +244,20 @@ def main() -> None:
     for i, w in enumerate(who):
         members.setdefault(int(w), []).append(i)
     mates = [{f"f{i:08d}" for i in members.get(int(w), [])} for w in query_who]
-    video_rows: dict[str, list[int]] = {}
+    videos: dict[str, list[int]] = {}
     for i in range(len(stored)):
         if (name := video_of(i)) is not None:
-            video_rows.setdefault(name, []).append(i)
-    video_names = sorted(video_rows)
+            videos.setdefault(name, []).append(i)
+    video_names = sorted(videos)
+    video_rows = [np.array(videos[name]) for name in video_names]
+    nobody = np.zeros(0, dtype=np.int64)
     truth = {
         "plain": exact_top(stored, queries),
         "person": [
-            exact_top_among(stored, q, np.array(members.get(int(w), []), dtype=np.int64))
+            exact_top_among(stored, q, np.array(members[int(w)]) if int(w) in members else nobody)
             for q, w in zip(queries, query_who)
         ],
-        "video": [
-            exact_top_among(stored, q, np.array(video_rows[video_names[n % len(video_names)]]))
-            for n, q in enumerate(queries)
-        ],
+        "video": [exact_top_among(stored, q, video_rows[n % len(video_rows)]) for n, q in enumerate(queries)],
     }
 
     def filters_of(kind: str, q: int) -> SearchFilters | None:

@@ -89,11 +89,9 @@ _UPDATES_PER_MERGE = 50_000
 #: them exactly instead of walking the graph with the filter (counting them costs 1-2 ms). How
 #: many pay depends on where the faces lie: indexing a video writes its tracks together, so a
 #: video's faces are neighbouring rows, while a person's are scattered through the table, and a
-#: scattered row costs about ten times as much to read. At 1M faces (bench/scale.py, p50 ms exact
-#: against the graph): 2,000 neighbouring rows 9.8 against 17.8, 10,000 13.5 / 19.7, 20,000
-#: 19.1 / 19.4; one person's 3 scattered faces 10.5 / 19.5, 530 23.6 / 42.9; 2,000 scattered
-#: faces of many people 46.9 / 50.6, 4,000 65.7 / 61.8. With several filters the faces left lie
-#: at least as close together as one filter's, so the largest of their limits applies.
+#: scattered row costs about ten times as much to read (README, "Scale", has the crossovers
+#: measured at 1M faces). With several filters the faces left lie at least as close together as
+#: one filter's, so the largest of their limits applies.
 _EXACT_UP_TO = {"video": 10_000, "person": 2_000, "cluster": 2_000}
 
 
