@@ -7,23 +7,27 @@ few of those bits; another photo differs in about half of them. Two photos are n
 when their hashes differ in at most ``max_distance`` bits (``bench/near_duplicates.py`` measured
 the default on LFW, where 64-bit hashes called too many different photos the same: README,
 "Near-duplicates").
+
+The stores keep each photo's hash with its file record and find one photo's near-duplicates
+themselves (``FaceIndex.near_duplicates``); grouping a whole archive compares every pair here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 #: Side of the square of frequencies kept: a hash has its square's bits.
 HASH_SIZE = 16
 HASH_BITS = HASH_SIZE * HASH_SIZE
+HASH_BYTES = HASH_BITS // 8
 #: Differing bits up to which two photos are called near-duplicates (README, "Near-duplicates").
 DEFAULT_MAX_DISTANCE = 48
 #: pHash's DCT runs over a square this many times the hash's side (imagehash's default).
 _PHASH_FACTOR = 4
-#: Hashes scored against all the others at once (bounds memory: block x photos x 4 bytes).
-_PAIRS_AT_ONCE = 1 << 24
+#: Hashes the grouping compares with all the others in one call (bounds the memory its found pairs take).
+_QUERIES_AT_ONCE = 4096
 
 
 def photo_hash(image: np.ndarray) -> str:
@@ -46,65 +50,69 @@ def photo_hash(image: np.ndarray) -> str:
     return str(imagehash.phash(Image.fromarray(small), hash_size=HASH_SIZE, highfreq_factor=_PHASH_FACTOR))
 
 
-def bit_signs(hashes: list[str]) -> np.ndarray:
-    """(n, :data:`HASH_BITS`) float32 of +1 / -1 per bit: the dot product of two rows is the bits
-    less twice their distance, so a matrix product scores every pair at once."""
-    packed = np.frombuffer(b"".join(bytes.fromhex(value) for value in hashes), dtype=np.uint8)
-    return 1.0 - 2.0 * np.unpackbits(packed).reshape(len(hashes), HASH_BITS).astype(np.float32)
+def hash_bytes(image_hash: str) -> bytes:
+    """A hash's :data:`HASH_BYTES` bytes, first hex digit in the first byte's high half: how both
+    stores keep a hash for their Hamming search, and how :func:`distances` and the grouping read it."""
+    return bytes.fromhex(image_hash)
+
+
+def hash_codes(hashes: Sequence[str]) -> np.ndarray:
+    """(n, :data:`HASH_BYTES`) uint8: the hashes' bytes, one row each."""
+    return np.frombuffer(b"".join(hash_bytes(value) for value in hashes), dtype=np.uint8).reshape(-1, HASH_BYTES)
 
 
 #: Set bits of every byte value.
 _POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
 
 
-def distances(one: str, others: list[str]) -> np.ndarray:
-    """How many bits ``one`` hash differs from each of ``others``, int array: XOR of the packed
-    bytes, bits counted per byte (32 bytes a hash, where :func:`bit_signs` takes a kilobyte)."""
+def distances(one: str, others: Sequence[str]) -> np.ndarray:
+    """How many bits ``one`` hash differs from each of ``others``, int array: XOR of the bytes,
+    bits counted per byte."""
     if not others:
         return np.zeros(0, dtype=np.int64)
-    packed = np.frombuffer(b"".join(bytes.fromhex(value) for value in others), dtype=np.uint8)
-    differing = packed.reshape(len(others), HASH_BITS // 8) ^ np.frombuffer(bytes.fromhex(one), dtype=np.uint8)
+    differing = hash_codes(others) ^ np.frombuffer(hash_bytes(one), dtype=np.uint8)
     return _POPCOUNT[differing].sum(axis=1, dtype=np.int64)
 
 
-def near_duplicates_of(
-    source: str, hashes: Mapping[str, str], max_distance: int = DEFAULT_MAX_DISTANCE
-) -> list[tuple[str, int]]:
-    """The other photos of ``hashes`` (source name to hash) within ``max_distance`` bits of
-    ``source``'s hash, as (source, bits apart), nearest first; none when ``source`` has no hash."""
-    if source not in hashes:
-        return []
-    others = sorted(name for name in hashes if name != source)
-    apart = distances(hashes[source], [hashes[name] for name in others])
-    near = [(name, int(bits)) for name, bits in zip(others, apart) if bits <= max_distance]
-    return sorted(near, key=lambda pair: (pair[1], pair[0]))
+def near_pairs(codes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair of rows of ``codes`` (:func:`hash_codes`)
+    whose hashes differ in at most ``max_distance`` bits, each pair once: (first rows, second rows,
+    bits apart), first < second.
+
+    Every pair is compared: faiss's exhaustive binary index counts the bits with the CPU's popcount
+    on all cores, :data:`_QUERIES_AT_ONCE` rows against all at a time (README, "Near-duplicates",
+    has the time per pair).
+    """
+    import faiss
+
+    index = faiss.IndexBinaryFlat(HASH_BITS)
+    index.add(codes)
+    firsts, seconds, apart = [], [], []
+    for start in range(0, len(codes), _QUERIES_AT_ONCE):
+        # faiss returns the pairs strictly nearer than its radius.
+        limits, bits, found = index.range_search(codes[start : start + _QUERIES_AT_ONCE], max_distance + 1)
+        rows = start + np.repeat(np.arange(len(limits) - 1), np.diff(limits).astype(np.int64))
+        later = rows < found
+        firsts.append(rows[later])
+        seconds.append(found[later])
+        apart.append(bits[later])
+    if not firsts:
+        return (np.zeros(0, dtype=np.int64),) * 3
+    return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(apart).astype(np.int64)
 
 
 def near_duplicate_groups(hashes: Mapping[str, str], max_distance: int = DEFAULT_MAX_DISTANCE) -> list[list[str]]:
     """Groups of near-duplicate photos: the connected components of "hashes differ in at most
     ``max_distance`` bits" among ``hashes`` (source name to hash), those of two or more photos
-    only. Each group's sources sorted; groups largest first, then by their first source.
-
-    Every pair is compared, as one matrix product in blocks (README, "Near-duplicates", has the time).
-    """
+    only. Each group's sources sorted; groups largest first, then by their first source."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     if not hashes:
         return []
     sources = sorted(hashes)
-    signs = bit_signs([hashes[source] for source in sources])
-    block = max(1, _PAIRS_AT_ONCE // len(sources))
-    # Dot products are small integers, exact in float32; half a unit of slack all the same.
-    least = HASH_BITS - 2 * max_distance - 0.5
-    rows, columns = [], []
-    for start in range(0, len(sources), block):
-        near_row, near_column = np.nonzero(signs[start : start + block] @ signs.T >= least)
-        keep = near_row + start < near_column
-        rows.append(near_row[keep] + start)
-        columns.append(near_column[keep])
-    found = np.concatenate(rows)
-    edges = coo_matrix((np.ones(len(found), dtype=np.int8), (found, np.concatenate(columns))), (len(sources),) * 2)
+    firsts, seconds, _ = near_pairs(hash_codes([hashes[source] for source in sources]), max_distance)
+    edges = coo_matrix((np.ones(len(firsts), dtype=np.int8), (firsts, seconds)), (len(sources),) * 2)
     _, component = connected_components(edges, directed=False)
     members: dict[int, list[str]] = {}
     for source, group in zip(sources, component):

@@ -22,7 +22,9 @@ from search_engine.index.elastic import ElasticFaceIndex
 from search_engine.index.elastic_client import create_client
 from search_engine.index.mapping import (
     EMBEDDING_FIELD,
+    IMAGE_BITS_FIELD,
     MAPPING_VERSION,
+    MIN_SERVER_VERSION,
     TEMPLATE_PRIORITY,
     calibration_from_mappings,
     copy_field_body,
@@ -43,6 +45,7 @@ from search_engine.index.mapping import (
     person_document,
     person_from_document,
     record_from_document,
+    server_version,
     source_document,
     source_record_from_document,
     sources_mapping,
@@ -58,12 +61,14 @@ from search_engine.index.queries import (
     filter_clauses,
     knn_search_body,
     labelled_faces_body,
+    near_duplicates_body,
     neighbours_searches,
     people_updates,
     query_vector,
     scan_body,
     source_faces_body,
 )
+from search_engine.photo_hash import HASH_BITS
 from search_engine.types import (
     FACET_FIELDS,
     Box,
@@ -166,8 +171,11 @@ def test_faces_mapping_fields_and_strictness():
 def test_sources_mapping_is_strict_and_keeps_errors_unindexed():
     mapping = sources_mapping()
     assert mapping["dynamic"] == "strict"
-    assert set(mapping["properties"]) == {f.name for f in dataclasses.fields(SourceRecord)}
+    assert set(mapping["properties"]) == {f.name for f in dataclasses.fields(SourceRecord)} | {IMAGE_BITS_FIELD}
     assert mapping["properties"]["error"] == {"type": "text", "index": False}
+    bits = mapping["properties"][IMAGE_BITS_FIELD]
+    assert (bits["element_type"], bits["dims"], bits["similarity"]) == ("bit", HASH_BITS, "l2_norm")
+    assert bits["index_options"] == {"type": "flat"}
 
 
 def test_embedding_dims_of_a_foreign_mapping():
@@ -201,6 +209,12 @@ def test_index_settings():
 )
 def test_exclude_source_vectors_is_known_from_9_2(version, expected):
     assert knows_exclude_source_vectors(version) is expected
+
+
+def test_server_versions_read_as_major_and_minor():
+    assert server_version("8.15.0") == (8, 15) and server_version("9.5.4") == (9, 5)
+    assert server_version("8.14.3") < MIN_SERVER_VERSION <= server_version("8.15.1")
+    assert server_version("serverless") is None
 
 
 def test_index_template_covers_later_versions():
@@ -280,6 +294,21 @@ def test_source_document_round_trip():
         assert ("error" in doc) == (record.error is not None)
         assert ("image_hash" in doc) == (record.image_hash is not None)
         assert source_record_from_document(doc) == record
+        assert doc.get(IMAGE_BITS_FIELD) == record.image_hash
+
+
+def test_near_duplicates_body_is_an_exhaustive_knn_bounded_by_the_distance():
+    value = "ab" * 32
+    body = near_duplicates_body(value, 48, 50, exclude_source="/self.jpg")
+    knn = body["knn"]
+    assert knn["field"] == IMAGE_BITS_FIELD and knn["query_vector"] == value
+    assert (knn["k"], knn["num_candidates"], knn["similarity"], body["size"]) == (50, 50, 48, 50)
+    assert knn["filter"] == [{"bool": {"must_not": [{"term": {"source": "/self.jpg"}}]}}]
+    assert body["_source"] == ["source", "image_hash"]
+    assert "filter" not in near_duplicates_body(value, 0, 1)["knn"]
+    for limit in (0, MAX_KNN + 1):
+        with pytest.raises(ValueError, match="limit"):
+            near_duplicates_body(value, 48, limit)
 
 
 # --- queries ------------------------------------------------------------------------------------
@@ -554,8 +583,8 @@ def test_missing_properties_are_the_fields_an_older_index_lacks():
     older = {"properties": {k: v for k, v in current["properties"].items() if k != "cluster"}}
     assert missing_properties(older, current) == {"cluster": {"type": "keyword"}}
     sources = sources_mapping()
-    older = {"properties": {k: v for k, v in sources["properties"].items() if k != "image_hash"}}
-    assert missing_properties(older, sources) == {"image_hash": {"type": "keyword"}}
+    older = {"properties": {k: v for k, v in sources["properties"].items() if k != IMAGE_BITS_FIELD}}
+    assert missing_properties(older, sources) == {IMAGE_BITS_FIELD: sources["properties"][IMAGE_BITS_FIELD]}
 
 
 # --- the similar-photo index ---------------------------------------------------------------------

@@ -276,14 +276,41 @@ def test_image_hashes_are_those_of_the_file_records_that_have_one(index):
     assert index.get_sources(["/a.jpg"])["/a.jpg"].image_hash == photo
 
 
+def hash_with(*flipped: int) -> str:
+    """A made-up 256-bit hash: all bits clear but those listed (bit 0 the first byte's highest)."""
+    bits = np.zeros(256, dtype=np.uint8)
+    bits[list(flipped)] = 1
+    return np.packbits(bits).tobytes().hex()
+
+
+def test_near_duplicates_are_every_photo_within_the_distance_nearest_first(index):
+    near = {"/one.jpg": hash_with(5), "/b.jpg": hash_with(*range(3)), "/a.jpg": hash_with(*range(3, 6))}
+    edge, beyond = hash_with(*range(48)), hash_with(*range(49))
+    records = [SourceRecord(name, name, MODEL.key, 1, image_hash=value) for name, value in near.items()]
+    records += [
+        SourceRecord("/self.jpg", "s", MODEL.key, 1, image_hash=hash_with()),
+        SourceRecord("/edge.jpg", "e", MODEL.key, 1, image_hash=edge),
+        SourceRecord("/beyond.jpg", "f", MODEL.key, 0, "no_face", image_hash=beyond),
+        SourceRecord("/clip.mp4", "v", MODEL.key, 3, media_type="video"),
+        SourceRecord("/broken.jpg", "", MODEL.key, 0, "failed", "corrupt"),
+    ]
+    index.record_sources(records)
+    index.refresh()
+    found = index.near_duplicates(hash_with(), 48, limit=10, exclude_source="/self.jpg")
+    assert found == [("/one.jpg", 1), ("/a.jpg", 3), ("/b.jpg", 3), ("/edge.jpg", 48)]
+    assert index.near_duplicates(hash_with(), 48, limit=3, exclude_source="/self.jpg") == found[:3]
+    assert index.near_duplicates(hash_with(), 0, limit=10) == [("/self.jpg", 0)]
+    assert index.near_duplicates(hash_with(*range(200, 256)), 48, limit=10) == []
+
+
 def test_embedded_sources_of_an_older_schema_gain_the_image_hash(tmp_path):
     import lancedb
     import pyarrow as pa
 
     from search_engine.index.embedded import EmbeddedFaceIndex
-    from search_engine.index.lance_tables import SOURCES_SCHEMA
+    from search_engine.index.lance_tables import IMAGE_BITS, SOURCES_SCHEMA
 
-    old = pa.schema([f for f in SOURCES_SCHEMA if f.name != "image_hash"])
+    old = pa.schema([f for f in SOURCES_SCHEMA if f.name != IMAGE_BITS.name])
     row = {"source": "/old.jpg", "content_hash": "h", "model": MODEL.key, "faces": 1, "status": "indexed"}
     table = pa.Table.from_pylist([row | {"error": None, "media_type": "photo"}], schema=old)
     lancedb.connect(tmp_path).create_table(f"sources_{MODEL.key}", data=table)
@@ -292,6 +319,34 @@ def test_embedded_sources_of_an_older_schema_gain_the_image_hash(tmp_path):
     index.record_sources([SourceRecord("/new.jpg", "h2", MODEL.key, 1, image_hash="ef" * 32)])
     assert index.image_hashes() == {"/new.jpg": "ef" * 32}
     index.close()
+
+
+def test_embedded_hashes_an_older_version_kept_as_text_become_searchable(tmp_path):
+    """Hashes were hex text before the store searched them: opening moves them into the bits
+    column and drops the text, whether or not the move had begun before (a crash between its steps)."""
+    import lancedb
+    import pyarrow as pa
+
+    from search_engine.index.embedded import EmbeddedFaceIndex
+    from search_engine.index.lance_tables import IMAGE_BITS, SOURCES_SCHEMA
+
+    fields = [f for f in SOURCES_SCHEMA if f.name != IMAGE_BITS.name]
+    row = {"content_hash": "h", "model": MODEL.key, "faces": 1, "status": "indexed", "error": None}
+    rows = [
+        row | {"source": "/a.jpg", "media_type": "photo", "image_hash": hash_with(1)},
+        row | {"source": "/b.jpg", "media_type": "photo", "image_hash": hash_with(1, 2)},
+        row | {"source": "/c.mp4", "media_type": "video", "image_hash": None},
+    ]
+    for begun, path in ((False, tmp_path / "fresh"), (True, tmp_path / "begun")):
+        schema = pa.schema([*fields, pa.field("image_hash", pa.string()), *([IMAGE_BITS] if begun else [])])
+        data = [r | ({IMAGE_BITS.name: None} if begun else {}) for r in rows]
+        lancedb.connect(path).create_table(f"sources_{MODEL.key}", data=pa.Table.from_pylist(data, schema=schema))
+        index = EmbeddedFaceIndex(path, MODEL)
+        assert index.image_hashes() == {"/a.jpg": hash_with(1), "/b.jpg": hash_with(1, 2)}
+        assert index.near_duplicates(hash_with(), 1, limit=5) == [("/a.jpg", 1)]
+        assert index.get_sources(["/c.mp4"])["/c.mp4"].image_hash is None
+        index.close()
+        assert "image_hash" not in lancedb.connect(path).open_table(f"sources_{MODEL.key}").schema.names
 
 
 def test_embedded_store_of_an_older_schema_gains_the_new_columns(tmp_path):

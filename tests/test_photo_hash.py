@@ -15,7 +15,7 @@ from search_engine.photo_hash import (
     HASH_BITS,
     distances,
     near_duplicate_groups,
-    near_duplicates_of,
+    near_pairs,
     photo_hash,
 )
 
@@ -69,12 +69,12 @@ def test_groups_are_the_components_of_near_pairs_largest_first():
     assert near_duplicate_groups({}) == []
 
 
-def test_one_photo_s_near_duplicates_are_listed_nearest_first():
+def test_near_pairs_are_each_pair_within_the_distance_once_with_its_bits():
     a, b, c, far = hashes_at((), (0, 1, 2), (5,), tuple(range(100)))
-    named = {"/p/a.jpg": a, "/p/b.jpg": b, "/p/c.jpg": c, "/p/far.jpg": far}
-    assert near_duplicates_of("/p/a.jpg", named, max_distance=3) == [("/p/c.jpg", 1), ("/p/b.jpg", 3)]
-    assert near_duplicates_of("/p/far.jpg", named) == []
-    assert near_duplicates_of("/p/unhashed.mp4", named) == []
+    codes = np.frombuffer(bytes.fromhex(a + b + c + far), dtype=np.uint8).reshape(4, HASH_BITS // 8)
+    firsts, seconds, apart = near_pairs(codes, max_distance=3)
+    assert sorted(zip(firsts.tolist(), seconds.tolist(), apart.tolist())) == [(0, 1, 3), (0, 2, 1)]
+    assert [len(found) for found in near_pairs(codes[:0], 3)] == [0, 0, 0]
 
 
 @pytest.mark.parametrize("photos", [1, 3000])
@@ -87,6 +87,6 @@ def test_grouping_in_blocks_finds_what_one_block_finds(photos, monkeypatch):
     values[1::2, :3] ^= True
     named = {f"/p/{i:05d}.jpg": np.packbits(row).tobytes().hex() for i, row in enumerate(values)}
     whole = near_duplicate_groups(named, max_distance=3)
-    monkeypatch.setattr(module, "_PAIRS_AT_ONCE", 7 * photos)
+    monkeypatch.setattr(module, "_QUERIES_AT_ONCE", 7)
     assert near_duplicate_groups(named, max_distance=3) == whole
     assert len(whole) == photos // 2

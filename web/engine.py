@@ -33,6 +33,9 @@ from search_engine.video import read_frame
 from .errors import WebError
 from .media import MediaRoots, face_thumbnail
 
+#: Near-duplicates a photo's page lists at most, nearest first.
+DUPLICATES_LISTED = 50
+
 log = logging.getLogger(__name__)
 
 
@@ -127,12 +130,18 @@ class Engine:
 
     def related_photos(self, source: str, similar: int = 8) -> dict:
         """What a photo's page lists beside it: its near-duplicates (photos whose perceptual hashes
-        are within the default distance of its own, nearest first, with how many bits apart) and,
-        where similar-photo search is on, the ``similar`` other photos that look most like it
-        (else None); each with a link to its file where it may be served."""
-        from search_engine.photo_hash import near_duplicates_of
+        are within the default distance of its own, nearest first, with how many bits apart, at
+        most :data:`DUPLICATES_LISTED`) and, where similar-photo search is on, the ``similar``
+        other photos that look most like it (else None); each with a link to its file where it may be served."""
+        from search_engine.photo_hash import DEFAULT_MAX_DISTANCE
 
-        copies = near_duplicates_of(source, self._index().image_hashes())
+        index = self._index()
+        record = index.get_sources([source]).get(source)
+        copies = []
+        if record is not None and record.image_hash is not None:
+            copies = index.near_duplicates(
+                record.image_hash, DEFAULT_MAX_DISTANCE, DUPLICATES_LISTED, exclude_source=source
+            )
         found = None
         service = self.service()
         if service.photos is not None and service.photos.images.embedding(source) is not None:

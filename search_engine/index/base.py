@@ -43,6 +43,8 @@ FACET_LIMIT = 10_000
 
 #: One stored face near a query: its ``face_id`` and cosine similarity.
 Neighbour = tuple[str, float]
+#: One recorded photo near a perceptual hash: its ``source`` and how many bits its hash differs by.
+NearCopy = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,15 @@ class FaceIndex(Protocol):
 
     def image_hashes(self) -> dict[str, str]:
         """Every recorded file's ``image_hash`` (source name to hash), those that have one."""
+
+    def near_duplicates(
+        self, image_hash: str, max_distance: int, limit: int, exclude_source: str | None = None
+    ) -> list[NearCopy]:
+        """The recorded photos whose ``image_hash`` differs from this one
+        (:func:`~search_engine.photo_hash.photo_hash`'s hex) in at most ``max_distance`` bits,
+        nearest first and then by source, at most ``limit`` of them, ``exclude_source`` (the
+        photo itself) left out (which of equally near photos make that cut is unspecified).
+        Every hash is compared: none within the distance is missed."""
 
     def get_calibration(self) -> Calibration | None:
         """The calibration stored with this index (``facesearch calibrate``), or None."""

@@ -1,4 +1,4 @@
-"""The scalable face index: Elasticsearch 8.12+ (self-managed or Elastic Cloud Hosted, 8.x or 9.x).
+"""The scalable face index: Elasticsearch 8.15+ (self-managed or Elastic Cloud Hosted, 8.x or 9.x).
 
 Faces live in an int8-quantised HNSW ``dense_vector`` index behind a per-model alias (names and
 mappings in :mod:`.mapping`, request bodies in :mod:`.queries`). Use an elasticsearch-py of the
@@ -27,6 +27,7 @@ from ..calibration import Calibration
 from ..config import IndexSettings
 from ..errors import IndexUnavailableError
 from ..ids import source_id
+from ..photo_hash import distances
 from ..types import (
     BulkResult,
     EmbedderInfo,
@@ -42,6 +43,7 @@ from ..types import (
 from .base import (
     COLLAPSE_GROWTH,
     FaceBatch,
+    NearCopy,
     Neighbour,
     VectorIndexInfo,
     check_calibration,
@@ -61,7 +63,7 @@ from .elastic_client import (
     index_documents,
     talking,
 )
-from .elastic_layout import check_indices, create_missing, drop_all
+from .elastic_layout import check_indices, check_server, create_missing, drop_all
 from .mapping import (
     DEFAULT_VECTOR_INDEX,
     EMBEDDING_FIELD,
@@ -88,6 +90,7 @@ from .queries import (
     image_hashes_body,
     knn_search_body,
     labelled_faces_body,
+    near_duplicates_body,
     neighbours_searches,
     people_updates,
     scan_body,
@@ -152,11 +155,13 @@ class ElasticFaceIndex:
 
         Raises:
             DimensionMismatchError: the faces index holds vectors of another size than the model's.
-            IndexUnavailableError: the cluster cannot be reached or refuses these credentials.
+            IndexUnavailableError: the cluster cannot be reached, refuses these credentials or is
+                older than 8.15.
         """
         if self._ready:
             return
         with self._talking(f"preparing the index {self.names.faces_alias}"):
+            check_server(self._client, self.url)
             create_missing(self._client, self.names, self.model, self._shards, self._replicas, self._vector_index)
             check_indices(self._client, self.names, self.model)
         self._ready = True
@@ -460,6 +465,19 @@ class ElasticFaceIndex:
             f"listing the image hashes of {self.names.sources_alias}",
         )
         return {hit["_source"]["source"]: hit["_source"]["image_hash"] for hit in hits}
+
+    def near_duplicates(
+        self, image_hash: str, max_distance: int, limit: int, exclude_source: str | None = None
+    ) -> list[NearCopy]:
+        self.ensure()
+        body = near_duplicates_body(image_hash, max_distance, limit, exclude_source)
+        with self._talking(f"finding near-duplicate photos in {self.names.sources_alias}"):
+            hits = self._client.search(index=self.names.sources_alias, body=body)["hits"]["hits"]
+        # Distances from the hashes themselves, not from the scores' float arithmetic.
+        names = [hit["_source"]["source"] for hit in hits]
+        apart = distances(image_hash, [hit["_source"]["image_hash"] for hit in hits])
+        found = [(name, int(bits)) for name, bits in zip(names, apart) if bits <= max_distance]
+        return sorted(found, key=lambda pair: (pair[1], pair[0]))
 
     def get_calibration(self) -> Calibration | None:
         self.ensure()

@@ -8,10 +8,12 @@ import logging
 
 from elasticsearch import BadRequestError, Elasticsearch
 
-from ..errors import DimensionMismatchError
+from ..errors import DimensionMismatchError, IndexUnavailableError
 from ..types import FILLED_FROM, EmbedderInfo
 from .elastic_client import error_type
 from .mapping import (
+    IMAGE_BITS_FIELD,
+    MIN_SERVER_VERSION,
     IndexNames,
     copy_field_body,
     decisions_mapping,
@@ -23,10 +25,27 @@ from .mapping import (
     knows_exclude_source_vectors,
     missing_properties,
     people_mapping,
+    server_version,
     sources_mapping,
 )
 
 log = logging.getLogger(__name__)
+
+
+def check_server(client: Elasticsearch, url: str) -> None:
+    """Refuse a server older than :data:`~.mapping.MIN_SERVER_VERSION`, whose mappings would fail.
+
+    Raises:
+        IndexUnavailableError: naming the server, its version and the version needed.
+    """
+    number = client.info()["version"]["number"]
+    version = server_version(number)
+    if version is not None and version < MIN_SERVER_VERSION:
+        needed = ".".join(map(str, MIN_SERVER_VERSION))
+        raise IndexUnavailableError(
+            f"Elasticsearch at {url} runs {number}; facesearch needs {needed} or later (photos' "
+            f"hashes are searched as bit vectors, new in {needed}); upgrade the cluster or use the embedded index"
+        )
 
 
 def create_missing(
@@ -99,6 +118,9 @@ def check_indices(client: Elasticsearch, names: IndexNames, model: EmbedderInfo)
         if missing:
             log.info("adding fields %s to %s", sorted(missing), index)
             client.indices.put_mapping(index=index, properties=missing)
+            if IMAGE_BITS_FIELD in missing:
+                body = copy_field_body("image_hash", IMAGE_BITS_FIELD)
+                client.update_by_query(index=index, conflicts="proceed", refresh=True, **body)
 
 
 def create_images_index(client: Elasticsearch, alias: str, model: EmbedderInfo, vector_index: str) -> None:

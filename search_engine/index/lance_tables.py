@@ -6,7 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ..types import EQUALITY_FILTERS, Box, FaceRecord, Hit, SearchFilters, face_fields, hit_field_names
+from ..photo_hash import HASH_BYTES, hash_bytes
+from ..types import (
+    EQUALITY_FILTERS,
+    Box,
+    FaceRecord,
+    Hit,
+    SearchFilters,
+    SourceRecord,
+    Status,
+    face_fields,
+    hit_field_names,
+)
 
 _RECORD_FIELDS = tuple(f.name for f in face_fields())
 _HIT_FIELDS = hit_field_names()
@@ -41,6 +52,10 @@ def faces_schema(dim: int) -> pa.Schema:
     )
 
 
+#: A photo's perceptual hash as the sources table keeps it: its bytes as a vector, which LanceDB
+#: searches by Hamming distance (:func:`~search_engine.photo_hash.hash_bytes`); null for a video.
+IMAGE_BITS = pa.field("image_bits", pa.list_(pa.uint8(), HASH_BYTES))
+
 SOURCES_SCHEMA = pa.schema(
     [
         pa.field("source", pa.string(), nullable=False),
@@ -50,9 +65,11 @@ SOURCES_SCHEMA = pa.schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),
         pa.field("media_type", pa.string(), nullable=False),
-        pa.field("image_hash", pa.string()),
+        IMAGE_BITS,
     ]
 )
+#: The hex text column in which an older version's sources table kept the hashes.
+OLD_IMAGE_HASH = "image_hash"
 
 
 PEOPLE_SCHEMA = pa.schema(
@@ -114,6 +131,22 @@ def hit_from_row(row: dict) -> Hit:
         values["embedding"] = np.asarray(row["embedding"], dtype=np.float32)
     # LanceDB's cosine distance is 1 - cosine similarity.
     return Hit(score=float(1.0 - row["_distance"]), **values)
+
+
+def source_row(record: SourceRecord) -> dict:
+    """The sources table's row of one file record."""
+    row = {name: getattr(record, name) for name in SOURCES_SCHEMA.names if name != IMAGE_BITS.name}
+    row["status"] = Status(record.status).value
+    row[IMAGE_BITS.name] = None if record.image_hash is None else list(hash_bytes(record.image_hash))
+    return row
+
+
+def source_from_row(row: dict) -> SourceRecord:
+    """The file record of one row of the sources table."""
+    values = {name: row[name] for name in SOURCES_SCHEMA.names if name != IMAGE_BITS.name}
+    values["status"] = Status(values["status"])
+    bits = row[IMAGE_BITS.name]
+    return SourceRecord(**values, image_hash=None if bits is None else bytes(bits).hex())
 
 
 def record_from_row(row: dict) -> FaceRecord:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..photo_hash import HASH_BITS
 from ..types import (
     PHOTO,
     Box,
@@ -56,6 +57,15 @@ EMBEDDING_FIELD = "embedding"
 #: ``int8_hnsw`` keeps an int8-quantised HNSW graph (about a quarter of the float memory) and the
 #: float vectors on disk; scores it reports are close to, not exactly, the float dot product.
 DEFAULT_VECTOR_INDEX = "int8_hnsw"
+
+#: The oldest server whose mappings these are: ``bit`` dense vectors, which the sources index
+#: searches photos' hashes with, came in 8.15.
+MIN_SERVER_VERSION = (8, 15)
+
+#: A photo's perceptual hash as the sources index searches it: the hash's bits as a ``bit``
+#: dense vector, scanned exhaustively (``flat``) by Hamming distance, which is what ``l2_norm``
+#: means for bits. ``image_hash`` keeps the hash as text, read back with the file's record.
+IMAGE_BITS_FIELD = "image_bits"
 
 #: Above Elasticsearch's built-in templates (priority 100 and below), so ours wins for our names.
 TEMPLATE_PRIORITY = 200
@@ -252,6 +262,14 @@ def sources_mapping() -> dict[str, Any]:
             "error": {"type": "text", "index": False},
             "media_type": keyword,
             "image_hash": keyword,
+            IMAGE_BITS_FIELD: {
+                "type": "dense_vector",
+                "element_type": "bit",
+                "dims": HASH_BITS,
+                "index": True,
+                "similarity": "l2_norm",
+                "index_options": {"type": "flat"},
+            },
         }
     )
 
@@ -313,16 +331,20 @@ def index_settings(shards: int = 1, replicas: int | None = None, keep_source_vec
     return settings
 
 
+def server_version(version_number: str) -> tuple[int, int] | None:
+    """(major, minor) of a server's ``info()["version"]["number"]``, None when it reads otherwise."""
+    found = re.match(r"^(\d+)\.(\d+)", version_number)
+    return None if found is None else (int(found.group(1)), int(found.group(2)))
+
+
 def knows_exclude_source_vectors(version_number: str) -> bool:
     """Whether a server of this version (``info()["version"]["number"]``) has ``exclude_source_vectors``.
 
     The setting exists, defaulting to true for new indices, from Elasticsearch 9.2; older servers
     refuse it as unknown.
     """
-    found = re.match(r"^(\d+)\.(\d+)", version_number)
-    if not found:
-        return False
-    return (int(found.group(1)), int(found.group(2))) >= (9, 2)
+    version = server_version(version_number)
+    return version is not None and version >= (9, 2)
 
 
 def index_template(alias: str, mappings: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -432,6 +454,9 @@ def source_document(record: SourceRecord) -> dict[str, Any]:
     for optional in ("error", "image_hash"):
         if getattr(record, optional) is not None:
             doc[optional] = getattr(record, optional)
+    if record.image_hash is not None:
+        # A bit vector may be given as the hex of its bytes, first byte's high bit first: the hash itself.
+        doc[IMAGE_BITS_FIELD] = record.image_hash
     return doc
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..types import EQUALITY_FILTERS, Grouping, SearchFilters
 from .base import COLLAPSE_OVERSAMPLE, check_collapse, check_facet_field
-from .mapping import EMBEDDING_FIELD
+from .mapping import EMBEDDING_FIELD, IMAGE_BITS_FIELD
 
 #: Elasticsearch's ceiling for both ``k`` and ``num_candidates`` of a kNN search.
 MAX_KNN = 10_000
@@ -222,6 +222,28 @@ def image_hashes_body(size: int, search_after: list[Any] | None = None) -> dict[
     if search_after is not None:
         body["search_after"] = search_after
     return body
+
+
+def near_duplicates_body(
+    image_hash: str, max_distance: int, limit: int, exclude_source: str | None = None
+) -> dict[str, Any]:
+    """A search body for the file records whose hashes differ from ``image_hash`` in at most
+    ``max_distance`` bits, the ``limit`` nearest, ``exclude_source`` left out: a kNN over the
+    hashes' bits, exhaustive (the ``flat`` index) and bounded by the distance (for ``bit`` vectors
+    the ``similarity`` floor is a Hamming distance ceiling), the query as the hash's hex, as the
+    documents hold it; each hit's source and hash read."""
+    if not 1 <= limit <= MAX_KNN:
+        raise ValueError(f"limit must be within [1, {MAX_KNN}], got {limit}")
+    knn: dict[str, Any] = {
+        "field": IMAGE_BITS_FIELD,
+        "query_vector": image_hash,
+        "k": limit,
+        "num_candidates": limit,
+        "similarity": max_distance,
+    }
+    if exclude_source is not None:
+        knn["filter"] = [{"bool": {"must_not": [{"term": {"source": exclude_source}}]}}]
+    return {"knn": knn, "size": limit, "_source": ["source", "image_hash"]}
 
 
 def labelled_faces_body(size: int, search_after: list[Any] | None = None) -> dict[str, Any]:
