@@ -12,7 +12,16 @@ quality 30, cropped by 5% and 10% on every side, made 30 levels brighter and dar
   same picture filed under two names) count as false matches here;
 * the time ``near_duplicate_groups`` takes to group all of LFW's hashes.
 
+With ``--scale N [N ...] --data-dir DIR``, also an archive of N photos in the embedded store
+(``DIR/hashes-N``, kept for a re-run): LFW's hashes and N - 13,233 random ones, recorded as ingest
+records them. A random hash stands for another photo's cost, not for its likeness (random hashes
+lie about 128 bits apart). Measured there: what a photo's page pays for its near-duplicates
+(``near_duplicates`` for LFW photos, checked against numpy over every hash), and what
+``facesearch duplicates`` pays to read every hash and group them (one run: it grows with the
+square of N).
+
 Usage: python bench/near_duplicates.py --lfw ../shared/data/lfw [--sample 2000]
+       [--scale 100000 1000000 --data-dir /tmp/near-dup-scale]
 """
 
 from __future__ import annotations
@@ -34,14 +43,18 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from search_engine.imageio import load_image  # noqa: E402
+from search_engine.index.embedded import EmbeddedFaceIndex  # noqa: E402
 from search_engine.photo_hash import (  # noqa: E402
     DEFAULT_MAX_DISTANCE,
     HASH_BITS,
-    bit_signs,
     distances,
+    hash_bytes,
+    hash_codes,
     near_duplicate_groups,
+    near_pairs,
     photo_hash,
 )
+from search_engine.types import EmbedderInfo, SourceRecord  # noqa: E402
 
 DISTANCES = (16, 24, 32, 40, 48, 56, 64)
 
@@ -80,7 +93,12 @@ def main() -> None:
     parser.add_argument("--lfw", type=Path, required=True, help="LFW folder (one sub-folder per person)")
     parser.add_argument("--sample", type=int, default=2000, help="photos edited (spread over all of LFW)")
     parser.add_argument("--runs", type=int, default=3, help="timings of the grouping (median reported)")
+    parser.add_argument("--scale", type=int, nargs="*", default=[], help="archive sizes to measure (photos)")
+    parser.add_argument("--data-dir", type=Path, help="where the --scale archives are built (required with it)")
+    parser.add_argument("--lookups", type=int, default=100, help="near-duplicate lookups per --scale archive")
     args = parser.parse_args()
+    if args.scale and args.data_dir is None:
+        parser.error("--scale needs --data-dir")
 
     photos = sorted(args.lfw.glob("*/*.jpg"))
     hashes, images = {}, {}
@@ -92,17 +110,14 @@ def main() -> None:
             images[str(path)] = image
 
     sources = sorted(hashes)
-    signs = bit_signs([hashes[s] for s in sources])
-    # Every pair of different photos: the distance histogram, and each photo's nearest other photo.
-    histogram = np.zeros(HASH_BITS + 1, dtype=np.int64)
+    codes = hash_codes([hashes[s] for s in sources])
+    # Every pair of different photos up to the widest distance shown: how many lie at each
+    # distance, and each photo's nearest other photo.
+    firsts, seconds, apart = near_pairs(codes, max(DISTANCES))
+    histogram = np.bincount(apart, minlength=HASH_BITS + 1)
     nearest = np.full(len(sources), HASH_BITS, dtype=np.int64)
-    for start in range(0, len(sources), 1024):
-        bits = np.rint((HASH_BITS - signs[start : start + 1024] @ signs.T) / 2).astype(np.int64)
-        rows = start + np.arange(len(bits))
-        later = np.arange(len(sources))[None, :] > rows[:, None]
-        histogram += np.bincount(bits[later], minlength=HASH_BITS + 1)
-        bits[np.arange(len(bits)), rows] = HASH_BITS
-        nearest[rows] = bits.min(axis=1)
+    np.minimum.at(nearest, firsts, apart)
+    np.minimum.at(nearest, seconds, apart)
     pairs = len(sources) * (len(sources) - 1) // 2
 
     edited: dict[str, list[int]] = {name: [] for name in EDITS}
@@ -117,7 +132,9 @@ def main() -> None:
         groups = near_duplicate_groups(hashes)
         timings.append(time.perf_counter() - started)
 
-    print(f"\n{len(sources):,} LFW photos, {len(images):,} of them edited; machine: {cpu_name()}, one thread")
+    threads = faiss_threads()
+    print(f"\n{len(sources):,} LFW photos, {len(images):,} of them edited; machine: {cpu_name()}")
+    print(f"hashing and edits in one thread; grouping in {threads} (faiss)")
     print("| max distance (bits) | " + " | ".join(EDITS) + " | different photos within it (pairs) | photos with one |")
     print("|---" * (len(EDITS) + 3) + "|")
     cumulative = np.cumsum(histogram)
@@ -131,6 +148,69 @@ def main() -> None:
     print(
         f"grouping all {len(sources):,} hashes at the default: {len(groups)} groups, "
         f"{statistics.median(timings):.2f} s (median of {args.runs})"
+    )
+    if args.scale:
+        print("\n| photos | page lookup p50 / p95 ms | found as numpy | read every hash s | group them s | groups |")
+        print("|---|---|---|---|---|---|")
+    for size in args.scale:
+        print(at_scale(hashes, size, args.data_dir / f"hashes-{size}", args.lookups))
+
+
+def faiss_threads() -> int:
+    import faiss
+
+    return faiss.omp_get_max_threads()
+
+
+#: Set bits of every byte value.
+POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.int64)
+
+#: The sources table these archives are in: it holds no faces, only file records.
+ARCHIVE_MODEL = EmbedderInfo("near-dup-bench", "r1", 8)
+
+
+def at_scale(lfw: dict[str, str], size: int, path: Path, lookups: int) -> str:
+    """One table row: an archive of ``size`` photos (LFW's ``lfw`` hashes and random ones) built
+    at ``path`` where missing, its near-duplicate lookups and its grouping timed."""
+    if size < len(lfw):
+        raise SystemExit(f"--scale {size} is smaller than LFW's {len(lfw):,} photos")
+    index = EmbeddedFaceIndex(path, ARCHIVE_MODEL)
+    if len(index.image_hashes()) != size:
+        rng = np.random.default_rng(size)
+        names = list(lfw) + [f"/archive/{number:07d}.jpg" for number in range(size - len(lfw))]
+        batch = 50_000
+        for start in tqdm(range(0, size, batch), desc=f"recording {size:,} photos", unit="batch"):
+            chunk = names[start : start + batch]
+            values = [lfw.get(name) or rng.bytes(HASH_BITS // 8).hex() for name in chunk]
+            index.record_sources(
+                [SourceRecord(n, n, ARCHIVE_MODEL.key, 1, image_hash=v) for n, v in zip(chunk, values)]
+            )
+        index.optimize()
+    index.close()
+
+    index = EmbeddedFaceIndex(path, ARCHIVE_MODEL)
+    started = time.perf_counter()
+    every = index.image_hashes()
+    read = time.perf_counter() - started
+    names = sorted(every)
+    codes = hash_codes([every[name] for name in names])
+    queries = sorted(lfw)[:: max(1, len(lfw) // lookups)][:lookups]
+    timings, agree = [], 0
+    for query in queries:
+        started = time.perf_counter()
+        found = index.near_duplicates(lfw[query], DEFAULT_MAX_DISTANCE, 50, exclude_source=query)
+        timings.append(1000 * (time.perf_counter() - started))
+        apart = POPCOUNT[codes ^ np.frombuffer(hash_bytes(lfw[query]), dtype=np.uint8)].sum(axis=1)
+        near = np.flatnonzero(apart <= DEFAULT_MAX_DISTANCE)
+        exact = sorted((int(apart[row]), names[row]) for row in near if names[row] != query)
+        agree += [(name, bits) for bits, name in exact[:50]] == found
+    started = time.perf_counter()
+    groups = near_duplicate_groups(every)
+    grouped = time.perf_counter() - started
+    index.close()
+    p50, p95 = np.percentile(timings, [50, 95])
+    return (
+        f"| {size:,} | {p50:.1f} / {p95:.1f} | {agree} of {len(queries)} | {read:.1f} | {grouped:.1f} | {len(groups)} |"
     )
 
 
