@@ -14,7 +14,7 @@ themselves (``FaceIndex.near_duplicates``); grouping a whole archive compares ev
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -74,14 +74,16 @@ def distances(one: str, others: Sequence[str]) -> np.ndarray:
     return _POPCOUNT[differing].sum(axis=1, dtype=np.int64)
 
 
-def near_pairs(codes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def near_pairs(
+    codes: np.ndarray, max_distance: int, progress: Callable[[int], None] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair of rows of ``codes`` (:func:`hash_codes`)
     whose hashes differ in at most ``max_distance`` bits, each pair once: (first rows, second rows,
     bits apart), first < second.
 
     Every pair is compared: faiss's exhaustive binary index counts the bits with the CPU's popcount
     on all cores, :data:`_QUERIES_AT_ONCE` rows against all at a time (README, "Near-duplicates",
-    has the time per pair).
+    has the time per pair); ``progress`` is called with the number of rows just compared.
     """
     import faiss
 
@@ -96,22 +98,29 @@ def near_pairs(codes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.nda
         firsts.append(rows[later])
         seconds.append(found[later])
         apart.append(bits[later])
+        if progress is not None:
+            progress(len(limits) - 1)
     if not firsts:
         return (np.zeros(0, dtype=np.int64),) * 3
     return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(apart).astype(np.int64)
 
 
-def near_duplicate_groups(hashes: Mapping[str, str], max_distance: int = DEFAULT_MAX_DISTANCE) -> list[list[str]]:
+def near_duplicate_groups(
+    hashes: Mapping[str, str],
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+    progress: Callable[[int], None] | None = None,
+) -> list[list[str]]:
     """Groups of near-duplicate photos: the connected components of "hashes differ in at most
     ``max_distance`` bits" among ``hashes`` (source name to hash), those of two or more photos
-    only. Each group's sources sorted; groups largest first, then by their first source."""
+    only. Each group's sources sorted; groups largest first, then by their first source.
+    ``progress`` is called with the number of photos just compared with all the others."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     if not hashes:
         return []
     sources = sorted(hashes)
-    firsts, seconds, _ = near_pairs(hash_codes([hashes[source] for source in sources]), max_distance)
+    firsts, seconds, _ = near_pairs(hash_codes([hashes[source] for source in sources]), max_distance, progress)
     edges = coo_matrix((np.ones(len(firsts), dtype=np.int8), (firsts, seconds)), (len(sources),) * 2)
     _, component = connected_components(edges, directed=False)
     members: dict[int, list[str]] = {}

@@ -88,5 +88,7 @@ def test_grouping_in_blocks_finds_what_one_block_finds(photos, monkeypatch):
     named = {f"/p/{i:05d}.jpg": np.packbits(row).tobytes().hex() for i, row in enumerate(values)}
     whole = near_duplicate_groups(named, max_distance=3)
     monkeypatch.setattr(module, "_QUERIES_AT_ONCE", 7)
-    assert near_duplicate_groups(named, max_distance=3) == whole
+    compared = []
+    assert near_duplicate_groups(named, max_distance=3, progress=compared.append) == whole
     assert len(whole) == photos // 2
+    assert sum(compared) == photos and len(compared) == -(-photos // 7)

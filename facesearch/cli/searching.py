@@ -138,6 +138,8 @@ def _span(start: float, end: float) -> str:
 
 
 def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
     from search_engine.embedding import embedder_info
     from search_engine.index import create_index
     from search_engine.photo_hash import near_duplicate_groups
@@ -147,7 +149,9 @@ def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
     index = create_index(settings.index, embedder_info(settings.models))
     index.ensure()
     hashes = index.image_hashes()
-    groups = near_duplicate_groups(hashes, args.max_distance)
+    # Every pair is compared: minutes for a large archive (README, "Near-duplicates").
+    with tqdm(total=len(hashes), unit="photo", desc="comparing", disable=args.json, dynamic_ncols=True) as bar:
+        groups = near_duplicate_groups(hashes, args.max_distance, progress=bar.update)
     if args.json:
         print(json.dumps(groups, indent=2))
         return 0
