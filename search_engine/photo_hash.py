@@ -24,6 +24,8 @@ HASH_BITS = HASH_SIZE * HASH_SIZE
 HASH_BYTES = HASH_BITS // 8
 #: Differing bits up to which two photos are called near-duplicates (README, "Near-duplicates").
 DEFAULT_MAX_DISTANCE = 48
+#: Near-duplicates of one photo listed at most unless asked for more, nearest first.
+COPIES_LISTED = 50
 #: pHash's DCT runs over a square this many times the hash's side (imagehash's default).
 _PHASH_FACTOR = 4
 #: Hashes the grouping compares with all the others in one call (bounds the memory its found pairs take).

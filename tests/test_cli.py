@@ -284,3 +284,17 @@ def test_duplicates_lists_groups_of_near_identical_photos(tmp_path, capsys, astr
     assert main(["duplicates", *data]) == 0
     assert "1 groups of near-identical photos (2 of the 3 photos with a hash)" in capsys.readouterr().out
     assert main(["duplicates", *data, "--max-distance", "999"]) == EXIT_USAGE
+
+    # One photo's copies: a recompressed astronaut, which is not indexed itself, finds both astronauts.
+    query = tmp_path / "astronaut-copy.jpg"
+    Image.fromarray(astronaut).save(query, quality=40)
+    assert main(["duplicates", str(query), *data, "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert sorted(copy["source"] for copy in found) == ["/archive/astronaut-small.jpg", "/archive/astronaut.jpg"]
+    assert found == sorted(found, key=lambda copy: (copy["distance"], copy["source"]))
+    assert main(["duplicates", str(query), *data, "--k", "1"]) == 0
+    assert "1 indexed photos within 48 of 256 hash bits" in capsys.readouterr().out
+    assert main(["duplicates", str(query), *data, "--k", "0"]) == EXIT_USAGE
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    assert main(["duplicates", str(tmp_path / "notes.jpg"), *data]) == EXIT_ERROR
+    assert "notes.jpg" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from werkzeug.datastructures import MultiDict
 
 from search_engine.errors import InvalidRequestError
 from search_engine.index import FACET_FIELDS
-from search_engine.photo_hash import DEFAULT_MAX_DISTANCE, HASH_BITS
+from search_engine.photo_hash import COPIES_LISTED, DEFAULT_MAX_DISTANCE, HASH_BITS
 from search_engine.types import PHOTO, VIDEO, SearchFilters
 
 from .engine import SearchQuery, current_engine
@@ -168,6 +168,21 @@ def videos():
 def duplicates():
     chosen = _number(request.args, "max_distance", int, 0, HASH_BITS - 1)
     return current_engine().duplicates(DEFAULT_MAX_DISTANCE if chosen is None else chosen)
+
+
+@bp.post("/duplicates")
+def copies_of_upload():
+    upload = request.files.get("image")
+    if upload is None:
+        raise InvalidRequestError("send the photo as the multipart/form-data field 'image'")
+    chosen = _number(request.form, "max_distance", int, 0, HASH_BITS - 1)
+    k = _number(request.form, "k", int, 1, MAX_RESULTS)
+    return current_engine().copies_of_upload(
+        upload.read(),
+        upload.filename or "upload",
+        DEFAULT_MAX_DISTANCE if chosen is None else chosen,
+        COPIES_LISTED if k is None else k,
+    )
 
 
 @bp.get("/faces/<face_id>")

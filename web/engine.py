@@ -33,9 +33,6 @@ from search_engine.video import read_frame
 from .errors import WebError
 from .media import MediaRoots, face_thumbnail
 
-#: Near-duplicates a photo's page lists at most, nearest first.
-DUPLICATES_LISTED = 50
-
 log = logging.getLogger(__name__)
 
 
@@ -131,16 +128,17 @@ class Engine:
     def related_photos(self, source: str, similar: int = 8) -> dict:
         """What a photo's page lists beside it: its near-duplicates (photos whose perceptual hashes
         are within the default distance of its own, nearest first, with how many bits apart, at
-        most :data:`DUPLICATES_LISTED`) and, where similar-photo search is on, the ``similar``
-        other photos that look most like it (else None); each with a link to its file where it may be served."""
-        from search_engine.photo_hash import DEFAULT_MAX_DISTANCE
+        most :data:`~search_engine.photo_hash.COPIES_LISTED`) and, where similar-photo search is
+        on, the ``similar`` other photos that look most like it (else None); each with a link to
+        its file where it may be served."""
+        from search_engine.photo_hash import COPIES_LISTED, DEFAULT_MAX_DISTANCE
 
         index = self._index()
         record = index.get_sources([source]).get(source)
         copies = []
         if record is not None and record.image_hash is not None:
             copies = index.near_duplicates(
-                record.image_hash, DEFAULT_MAX_DISTANCE, DUPLICATES_LISTED, exclude_source=source
+                record.image_hash, DEFAULT_MAX_DISTANCE, COPIES_LISTED, exclude_source=source
             )
         found = None
         service = self.service()
@@ -149,12 +147,21 @@ class Engine:
                 hit.to_dict() | {"media_url": self._media_url(hit.source)}
                 for hit in service.photos.similar_to_source(source, k=similar)
             ]
-        return {
-            "duplicates": [
-                {"source": name, "distance": bits, "media_url": self._media_url(name)} for name, bits in copies
-            ],
-            "similar": found,
-        }
+        return {"duplicates": self._copies(copies), "similar": found}
+
+    def copies_of_upload(self, data: bytes, filename: str, max_distance: int, k: int) -> dict:
+        """The indexed photos that are near-duplicates of an uploaded photo (perceptual hashes
+        within ``max_distance`` bits of its own), nearest first, at most ``k``: "is this picture
+        already in the archive, resized or recompressed?". No model runs."""
+        from search_engine.photo_hash import photo_hash
+
+        image = decode_image(data, filename, self.settings.models.max_image_pixels)
+        copies = self._index().near_duplicates(photo_hash(image), max_distance, k)
+        return {"max_distance": max_distance, "duplicates": self._copies(copies)}
+
+    def _copies(self, copies: list[tuple[str, int]]) -> list[dict]:
+        """Near-duplicates (source, bits apart) as the API and the pages show them, with links."""
+        return [{"source": name, "distance": bits, "media_url": self._media_url(name)} for name, bits in copies]
 
     def _media_url(self, source: str) -> str | None:
         return url_for("pages.media", path=source.lstrip("/")) if self.media.resolve(source) is not None else None

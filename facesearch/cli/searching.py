@@ -9,7 +9,7 @@ from pathlib import Path
 
 from search_engine.config import Settings
 from search_engine.errors import InvalidRequestError
-from search_engine.photo_hash import DEFAULT_MAX_DISTANCE, HASH_BITS
+from search_engine.photo_hash import COPIES_LISTED, DEFAULT_MAX_DISTANCE, HASH_BITS
 from search_engine.types import FACET_FIELDS, MEDIA_TYPES, SearchFilters
 
 from .common import EXIT_USAGE, usage_error
@@ -40,7 +40,16 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     search.set_defaults(run=cmd_search)
 
     duplicates = commands.add_parser(
-        "duplicates", parents=[common], help="groups of near-identical photos: resized, recompressed or cropped copies"
+        "duplicates",
+        parents=[common],
+        help="groups of near-identical photos (resized, recompressed or cropped copies), or one photo's copies",
+    )
+    duplicates.add_argument(
+        "image",
+        type=Path,
+        nargs="?",
+        metavar="PHOTO",
+        help="list only the indexed copies of this photo (it need not be indexed itself)",
     )
     duplicates.add_argument(
         "--max-distance",
@@ -48,7 +57,14 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_DISTANCE,
         help=f"differing bits of the {HASH_BITS}-bit perceptual hashes still called a copy (default {DEFAULT_MAX_DISTANCE})",
     )
-    duplicates.add_argument("--json", action="store_true", help="print one JSON array of groups of source paths")
+    duplicates.add_argument(
+        "--k", type=int, default=COPIES_LISTED, help=f"with PHOTO: copies listed at most (default {COPIES_LISTED})"
+    )
+    duplicates.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON array: of groups of source paths, or with PHOTO of {source, distance} objects",
+    )
     duplicates.set_defaults(run=cmd_duplicates)
 
     similar = commands.add_parser(
@@ -146,8 +162,12 @@ def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
 
     if not 0 <= args.max_distance < HASH_BITS:
         return usage_error(f"--max-distance must be from 0 to {HASH_BITS - 1}")
+    if args.k < 1:
+        return usage_error("--k must be at least 1")
     index = create_index(settings.index, embedder_info(settings.models))
     index.ensure()
+    if args.image is not None:
+        return _copies_of(index, args, settings)
     hashes = index.image_hashes()
     # Every pair is compared: minutes for a large archive (README, "Near-duplicates").
     with tqdm(total=len(hashes), unit="photo", desc="comparing", disable=args.json, dynamic_ncols=True) as bar:
@@ -161,6 +181,22 @@ def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {source}")
     copies = sum(len(group) for group in groups)
     print(f"{len(groups)} groups of near-identical photos ({copies} of the {len(hashes)} photos with a hash)")
+    return 0
+
+
+def _copies_of(index, args: argparse.Namespace, settings: Settings) -> int:
+    """``duplicates PHOTO``: the indexed photos whose hashes lie within ``--max-distance`` of PHOTO's."""
+    from search_engine.imageio import decode_image, read_file
+    from search_engine.photo_hash import photo_hash
+
+    image = decode_image(read_file(args.image), str(args.image), settings.models.max_image_pixels)
+    copies = index.near_duplicates(photo_hash(image), args.max_distance, args.k)
+    if args.json:
+        print(json.dumps([{"source": source, "distance": bits} for source, bits in copies], indent=2))
+        return 0
+    for source, bits in copies:
+        print(f"{bits:4d}  {source}")
+    print(f"{len(copies)} indexed photos within {args.max_distance} of {HASH_BITS} hash bits of {args.image}")
     return 0
 
 

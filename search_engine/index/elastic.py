@@ -470,7 +470,8 @@ class ElasticFaceIndex:
         self, image_hash: str, max_distance: int, limit: int, exclude_source: str | None = None
     ) -> list[NearCopy]:
         self.ensure()
-        body = near_duplicates_body(image_hash, max_distance, limit, exclude_source)
+        # A kNN returns at most MAX_KNN hits; that many copies of one photo is past any page.
+        body = near_duplicates_body(image_hash, max_distance, min(limit, MAX_KNN), exclude_source)
         with self._talking(f"finding near-duplicate photos in {self.names.sources_alias}"):
             hits = self._client.search(index=self.names.sources_alias, body=body)["hits"]["hits"]
         # Distances from the hashes themselves, not from the scores' float arithmetic.

@@ -139,6 +139,40 @@ def test_duplicates_are_the_groups_of_the_stored_hashes(client, service):
     assert error_of(client.get("/api/v1/duplicates?max_distance=256"))[:2] == (400, "invalid_request")
 
 
+def test_an_uploaded_photo_s_copies_in_the_archive(client, service, library):
+    """The query photos are edited copies of the library's two pictures: each finds the copies of
+    its own picture, nearest first, and a blank photo and a non-photo find nothing or a 400."""
+    from search_engine.imageio import decode_image, read_file
+    from search_engine.photo_hash import DEFAULT_MAX_DISTANCE, distances, photo_hash
+
+    hashes = service.index.image_hashes()
+    names = sorted(hashes)
+    for query in ("eileen.jpg", "cameraman.jpg"):
+        path = library.queries / query
+        own = photo_hash(decode_image(read_file(path), str(path), 10**8))
+        expected = sorted((int(b), n) for n, b in zip(names, distances(own, [hashes[n] for n in names])))
+        expected = [(n, b) for b, n in expected if b <= DEFAULT_MAX_DISTANCE]
+        with open(path, "rb") as handle:
+            found = client.post("/api/v1/duplicates", data={"image": (handle, query)}).get_json()
+        assert found["max_distance"] == DEFAULT_MAX_DISTANCE and expected
+        assert [(copy["source"], copy["distance"]) for copy in found["duplicates"]] == expected
+        assert all(copy["media_url"] for copy in found["duplicates"])
+        nearest = found["duplicates"][0]["distance"]
+        with open(path, "rb") as handle:
+            fields = {"image": (handle, query), "k": "1", "max_distance": str(nearest)}
+            one = client.post("/api/v1/duplicates", data=fields).get_json()
+        assert one["max_distance"] == nearest and [copy["distance"] for copy in one["duplicates"]] == [nearest]
+    with open(library.queries / "notes.jpg", "rb") as handle:
+        assert error_of(client.post("/api/v1/duplicates", data={"image": (handle, "notes.jpg")}))[:2] == (
+            400,
+            "invalid_image",
+        )
+    assert error_of(client.post("/api/v1/duplicates", data={}))[:2] == (400, "invalid_request")
+    with open(library.queries / "blank.png", "rb") as handle:
+        fields = {"image": (handle, "blank.png"), "max_distance": "256"}
+        assert error_of(client.post("/api/v1/duplicates", data=fields))[:2] == (400, "invalid_request")
+
+
 def test_face_record_thumbnail_page_and_file(client, library):
     hit = search(client, library.queries / "cameraman.jpg", k=1, person="Cameraman").get_json()["hits"][0]
     face = client.get(f"/api/v1/faces/{hit['face_id']}").get_json()
