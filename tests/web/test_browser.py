@@ -176,6 +176,34 @@ def test_bad_uploads_show_a_clear_message(server, browser, library):
     browser.save_screenshot(str(ARTIFACTS / "5-not-an-image.png"))
 
 
+def test_the_copies_tab_finds_the_same_picture_and_says_when_there_is_none(server, browser, library):
+    """No model runs for it, so it is there on a server without similar-photo search: the page
+    shows what the API answers for the same upload, nearest first."""
+    import requests
+
+    query = library.queries / "eileen.jpg"
+    with open(query, "rb") as handle:
+        expected = requests.post(f"{server}/api/v1/duplicates", files={"image": handle}, timeout=60).json()
+    assert expected["duplicates"]
+    browser.get(server + "/")
+    css(browser, "#tab-copies")[0].click()
+    assert not css(browser, "#filters")[0].is_displayed()
+    css(browser, "#file")[0].send_keys(str(query))
+    wait_for(browser, lambda d: css(d, "#hits li.copy") and idle(d), "the copies")
+    shown = [card.get_attribute("title") for card in css(browser, "#hits li.copy .source")]
+    assert shown == [copy["source"] for copy in expected["duplicates"]]
+    first = expected["duplicates"][0]["distance"]
+    assert css(browser, "#hits li.copy .score")[0].text == (f"{first} bits apart" if first else "identical hash")
+    assert "copies of your photo in the archive" in css(browser, "#summary")[0].text
+    wait_for(browser, lambda d: images_loaded(d, "#hits li.copy img"), "the copies' photos")
+    browser.save_screenshot(str(ARTIFACTS / "7-copies.png"))
+    css(browser, "#file")[0].send_keys(str(library.queries / "blank.png"))
+    wait_for(browser, lambda d: "No copy of this photo" in css(d, "#summary")[0].text and idle(d), "no copy")
+    assert not css(browser, "#hits li")
+    css(browser, "#tab-faces")[0].click()
+    assert css(browser, "#filters")[0].is_displayed()
+
+
 def test_the_similar_photos_tab(browser, library, tmp_path, described, resnet50_weights):
     env = {
         "FACESEARCH_EMBEDDER": "dlib",

@@ -66,14 +66,16 @@ function whenLoaded(image, callback) {
 function initSearch() {
   const app = document.getElementById("app");
   const urls = {
-    search: app.dataset.searchUrl, similar: app.dataset.similarUrl, people: app.dataset.peopleUrl, videos: app.dataset.videosUrl,
+    search: app.dataset.searchUrl, similar: app.dataset.similarUrl, copies: app.dataset.copiesUrl,
+    people: app.dataset.peopleUrl, videos: app.dataset.videosUrl,
   };
   const perPage = Number(app.dataset.perPage);
   const maxResults = Number(app.dataset.maxResults);
   const maxUpload = Number(app.dataset.maxUpload);
   const $ = (id) => document.getElementById(id);
   const message = $("message"), queryImage = $("query-image"), hits = $("hits"), more = $("more");
-  // mode: "faces" searches with a face of the photo, "similar" with the photo as a whole.
+  // mode: "faces" searches with a face of the photo, "similar" with the photo as a whole, "copies"
+  // for the same picture (its perceptual hash).
   const state = { file: null, face: null, k: perPage, preview: null, sent: 0, mode: "faces" };
 
   function showMessage(text, kind = "error") {
@@ -104,7 +106,7 @@ function initSearch() {
     const form = new FormData();
     form.append("image", state.file, state.file.name || "pasted-image");
     form.append("k", String(state.k));
-    if (state.mode === "similar") return form; // whole-photo search takes no face or filters
+    if (state.mode !== "faces") return form; // whole-photo searches take no face or filters
     if (state.face !== null) form.append("face", String(state.face));
     for (const [name, id] of [["person", "person"], ["video", "video"], ["media_type", "media-type"]]) {
       const value = $(id).value.trim();
@@ -124,7 +126,8 @@ function initSearch() {
     showMessage("Searching…", "info");
     let response, body = null;
     try {
-      response = await fetch(state.mode === "similar" ? urls.similar : urls.search, { method: "POST", body: formData() });
+      const url = { faces: urls.search, similar: urls.similar, copies: urls.copies }[state.mode];
+      response = await fetch(url, { method: "POST", body: formData() });
       body = await response.json();
     } catch (error) {
       if (ticket === state.sent) showMessage(`The server could not be reached or answered oddly (${error.message}).`);
@@ -142,10 +145,11 @@ function initSearch() {
       return;
     }
     showMessage("");
-    if (state.mode === "similar") {
+    if (state.mode !== "faces") {
       $("query-boxes").replaceChildren();
       $("query-hint").textContent = "";
-      showPhotos(body);
+      if (state.mode === "similar") showPhotos(body);
+      else showCopies(body);
       return;
     }
     showQueryFaces(body);
@@ -159,6 +163,28 @@ function initSearch() {
         "similar as a whole (scene, objects, layout), whoever is in them."
       : "No photo has been described for this search yet: index the photos with --image-search.";
     more.hidden = body.hits.length < state.k || state.k >= maxResults;
+  }
+
+  function showCopies(body) {
+    hits.replaceChildren(...body.duplicates.map(copyCard));
+    $("summary").textContent = body.duplicates.length
+      ? `${body.duplicates.length} copies of your photo in the archive, nearest first: their perceptual ` +
+        `hashes differ from its own in at most ${body.max_distance} of 256 bits.`
+      : `No copy of this photo in the archive: no indexed photo's perceptual hash is within ` +
+        `${body.max_distance} of 256 bits of its own. Another photo of the same scene is not a copy; ` +
+        "try Faces, or Similar photos.";
+    more.hidden = body.duplicates.length < state.k || state.k >= maxResults;
+  }
+
+  function copyCard(copy) {
+    const card = el("li", { class: "hit photo copy" });
+    const picture = copy.media_url
+      ? el("img", { src: copy.media_url, alt: basename(copy.source), loading: "lazy" })
+      : el("div", { class: "no-thumbnail" }, "file not served");
+    card.append(copy.media_url ? el("a", { href: copy.media_url, class: "thumb" }, picture) : picture);
+    card.append(el("p", { class: "score" }, copy.distance ? `${copy.distance} bits apart` : "identical hash"));
+    card.append(el("p", { class: "source", title: copy.source }, basename(copy.source)));
+    return card;
   }
 
   // A photo shows itself; a video's keyframe links to the video at its time.
@@ -178,10 +204,10 @@ function initSearch() {
   function useMode(mode) {
     state.mode = mode;
     state.k = perPage;
-    for (const [id, which] of [["tab-faces", "faces"], ["tab-similar", "similar"]]) {
-      $(id).setAttribute("aria-selected", String(mode === which));
+    for (const [id, which] of [["tab-faces", "faces"], ["tab-copies", "copies"], ["tab-similar", "similar"]]) {
+      if ($(id)) $(id).setAttribute("aria-selected", String(mode === which));
     }
-    $("filters").hidden = mode === "similar";
+    $("filters").hidden = mode !== "faces";
     hits.replaceChildren();
     $("summary").textContent = "";
     more.hidden = true;
@@ -273,11 +299,10 @@ function initSearch() {
   });
   suggestPeople();
 
-  // The tabs are there only where similar-photo search is on.
-  if ($("tab-similar")) {
-    $("tab-faces").addEventListener("click", () => useMode("faces"));
-    $("tab-similar").addEventListener("click", () => useMode("similar"));
-  }
+  $("tab-faces").addEventListener("click", () => useMode("faces"));
+  $("tab-copies").addEventListener("click", () => useMode("copies"));
+  // Similar photos is there only where that search is on.
+  if ($("tab-similar")) $("tab-similar").addEventListener("click", () => useMode("similar"));
   $("file").addEventListener("change", (event) => useFile(event.target.files[0]));
   $("person").addEventListener("input", suggestPeople);
   $("filters").addEventListener("submit", (event) => {
