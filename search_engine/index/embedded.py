@@ -495,7 +495,7 @@ class EmbeddedFaceIndex(LanceDatabase):
         where = f"{IMAGE_BITS.name} IS NOT NULL"
         query = self._sources.search().where(where).select(["source", IMAGE_BITS.name])
         rows = query.limit(self._sources.count_rows(where)).to_arrow()
-        codes = rows[IMAGE_BITS.name].combine_chunks().values.to_numpy(zero_copy_only=False)
+        codes = rows[IMAGE_BITS.name].combine_chunks().flatten().to_numpy()
         codes = codes.reshape(rows.num_rows, IMAGE_BITS.type.list_size)
         return {source: code.tobytes().hex() for source, code in zip(rows["source"].to_pylist(), codes)}
 
