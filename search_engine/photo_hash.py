@@ -83,19 +83,22 @@ def near_pairs(
     whose hashes differ in at most ``max_distance`` bits, each pair once: (first rows, second rows,
     bits apart), first < second.
 
-    Every pair is compared: faiss's exhaustive binary index counts the bits with the CPU's popcount
-    on all cores, :data:`_QUERIES_AT_ONCE` rows against all at a time (README, "Near-duplicates",
-    has the time per pair); ``progress`` is called with the number of rows just compared.
+    Every pair is compared once: faiss's exhaustive binary index counts the bits with the CPU's
+    popcount on all cores, :data:`_QUERIES_AT_ONCE` rows at a time against those rows and all after
+    them (README, "Near-duplicates", has the time per pair); ``progress`` is called with the
+    number of rows just compared.
     """
     import faiss
 
-    index = faiss.IndexBinaryFlat(HASH_BITS)
-    index.add(codes)
     firsts, seconds, apart = [], [], []
     for start in range(0, len(codes), _QUERIES_AT_ONCE):
+        # Copying the rows from here on costs far less than comparing them with the earlier ones again.
+        index = faiss.IndexBinaryFlat(HASH_BITS)
+        index.add(codes[start:])
         # faiss returns the pairs strictly nearer than its radius.
         limits, bits, found = index.range_search(codes[start : start + _QUERIES_AT_ONCE], max_distance + 1)
         rows = start + np.repeat(np.arange(len(limits) - 1), np.diff(limits).astype(np.int64))
+        found = found + start
         later = rows < found
         firsts.append(rows[later])
         seconds.append(found[later])
