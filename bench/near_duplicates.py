@@ -47,8 +47,8 @@ from search_engine.index.embedded import EmbeddedFaceIndex  # noqa: E402
 from search_engine.photo_hash import (  # noqa: E402
     DEFAULT_MAX_DISTANCE,
     HASH_BITS,
+    code_distances,
     distances,
-    hash_bytes,
     hash_codes,
     near_duplicate_groups,
     near_pairs,
@@ -162,9 +162,6 @@ def faiss_threads() -> int:
     return faiss.omp_get_max_threads()
 
 
-#: Set bits of every byte value.
-POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.int64)
-
 #: The sources table these archives are in: it holds no faces, only file records.
 ARCHIVE_MODEL = EmbedderInfo("near-dup-bench", "r1", 8)
 
@@ -200,7 +197,7 @@ def at_scale(lfw: dict[str, str], size: int, path: Path, lookups: int) -> str:
         started = time.perf_counter()
         found = index.near_duplicates(lfw[query], DEFAULT_MAX_DISTANCE, 50, exclude_source=query)
         timings.append(1000 * (time.perf_counter() - started))
-        apart = POPCOUNT[codes ^ np.frombuffer(hash_bytes(lfw[query]), dtype=np.uint8)].sum(axis=1)
+        apart = code_distances(lfw[query], codes)
         near = np.flatnonzero(apart <= DEFAULT_MAX_DISTANCE)
         exact = sorted((int(apart[row]), names[row]) for row in near if names[row] != query)
         agree += [(name, bits) for bits, name in exact[:50]] == found

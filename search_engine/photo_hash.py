@@ -68,11 +68,14 @@ _POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.u
 
 
 def distances(one: str, others: Sequence[str]) -> np.ndarray:
-    """How many bits ``one`` hash differs from each of ``others``, int array: XOR of the bytes,
-    bits counted per byte."""
-    if not others:
-        return np.zeros(0, dtype=np.int64)
-    differing = hash_codes(others) ^ np.frombuffer(hash_bytes(one), dtype=np.uint8)
+    """How many bits ``one`` hash differs from each of ``others``, int array."""
+    return code_distances(one, hash_codes(others))
+
+
+def code_distances(one: str, codes: np.ndarray) -> np.ndarray:
+    """How many bits ``one`` hash differs from each row of ``codes`` (:func:`hash_codes`), int
+    array: XOR of the bytes, bits counted per byte."""
+    differing = codes ^ np.frombuffer(hash_bytes(one), dtype=np.uint8)
     return _POPCOUNT[differing].sum(axis=1, dtype=np.int64)
 
 
