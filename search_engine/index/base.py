@@ -9,7 +9,7 @@ Scores are cosine similarities in [-1, 1] between unit-length vectors, whatever 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -45,6 +45,12 @@ FACET_LIMIT = 10_000
 Neighbour = tuple[str, float]
 #: One recorded photo near a perceptual hash: its ``source`` and how many bits its hash differs by.
 NearCopy = tuple[str, int]
+
+
+def nearest_first(copies: Iterable[NearCopy]) -> list[NearCopy]:
+    """Near-duplicates in the order :meth:`FaceIndex.near_duplicates` promises: fewest bits apart
+    first, then by source."""
+    return sorted(copies, key=lambda copy: (copy[1], copy[0]))
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from .base import (
     check_calibration,
     check_collapse,
     check_facet_field,
+    nearest_first,
     query_matrix,
     query_vector,
     storable,
@@ -477,8 +478,7 @@ class ElasticFaceIndex:
         # Distances from the hashes themselves, not from the scores' float arithmetic.
         names = [hit["_source"]["source"] for hit in hits]
         apart = distances(image_hash, [hit["_source"]["image_hash"] for hit in hits])
-        found = [(name, int(bits)) for name, bits in zip(names, apart) if bits <= max_distance]
-        return sorted(found, key=lambda pair: (pair[1], pair[0]))
+        return nearest_first((name, int(bits)) for name, bits in zip(names, apart) if bits <= max_distance)
 
     def get_calibration(self) -> Calibration | None:
         self.ensure()

@@ -49,6 +49,7 @@ from .base import (
     check_calibration,
     check_collapse,
     check_facet_field,
+    nearest_first,
     query_matrix,
     query_vector,
     storable,
@@ -503,8 +504,8 @@ class EmbeddedFaceIndex(LanceDatabase):
         self, image_hash: str, max_distance: int, limit: int, exclude_source: str | None = None
     ) -> list[NearCopy]:
         self.ensure()
-        # An exhaustive Hamming scan of the hashes: about 60 ms at a million photos (README,
-        # "Near-duplicates"); the distance range's upper bound is exclusive.
+        # An exhaustive Hamming scan of the hashes (README, "Near-duplicates", has its time at a
+        # million photos); the distance range's upper bound is exclusive.
         query = (
             self._sources.search(
                 np.frombuffer(hash_bytes(image_hash), dtype=np.uint8), vector_column_name=IMAGE_BITS.name
@@ -517,8 +518,7 @@ class EmbeddedFaceIndex(LanceDatabase):
         if exclude_source is not None:
             query = query.where(f"source != {sql_literal(exclude_source)}", prefilter=True)
         rows = query.to_arrow()
-        found = zip(rows["source"].to_pylist(), (round(bits) for bits in rows["_distance"].to_pylist()))
-        return sorted(found, key=lambda pair: (pair[1], pair[0]))
+        return nearest_first(zip(rows["source"].to_pylist(), (round(bits) for bits in rows["_distance"].to_pylist())))
 
     @property
     def _calibration_path(self) -> Path:
