@@ -157,7 +157,7 @@ function initSearch() {
   }
 
   function showPhotos(body) {
-    hits.replaceChildren(...body.hits.map(photoCard));
+    hits.replaceChildren(...body.hits.map((hit) => photoCard(hit)));
     $("summary").textContent = body.hits.length
       ? `${body.hits.length} photos that look most like yours, among ${body.photos.toLocaleString()}: ` +
         "similar as a whole (scene, objects, layout), whoever is in them."
@@ -176,26 +176,22 @@ function initSearch() {
     more.hidden = body.duplicates.length < state.k || state.k >= maxResults;
   }
 
+  // A copy is a photo's card that says how many hash bits it differs by.
   function copyCard(copy) {
-    const card = el("li", { class: "hit photo copy" });
-    const picture = copy.media_url
-      ? el("img", { src: copy.media_url, alt: basename(copy.source), loading: "lazy" })
-      : el("div", { class: "no-thumbnail" }, "file not served");
-    card.append(copy.media_url ? el("a", { href: copy.media_url, class: "thumb" }, picture) : picture);
-    card.append(el("p", { class: "score" }, copy.distance ? `${copy.distance} bits apart` : "identical hash"));
-    card.append(el("p", { class: "source", title: copy.source }, basename(copy.source)));
+    const card = photoCard(copy, copy.distance ? `${copy.distance} bits apart` : "identical hash");
+    card.classList.add("copy");
     return card;
   }
 
   // A photo shows itself; a video's keyframe links to the video at its time.
-  function photoCard(hit) {
+  function photoCard(hit, score = `${Math.round(hit.score * 100)}%`) {
     const card = el("li", { class: "hit photo" });
     const video = hit.media_type === "video";
     let picture = el("div", { class: "no-thumbnail" }, video ? "video keyframe" : "file not served");
     if (hit.media_url && !video) picture = el("img", { src: hit.media_url, alt: basename(hit.source), loading: "lazy" });
     const target = video ? `${hit.media_url}#t=${hit.timestamp}` : hit.media_url;
     card.append(hit.media_url ? el("a", { href: target, class: "thumb" }, picture) : picture);
-    card.append(el("p", { class: "score" }, `${Math.round(hit.score * 100)}%`));
+    card.append(el("p", { class: "score" }, score));
     const where = video ? `${basename(hit.source)} · ${clock(hit.timestamp)}` : basename(hit.source);
     card.append(el("p", { class: video ? "source video" : "source", title: hit.source }, where));
     return card;
